@@ -1,0 +1,63 @@
+"""Model hyper-parameters, stored beside every checkpoint as JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Literal
+
+Variant = Literal["full", "noest", "nodiff"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Sizes of the three networks and of the diffusion.
+
+    ``variant`` selects the paper's Table 2 ablations: ``noest`` is the decoder without Z, ``nodiff``
+    regresses Z straight from the condition vector instead of denoising it.
+    """
+
+    variant: Variant = "full"
+    z_dim: int = 256
+    decoder_channels: tuple[int, ...] = (32, 64, 128, 256)
+    encoder_channels: tuple[int, ...] = (64, 128, 256)
+    condition_channels: tuple[int, ...] = (48, 96, 192)
+    cbam_reduction: int = 8
+    denoiser_hidden: int = 512
+    denoiser_layers: int = 3
+    diffusion_steps: int = 4
+    noise_schedule: Literal["linear", "cosine"] = "linear"
+    prediction: Literal["x0", "eps"] = "x0"
+    qp_max: int = 51
+
+    def __post_init__(self) -> None:
+        if self.variant not in ("full", "noest", "nodiff"):
+            raise ValueError(f"unknown variant {self.variant!r}; use full, noest or nodiff")
+        for name in ("decoder_channels", "encoder_channels", "condition_channels"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+
+    @property
+    def pad_multiple(self) -> int:
+        """Frame sides are mirror-padded to this multiple: 2 per decoder level, 4 for pixel-unshuffle."""
+        return max(2 ** (len(self.decoder_channels) - 1), 4)
+
+    @property
+    def min_side(self) -> int:
+        """Smallest frame side the networks accept (mirror padding needs a side longer than the pad)."""
+        return self.pad_multiple
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**data)
+
+    @classmethod
+    def load(cls, path: Path) -> ModelConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))

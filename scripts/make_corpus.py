@@ -1,0 +1,48 @@
+#!/usr/bin/env python3
+"""Build a luma training corpus from folders of images and/or Debian photo packages.
+
+  python scripts/make_corpus.py --images ~/BSDS500 ~/DIV2K --out data/corpus
+  python scripts/make_corpus.py --debian --out data/corpus      # photos from Debian packages
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from _common import run
+
+from diffqe.train.corpus import DEBIAN_PHOTO_PACKAGES, build_corpus, fetch_debian_images
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", nargs="*", type=Path, default=[], help="folders or files of images")
+    ap.add_argument("--debian", action="store_true", help="add photos from Debian packages: " + ", ".join(DEBIAN_PHOTO_PACKAGES))
+    ap.add_argument("--debian-cache", type=Path, default=Path("data/debian"), help="where the packages are unpacked")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--val-fraction", type=float, default=0.1)
+    ap.add_argument("--screen-fraction", type=float, default=0.1, help="share of synthetic screen/text images")
+    ap.add_argument("--downscale", type=float, default=2.0, help="shrink every image at least this much")
+    ap.add_argument("--max-side", type=int, default=1024)
+    ap.add_argument("--min-side", type=int, default=64)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    sources = list(args.images)
+    if args.debian:
+        sources += fetch_debian_images(args.debian_cache)
+    if not sources:
+        ap.error("give --images and/or --debian")
+    report = build_corpus(sources, args.out, val_fraction=args.val_fraction, screen_fraction=args.screen_fraction,
+                          downscale=args.downscale, max_side=args.max_side, min_side=args.min_side, seed=args.seed)
+    print(f"wrote {report.written['train']} train and {report.written['val']} validation images to {args.out}; "
+          f"skipped {len(report.skipped)}", file=sys.stderr)
+    if not sum(report.written.values()):
+        print("error: no usable image", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)

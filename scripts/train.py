@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""Train DiffQE: stage 1 (encoder + decoder), stage 2 (estimator), optional stage 3 (joint refinement).
+
+  python scripts/train.py --pairs data/pairs/manifest.json --run runs/full --stage 1 --steps 20000
+  python scripts/train.py --pairs data/pairs/manifest.json --run runs/full --stage 2 --steps 10000
+  python scripts/train.py ... --variant noest     # Table 2 ablations: noest, nodiff
+
+The same command runs on CPU (tiny) and CUDA (full); rerunning it resumes from RUN/stageN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from _common import run
+
+from diffqe.model.config import ModelConfig
+from diffqe.train.loop import TrainConfig, pick_device, train
+from diffqe.train.pairs import load_pairs
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pairs", type=Path, required=True, help="manifest.json from scripts/make_pairs.py")
+    ap.add_argument("--run", type=Path, required=True, help="run folder: checkpoints and log.jsonl")
+    ap.add_argument("--stage", type=int, choices=(1, 2, 3), required=True)
+    ap.add_argument("--variant", choices=("full", "noest", "nodiff"), default="full")
+    ap.add_argument("--model-config", type=Path, help="JSON with ModelConfig fields (overrides --variant)")
+    ap.add_argument("--device", default="auto")
+    defaults = TrainConfig()
+    for name in ("steps", "batch", "patch", "seed", "val_every", "save_every", "log_every", "val_images"):
+        ap.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
+    ap.add_argument("--lr", type=float, default=defaults.lr)
+    args = ap.parse_args()
+    model_cfg = (ModelConfig.from_dict(json.loads(args.model_config.read_text())) if args.model_config
+                 else ModelConfig(variant=args.variant))
+    cfg = TrainConfig(stage=args.stage, steps=args.steps, batch=args.batch, patch=args.patch, lr=args.lr,
+                      seed=args.seed, val_every=args.val_every, save_every=args.save_every,
+                      log_every=args.log_every, val_images=args.val_images)
+    train_pairs, val_pairs = load_pairs(args.pairs, "train"), load_pairs(args.pairs, "val")
+    if not train_pairs:
+        raise ValueError(f"{args.pairs} has no training pairs")
+    metrics = train(args.run, cfg, model_cfg, train_pairs, val_pairs, pick_device(args.device))
+    print(json.dumps(metrics), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,168 @@
+"""Luma training corpus: photographs (a user's folder or Debian packages) plus a minority of screen-like
+images, converted to the limited-range BT.709 luma that decoded video carries, split by image."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+# Debian packages that ship real photographs (and a few graphics), with the folders that hold them.
+# libjxl-testdata repeats one flower photo in many encodings: only its folders of distinct photos are used.
+DEBIAN_PHOTO_PACKAGES: dict[str, tuple[str, ...]] = {
+    "mate-backgrounds": ("usr/share/backgrounds",),
+    "kphotoalbum": ("usr/share/kphotoalbum/demo",),
+    "opencv-doc": ("usr/share/doc/opencv-doc/examples/data",),
+    "libjxl-testdata": (
+        "usr/share/libjxl-testdata/external/wesaturate/500px",
+    ),
+}
+
+
+class CorpusError(RuntimeError):
+    pass
+
+
+def rgb_to_luma(rgb: np.ndarray) -> np.ndarray:
+    """Gamma-encoded RGB (uint8) -> limited-range BT.709 Y' (uint8, 16..235), as an HEVC decoder outputs."""
+    r, g, b = (rgb[..., i].astype(np.float32) / 255.0 for i in range(3))
+    y = 0.2126 * r + 0.7152 * g + 0.0722 * b
+    return np.clip(np.round(16.0 + 219.0 * y), 0, 255).astype(np.uint8)
+
+
+def load_luma(path: Path, *, downscale: float, max_side: int, min_side: int) -> np.ndarray:
+    """Read an image, shrink it (at least by ``downscale``, which washes out JPEG artefacts of the source,
+    and to at most ``max_side``), convert to luma and crop to multiples of 8 (the codec's block grid)."""
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            im = im.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise CorpusError(f"{path}: not a readable image ({e.__class__.__name__}: {e})") from None
+    w, h = im.size
+    scale = min(1.0 / downscale, max_side / max(w, h))
+    if scale < 1.0:
+        im = im.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
+    y = rgb_to_luma(np.asarray(im))
+    h8, w8 = (y.shape[0] // 8) * 8, (y.shape[1] // 8) * 8
+    if min(h8, w8) < min_side:
+        raise CorpusError(f"{path}: too small ({w}x{h} -> {y.shape[1]}x{y.shape[0]} after scaling; need {min_side}px)")
+    top, left = (y.shape[0] - h8) // 2, (y.shape[1] - w8) // 2
+    return np.ascontiguousarray(y[top : top + h8, left : left + w8])
+
+
+def screen_like(rng: random.Random, size: tuple[int, int] = (512, 384)) -> np.ndarray:
+    """A synthetic screen capture: flat panels, hard edges, gradients and lines of text.  These teach the
+    model to leave sharp synthetic content alone."""
+    w, h = size
+    im = Image.new("RGB", size, tuple(rng.randrange(256) for _ in range(3)))
+    draw = ImageDraw.Draw(im)
+    font = ImageFont.load_default(size=rng.choice([10, 12, 14, 18, 24]))
+    for _ in range(rng.randint(3, 8)):
+        x0, y0 = rng.randrange(w), rng.randrange(h)
+        box = (x0, y0, min(w, x0 + rng.randint(40, w)), min(h, y0 + rng.randint(20, h // 2)))
+        draw.rectangle(box, fill=tuple(rng.randrange(256) for _ in range(3)))
+    if rng.random() < 0.5:  # a smooth gradient band, as in UI backgrounds
+        top = rng.randrange(h // 2)
+        for i in range(h // 4):
+            v = int(255 * i / (h // 4))
+            draw.line([(0, top + i), (w, top + i)], fill=(v, v, 255 - v))
+    words = "the quick brown fox jumps over lazy dog 0123456789 File Edit View Help OK Cancel".split()
+    for line in range(rng.randint(4, 16)):
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(2, 9)))
+        fill = (0, 0, 0) if rng.random() < 0.7 else (255, 255, 255)
+        draw.text((rng.randrange(8, w // 2), rng.randrange(h)), text, fill=fill, font=font)
+    return rgb_to_luma(np.asarray(im))
+
+
+def find_images(roots: Iterable[Path]) -> list[Path]:
+    found: list[Path] = []
+    for root in roots:
+        root = Path(root)
+        if root.is_file():
+            found.append(root)
+        elif root.is_dir():
+            found += sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        else:
+            raise CorpusError(f"{root}: no such file or folder; pass folders of images (BSDS500, DIV2K, ...)")
+    return found
+
+
+def fetch_debian_images(cache: Path, packages: Iterable[str] = DEBIAN_PHOTO_PACKAGES) -> list[Path]:
+    """Download the named Debian packages with ``apt-get download`` (no root needed) and unpack them under
+    ``cache``; returns the image folders.  A package that cannot be fetched is reported and skipped."""
+    cache.mkdir(parents=True, exist_ok=True)
+    roots = []
+    for pkg in packages:
+        dest = cache / pkg
+        if not (dest / ".done").exists():
+            with tempfile.TemporaryDirectory(dir=cache) as tmp:
+                got = subprocess.run(["apt-get", "download", pkg], cwd=tmp, capture_output=True, text=True)
+                debs = list(Path(tmp).glob("*.deb"))
+                if got.returncode or not debs:
+                    print(f"warning: could not download Debian package {pkg}: {got.stderr.strip()[-300:]} "
+                          "(run 'apt-get update' first)", file=sys.stderr)
+                    continue
+                shutil.rmtree(dest, ignore_errors=True)
+                subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(dest)], check=True)
+                (dest / ".done").touch()
+        roots += [dest / sub for sub in DEBIAN_PHOTO_PACKAGES.get(pkg, ("",))]
+    return [r for r in roots if r.exists()]
+
+
+@dataclass
+class CorpusReport:
+    written: dict[str, int] = field(default_factory=lambda: {"train": 0, "val": 0})
+    skipped: list[str] = field(default_factory=list)
+
+
+def build_corpus(
+    sources: list[Path],
+    out: Path,
+    *,
+    val_fraction: float = 0.1,
+    screen_fraction: float = 0.1,
+    downscale: float = 2.0,
+    max_side: int = 1024,
+    min_side: int = 64,
+    seed: int = 0,
+) -> CorpusReport:
+    """Write OUT/{train,val}/NAME.png (8-bit luma) and OUT/manifest.json.  Unreadable or too-small images
+    are skipped and listed in the report; the split is by image and reproducible from ``seed``."""
+    report = CorpusReport()
+    entries = []
+    rng = random.Random(seed)
+    for split in ("train", "val"):
+        (out / split).mkdir(parents=True, exist_ok=True)
+
+    def emit(name: str, y: np.ndarray, source: str) -> None:
+        split = "val" if random.Random(f"{seed}:{name}").random() < val_fraction else "train"
+        Image.fromarray(y).save(out / split / f"{name}.png")
+        report.written[split] += 1
+        entries.append({"name": name, "split": split, "source": source, "height": y.shape[0], "width": y.shape[1]})
+
+    images = find_images(sources)
+    for i, path in enumerate(images):
+        try:
+            y = load_luma(path, downscale=downscale, max_side=max_side, min_side=min_side)
+        except CorpusError as e:
+            report.skipped.append(str(e))
+            print(f"skipped: {e}", file=sys.stderr)
+            continue
+        emit(f"{i:05d}_{path.stem[:40]}", y, str(path))
+    n_screens = round(screen_fraction * report.written["train"] / max(1e-9, 1 - screen_fraction))
+    for i in range(n_screens):
+        emit(f"screen_{i:04d}", screen_like(rng), "synthetic screen")
+    (out / "manifest.json").write_text(json.dumps({"seed": seed, "images": entries, "skipped": report.skipped}, indent=2))
+    return report

@@ -1,0 +1,170 @@
+"""The training stages.
+
+1. encoder + decoder, Eq. (10): ||GT - Dec(Y, Enc(Y, GT, QP))||^2
+2. estimator, Eq. (11): ||Z_est - Z_enc||^2, with Z_est from the full T-step reverse process, started from
+   random noise exactly as at inference (the encoder is frozen)
+3. optional DiffIR-style refinement: decoder + estimator on ||GT - Dec(Y, Z_est)||^2 + ||Z_est - Z_enc||^2
+
+Each stage writes RUN/stageN.{safetensors,json} every ``save_every`` steps and resumes from it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..model import checkpoint
+from ..model.config import ModelConfig
+from ..model.diffqe import DiffQE
+from ..model.inference import enhance_planes
+from .metrics import psnr
+from .pairs import Pair, PatchSampler
+
+
+@dataclass
+class TrainConfig:
+    stage: int = 1
+    steps: int = 20000
+    batch: int = 16
+    patch: int = 128
+    lr: float = 2e-4
+    seed: int = 0
+    val_every: int = 1000
+    save_every: int = 500
+    log_every: int = 50
+    val_images: int = 16
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def trainable(model: DiffQE, stage: int) -> list[torch.nn.Parameter]:
+    if stage == 1:
+        modules = [model.decoder] + ([model.encoder] if model.uses_z else [])
+    elif not model.uses_z:
+        raise ValueError("the noest variant has no estimator: it trains in stage 1 only")
+    elif stage == 2:
+        modules = [model.estimator]
+    elif stage == 3:
+        modules = [model.decoder, model.estimator]
+    else:
+        raise ValueError(f"unknown stage {stage}; use 1, 2 or 3")
+    return [p for m in modules for p in m.parameters()]
+
+
+def stage_loss(model: DiffQE, stage: int, y, gt, qp, noise) -> torch.Tensor:
+    if stage == 1:
+        z = model.encoder(y, gt, qp) if model.uses_z else None
+        return F.mse_loss(model.decoder(y, z), gt)
+    with torch.no_grad():
+        z_enc = model.encoder(y, gt, qp)
+    z_est = model.estimator(y, noise)
+    loss = F.mse_loss(z_est, z_enc)
+    if stage == 3:
+        loss = loss + F.mse_loss(model.decoder(y, z_est), gt)
+    return loss
+
+
+@torch.no_grad()
+def validate(model: DiffQE, pairs: list[Pair], stage: int) -> dict[str, float]:
+    """Mean dPSNR (dB) of the inference path on validation pairs, overall and per QP.  Stage 1 has no
+    estimator yet, so it validates with the encoder's Z (the oracle upper bound)."""
+    model.eval()
+    by_qp: dict[int, list[float]] = {}
+    device = next(model.parameters()).device
+    for p in pairs:
+        if stage == 1:
+            y = torch.from_numpy(p.decoded / 255.0).float()[None, None].to(device)
+            gt = torch.from_numpy(p.gt / 255.0).float()[None, None].to(device)
+            z = model.encoder(y, gt, torch.tensor([p.qp], device=device)) if model.uses_z else None
+            out = (model.decoder(y, z)[0, 0] * 255).round().clamp(0, 255).cpu().numpy()
+        else:
+            out = enhance_planes(model, p.decoded)
+        by_qp.setdefault(p.qp, []).append(psnr(out, p.gt) - psnr(p.decoded, p.gt))
+    model.train()
+    result = {f"dpsnr_qp{qp}": float(np.mean(v)) for qp, v in sorted(by_qp.items())}
+    result["dpsnr"] = float(np.mean([d for v in by_qp.values() for d in v])) if by_qp else float("nan")
+    return result
+
+
+def _log(run: Path, record: dict) -> None:
+    print(json.dumps(record), file=sys.stderr)
+    with open(run / "log.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _initial_model(run: Path, cfg: TrainConfig, model_cfg: ModelConfig) -> DiffQE:
+    if cfg.stage == 1:
+        return DiffQE(model_cfg)
+    previous = run / f"stage{cfg.stage - 1}"
+    if not previous.with_suffix(".json").exists():
+        raise FileNotFoundError(f"stage {cfg.stage} starts from {previous}.safetensors; train stage {cfg.stage - 1} first")
+    return checkpoint.load(previous)[0]
+
+
+def train(run: Path, cfg: TrainConfig, model_cfg: ModelConfig, train_pairs: list[Pair], val_pairs: list[Pair],
+          device: torch.device) -> dict:
+    """Run (or resume) one stage; returns the final validation metrics."""
+    run.mkdir(parents=True, exist_ok=True)
+    stem = run / f"stage{cfg.stage}"
+    torch.manual_seed(cfg.seed)
+    sampler = PatchSampler(train_pairs, cfg.patch, cfg.batch, cfg.seed + cfg.stage)
+    step, opt_state = 0, None
+    if stem.with_suffix(".json").exists():
+        model, meta, opt_state = checkpoint.load(stem, with_optimizer=True)
+        step = meta["step"]
+        sampler.restore(meta["sampler"])
+        print(f"resuming stage {cfg.stage} from {stem} at step {step}", file=sys.stderr)
+    else:
+        model = _initial_model(run, cfg, model_cfg)
+    model.to(device).train()
+    params = trainable(model, cfg.stage)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    if opt_state:
+        opt.load_state_dict(opt_state)
+    noise_gen = torch.Generator(device=device)
+
+    def save(metrics: dict) -> None:
+        meta = {"stage": cfg.stage, "step": step, "train": asdict(cfg), "val": metrics, "sampler": sampler.state()}
+        checkpoint.save(stem, model, meta, opt.state_dict())
+
+    metrics: dict = {}
+    t0, losses = time.time(), []
+    while step < cfg.steps:
+        lr = cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))  # cosine decay
+        for group in opt.param_groups:
+            group["lr"] = lr
+        y, gt, qp = (torch.from_numpy(a).to(device) for a in sampler.sample())
+        noise_gen.manual_seed(cfg.seed * 1_000_003 + step)
+        noise = torch.randn(y.shape[0], model.cfg.z_dim, generator=noise_gen, device=device)
+        loss = stage_loss(model, cfg.stage, y, gt, qp, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        step += 1
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            _log(run, {"stage": cfg.stage, "step": step, "loss": float(np.mean(losses)), "lr": lr,
+                       "sec_per_step": (time.time() - t0) / len(losses)})
+            t0, losses = time.time(), []
+        if step % cfg.val_every == 0 or step == cfg.steps:
+            metrics = validate(model, val_pairs[: cfg.val_images], cfg.stage)
+            _log(run, {"stage": cfg.stage, "step": step, **metrics})
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            save(metrics)
+    return metrics
