@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import ModelConfig
@@ -82,7 +83,7 @@ def load(stem: Path = SHIPPED, *, with_optimizer: bool = False):
         doc = json.loads(config.read_text())
         tensors = load_file(str(weights))
         cfg = ModelConfig.from_dict(doc["model"])
-    except (ValueError, KeyError, OSError) as e:
+    except (ValueError, KeyError, OSError, SafetensorError) as e:
         raise CheckpointError(f"checkpoint {weights.with_suffix('')} is unreadable: {e}") from None
     model = DiffQE(cfg)
     state = {k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")}

@@ -93,3 +93,23 @@ def compress_luma(y: np.ndarray, qp: int, *, preset: str = "medium") -> np.ndarr
     if len(decoded) != 1:
         raise CodecError(f"expected one decoded frame, got {len(decoded)}")
     return decoded[0]
+
+
+def read_video_luma(path, max_frames: int | None = None) -> list[np.ndarray]:
+    """Luma planes of a video file (any container/codec FFmpeg reads), in display order."""
+    try:
+        with av.open(str(path)) as inp:
+            if not inp.streams.video:
+                raise CodecError(f"{path}: has no video stream")
+            frames = []
+            for frame in inp.decode(video=0):
+                frames.append(_luma(frame))
+                if max_frames and len(frames) >= max_frames:
+                    break
+    except FileNotFoundError:
+        raise CodecError(f"{path}: no such file") from None
+    except av.error.FFmpegError as e:
+        raise CodecError(f"{path}: cannot be decoded ({e}); is it a complete video file?") from None
+    if not frames:
+        raise CodecError(f"{path}: no decodable video frames")
+    return frames

@@ -4,6 +4,7 @@ images, converted to the limited-range BT.709 luma that decoded video carries, s
 from __future__ import annotations
 
 import json
+import math
 import random
 import shutil
 import subprocess
@@ -161,7 +162,7 @@ def build_corpus(
             print(f"skipped: {e}", file=sys.stderr)
             continue
         emit(f"{i:05d}_{path.stem[:40]}", y, str(path))
-    n_screens = round(screen_fraction * report.written["train"] / max(1e-9, 1 - screen_fraction))
+    n_screens = math.ceil(screen_fraction * sum(report.written.values()) / max(1e-9, 1 - screen_fraction))
     for i in range(n_screens):
         emit(f"screen_{i:04d}", screen_like(rng), "synthetic screen")
     (out / "manifest.json").write_text(json.dumps({"seed": seed, "images": entries, "skipped": report.skipped}, indent=2))

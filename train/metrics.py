@@ -7,9 +7,12 @@ import torch
 import torch.nn.functional as F
 
 
+PSNR_CAP = 100.0  # identical frames score this instead of infinity, so averages stay finite
+
+
 def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10.0 * np.log10(peak * peak / mse)
+    return PSNR_CAP if mse == 0 else min(PSNR_CAP, 10.0 * np.log10(peak * peak / mse))
 
 
 def ssim(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:

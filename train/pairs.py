@@ -10,7 +10,7 @@ import json
 import os
 import random
 import sys
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,9 +65,11 @@ def make_pairs(
     if not entries:
         raise FileNotFoundError(f"no images under {corpus}/train or {corpus}/val; build it with scripts/make_corpus.py")
     print(f"{len(entries)} pairs, {len(jobs)} to encode", file=sys.stderr)
-    workers = workers or max(1, (os.cpu_count() or 2) // 2)
-    with ProcessPoolExecutor(workers) as pool:
-        for i, _ in enumerate(pool.map(_encode_one, jobs, chunksize=4), 1):
+    workers = workers or os.cpu_count() or 1
+    # Threads, not processes: PyAV releases the GIL while x265 encodes, and forking a process that
+    # already runs threads (PyTorch) can deadlock.
+    with ThreadPoolExecutor(workers) as pool:
+        for i, _ in enumerate(pool.map(_encode_one, jobs), 1):
             if i % 100 == 0 or i == len(jobs):
                 print(f"encoded {i}/{len(jobs)}", file=sys.stderr)
     manifest = out / "manifest.json"

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from diffqe.train.codec import CodecError, compress_luma, decode_luma, encode_hevc, read_video_luma
+from diffqe.train.metrics import psnr, ssim
+
+
+def test_decoded_psnr_falls_as_qp_rises(reference_frames):
+    y = reference_frames[0]
+    scores = [psnr(compress_luma(y, qp), y) for qp in (22, 32, 42)]
+    assert scores[0] > scores[1] > scores[2], scores
+    assert scores[0] > 40 and scores[2] < 36, scores
+
+
+def test_random_access_crf_stream_keeps_frame_count(reference_frames):
+    decoded = decode_luma(encode_hevc(reference_frames[:5], crf=28, intra=False))
+    assert len(decoded) == 5
+    assert all(d.shape == r.shape and d.dtype == np.uint8 for d, r in zip(decoded, reference_frames))
+    assert np.mean([psnr(d, r) for d, r in zip(decoded, reference_frames)]) > 30
+
+
+def test_ten_bit_round_trip_stays_ten_bit(reference_frames):
+    y10 = reference_frames[0].astype(np.uint16) * 4
+    (decoded,) = decode_luma(encode_hevc([y10], qp=20, bit_depth=10))
+    assert decoded.dtype == np.uint16 and decoded.max() <= 1023
+    assert psnr(decoded, y10, peak=1023) > 40
+
+
+def test_bad_video_files_are_reported(tmp_path):
+    with pytest.raises(CodecError, match="no such file"):
+        read_video_luma(tmp_path / "missing.mp4")
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 4)
+    with pytest.raises(CodecError, match="corrupt.mp4"):
+        read_video_luma(corrupt)
+
+
+def test_metrics_on_known_cases(reference_frames):
+    y = reference_frames[0]
+    assert psnr(y, y) == 100.0 and ssim(y, y) == pytest.approx(1.0)
+    noisy = np.clip(y + np.random.default_rng(0).normal(0, 5, y.shape), 0, 255)
+    assert psnr(noisy, y) == pytest.approx(10 * np.log10(255**2 / np.mean((noisy - y) ** 2)))
+    assert ssim(noisy, y) < 0.99

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from PIL import Image
+
+from conftest import run_script
+from diffqe.train.corpus import rgb_to_luma
+from diffqe.train.pairs import choose_qps, load_pairs, make_pairs
+
+
+def write_real_images(folder, frames):
+    """Crops of the real reference photo in the formats users have: PNG, JPEG, an RGB one; plus a corrupt
+    JPEG and one too small to use."""
+    folder.mkdir()
+    Image.fromarray(frames[0][:, :256]).save(folder / "a.png")
+    Image.fromarray(frames[3][:160, 64:]).save(folder / "b.jpg", quality=95)
+    rgb = np.stack([frames[5], frames[5] // 2, 255 - frames[5]], axis=-1)
+    Image.fromarray(rgb).save(folder / "c.png")
+    Image.fromarray(frames[7]).save(folder / "d.jpeg")
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG")
+    Image.fromarray(frames[1][:40, :40]).save(folder / "tiny.png")
+
+
+def test_limited_range_bt709_luma():
+    px = np.array([[[0, 0, 0], [255, 255, 255], [255, 0, 0]]], np.uint8)
+    assert rgb_to_luma(px).tolist() == [[16, 235, round(16 + 219 * 0.2126)]]
+
+
+def test_corpus_builder_keeps_going_past_bad_images(tmp_path, reference_frames):
+    write_real_images(tmp_path / "photos", reference_frames)
+    out = tmp_path / "corpus"
+    result = run_script("make_corpus.py", "--images", tmp_path / "photos", "--out", out, "--downscale", "1",
+                        "--val-fraction", "0.3")
+    assert result.returncode == 0, result.stderr
+    assert "corrupt.jpg: not a readable image" in result.stderr and "tiny.png: too small" in result.stderr
+    assert "Traceback" not in result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    photos = [e for e in manifest["images"] if e["source"] != "synthetic screen"]
+    assert len(photos) == 4 and len(manifest["skipped"]) == 2
+    assert any(e["source"] == "synthetic screen" for e in manifest["images"])
+    assert {e["split"] for e in manifest["images"]} <= {"train", "val"}
+    for e in manifest["images"]:
+        y = np.asarray(Image.open(out / e["split"] / f"{e['name']}.png"))
+        assert y.dtype == np.uint8 and y.ndim == 2
+        assert y.shape[0] % 8 == 0 and y.shape[1] % 8 == 0
+        assert y.min() >= 16 and y.max() <= 235
+
+
+def test_corpus_builder_fails_clearly_on_a_missing_folder(tmp_path):
+    result = run_script("make_corpus.py", "--images", tmp_path / "nope", "--out", tmp_path / "c")
+    assert result.returncode == 2 and "no such file or folder" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_pairs_are_reproducible_and_resumable(tmp_path, reference_frames):
+    corpus = tmp_path / "corpus"
+    for split, idx in (("train", (0, 2)), ("val", (4,))):
+        (corpus / split).mkdir(parents=True)
+        for i in idx:
+            Image.fromarray(reference_frames[i]).save(corpus / split / f"f{i}.png")
+    assert choose_qps("x", 1, None, (22, 45), 3) == choose_qps("x", 1, None, (22, 45), 3)
+    assert choose_qps("x", 1, None, None, 4) == [27, 32, 37, 42]
+    manifest = make_pairs(corpus, tmp_path / "pairs", qps=(27, 42), workers=1)
+    train = load_pairs(manifest, "train")
+    assert len(train) == 4 and len(load_pairs(manifest, "val")) == 2
+    assert {p.qp for p in train} == {27, 42}
+    first = {p.name: p.decoded.copy() for p in train}
+    stamp = {f: f.stat().st_mtime_ns for f in (tmp_path / "pairs").rglob("*.png")}
+    make_pairs(corpus, tmp_path / "pairs", qps=(27, 42), workers=1)
+    assert stamp == {f: f.stat().st_mtime_ns for f in (tmp_path / "pairs").rglob("*.png")}, "resume re-encoded"
+    for p in train:  # decoded pairs differ from GT, more at the higher QP
+        assert np.array_equal(first[p.name], p.decoded) and not np.array_equal(p.decoded, p.gt)
