@@ -1,1 +1,1 @@
-"""placeholder"""
+"""ONNX export and TensorRT engine build (not built yet)."""

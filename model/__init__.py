@@ -1,1 +1,1 @@
-"""placeholder"""
+"""Networks (encoder, decoder, estimator), the diffusion schedule and sampler, checkpoints."""

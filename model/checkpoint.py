@@ -58,14 +58,24 @@ def _join_tensors(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
 def _atomic_write(path: Path, write) -> None:
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)
+    tmp.chmod(0o644)
     os.replace(tmp, path)
 
 
-def save(stem: Path, model: DiffQE, meta: dict | None = None, optimizer: dict | None = None) -> None:
-    """Write STEM.safetensors and STEM.json, each under a temporary name first, then renamed."""
+def save(stem: Path, model: DiffQE, meta: dict | None = None, optimizer: dict | None = None, *,
+         inference_only: bool = False, dtype: torch.dtype | None = None) -> None:
+    """Write STEM.safetensors and STEM.json, each under a temporary name first, then renamed.
+
+    ``inference_only`` leaves out the training-only encoder; ``dtype`` stores the weights in another
+    precision (fp16 halves the shipped file; loading converts back to the model's dtype).
+    """
     weights, config = _paths(stem)
     weights.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model/{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors = {
+        f"model/{k}": v.detach().cpu().to(dtype or v.dtype).contiguous()
+        for k, v in model.state_dict().items()
+        if not (inference_only and k.startswith("encoder."))
+    }
     doc: dict[str, Any] = {"model": json.loads(model.cfg.to_json()), "meta": meta or {}}
     if optimizer is not None:
         doc["optim"] = _split_tensors(optimizer, "optim", tensors)

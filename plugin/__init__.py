@@ -1,1 +1,1 @@
-"""placeholder"""
+"""VapourSynth filter and inference backends (not built yet)."""

@@ -1,0 +1,36 @@
+"""The README's main job and the evaluation script, run as a user runs them."""
+
+from __future__ import annotations
+
+import re
+
+from conftest import SAMPLES, run_script
+
+
+def test_demo_enhances_the_bundled_sample_and_reports_dpsnr():
+    result = run_script("demo.py")
+    assert result.returncode == 0, result.stderr
+    rows = re.findall(r"^\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([+-][\d.]+)$", result.stdout, re.M)
+    assert len(rows) == 8
+    for _, before, after, delta in rows:
+        assert abs(float(after) - float(before) - float(delta)) < 2e-3
+        assert 30 < float(before) < 45
+    assert re.search(r"^mean .* [+-]\d+\.\d+ dB$", result.stdout, re.M)
+
+
+def test_demo_reports_a_missing_sample_without_traceback(tmp_path):
+    result = run_script("demo.py", "--sample", tmp_path / "absent.mp4")
+    assert result.returncode == 2
+    assert "absent.mp4: no such file" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_evaluate_writes_a_markdown_table(tmp_path):
+    out = tmp_path / "table.md"
+    result = run_script("evaluate.py", "--clips", SAMPLES / "reference.mkv", "--max-frames", "2", "--qps", "32,42",
+                        "--extra-qps", "37", "--crf", "28", "--out", out)
+    assert result.returncode == 0, result.stderr
+    table = out.read_text()
+    for label in ("QP 32", "QP 42", "QP 37", "CRF 28 RA", "mixed"):
+        assert f"| {label} |" in table
+    psnr_in = {m[0]: float(m[1]) for m in re.findall(r"\| (QP \d+) \| 1 \| ([\d.]+) \|", table)}
+    assert psnr_in["QP 32"] > psnr_in["QP 37"] > psnr_in["QP 42"]
