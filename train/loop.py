@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from ..model import checkpoint
 from ..model.config import ModelConfig
 from ..model.diffqe import DiffQE
-from ..model.inference import enhance_planes
+from ..model.inference import enhance_planes, to_planes, to_tensor
 from .metrics import psnr
 from .pairs import Pair, PatchSampler
 
@@ -85,10 +85,9 @@ def validate(model: DiffQE, pairs: list[Pair], stage: int) -> dict[str, float]:
     device = next(model.parameters()).device
     for p in pairs:
         if stage == 1:
-            y = torch.from_numpy(p.decoded / 255.0).float()[None, None].to(device)
-            gt = torch.from_numpy(p.gt / 255.0).float()[None, None].to(device)
+            y, gt = to_tensor(p.decoded, 255, device), to_tensor(p.gt, 255, device)
             z = model.encoder(y, gt, torch.tensor([p.qp], device=device)) if model.uses_z else None
-            out = (model.decoder(y, z)[0, 0] * 255).round().clamp(0, 255).cpu().numpy()
+            out = to_planes(model.decoder(y, z), 255, p.gt.dtype)[0]
         else:
             out = enhance_planes(model, p.decoded)
         by_qp.setdefault(p.qp, []).append(psnr(out, p.gt) - psnr(p.decoded, p.gt))
