@@ -29,10 +29,8 @@ class ResidualUnit(nn.Module):
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """Mirror-pad H and W at the bottom/right up to a multiple; returns the original (H, W) to crop back."""
     h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph), mode="reflect")
-    return x, (h, w)
+    # Always pad (possibly by zero): a shape-dependent branch would be frozen into an exported graph.
+    return F.pad(x, (0, (-w) % multiple, 0, (-h) % multiple), mode="reflect"), (h, w)
 
 
 class ChannelAttention(nn.Module):
