@@ -5,11 +5,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
+from diffqe.export.trt_build import TrtUnavailable
 from diffqe.model.checkpoint import CheckpointError
+from diffqe.plugin.backends import BackendUnavailable
 from diffqe.train.codec import CodecError
 from diffqe.train.corpus import CorpusError
 
-USER_ERRORS = (CheckpointError, CodecError, CorpusError, FileNotFoundError, NotADirectoryError, ValueError)
+USER_ERRORS = (BackendUnavailable, CheckpointError, CodecError, CorpusError, FileNotFoundError, NotADirectoryError,
+               TrtUnavailable, ValueError)
 
 
 def run(main: Callable[[], int | None]) -> None:

@@ -139,7 +139,8 @@ def train(run: Path, cfg: TrainConfig, model_cfg: ModelConfig, train_pairs: list
     noise_gen = torch.Generator(device=device)
 
     def save(metrics: dict) -> None:
-        meta = {"stage": cfg.stage, "step": step, "train": asdict(cfg), "val": metrics, "sampler": sampler.state()}
+        meta = {"stage": cfg.stage, "step": step, "train": asdict(cfg), "val": metrics, "sampler": sampler.state(),
+                "qps": sorted({p.qp for p in train_pairs})}
         checkpoint.save(stem, model, meta, opt.state_dict())
 
     metrics: dict = {}

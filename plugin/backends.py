@@ -1,0 +1,144 @@
+"""Inference backends behind one narrow interface, chosen in one place (``create``).
+
+Each backend is a small frozen dataclass of its settings, as in vs-mlrt::
+
+    runner = create(Backend.ORT_CPU())           # or Backend.TRT(fp16=True), "torch", None (= best available)
+    z = runner.estimate(y, noise)                # y float32 [N,1,H,W] in [0,1], noise [N,D] -> z [N,D]
+    out = runner.decode(y, z)                    # -> enhanced y [N,1,H,W]
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ..export.cache import default_engine_dir, load_model
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested backend cannot run here; the message says what to install on which machine."""
+
+
+class Runner(Protocol):
+    name: str
+    z_dim: int
+    uses_z: bool
+
+    def estimate(self, y: np.ndarray, noise: np.ndarray) -> np.ndarray: ...
+
+    def decode(self, y: np.ndarray, z: np.ndarray | None) -> np.ndarray: ...
+
+
+class Backend:
+    """Backend settings.  ``fp16`` selects the fp16 graph/engine (fp32 in and out)."""
+
+    @dataclass(frozen=True)
+    class ORT_CPU:
+        num_threads: int = 0  # 0: ONNX Runtime's default
+        fp16: bool = False
+
+    @dataclass(frozen=True)
+    class ORT_CUDA:
+        device_id: int = 0
+        fp16: bool = True
+
+    @dataclass(frozen=True)
+    class ORT_TRT:
+        """ONNX Runtime's TensorRT execution provider (engines cached under the engine folder)."""
+
+        device_id: int = 0
+        fp16: bool = True
+
+    @dataclass(frozen=True)
+    class TORCH:
+        device: str = "cuda"
+        fp16: bool = True  # on CUDA only; the CPU computes in fp32
+
+    @dataclass(frozen=True)
+    class TRT:
+        """Engines built with the TensorRT Python API (see diffqe.export.trt_build)."""
+
+        device_id: int = 0
+        fp16: bool = True
+        min_shape: tuple[int, int] = (64, 64)
+        opt_shape: tuple[int, int] = (1080, 1920)
+        max_shape: tuple[int, int] = (2160, 3840)
+        workspace_gib: float = 4.0
+        builder_optimization_level: int = 3
+        static: bool = False
+
+
+BackendSpec = Backend.ORT_CPU | Backend.ORT_CUDA | Backend.ORT_TRT | Backend.TORCH | Backend.TRT
+
+NAMES: dict[str, BackendSpec] = {
+    "trt": Backend.TRT(),
+    "ort-trt": Backend.ORT_TRT(),
+    "ort-cuda": Backend.ORT_CUDA(),
+    "torch": Backend.TORCH(),
+    "torch-cpu": Backend.TORCH(device="cpu", fp16=False),
+    "ort-cpu": Backend.ORT_CPU(),
+}
+
+
+def _torch_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _ort_providers() -> list[str]:
+    try:
+        import onnxruntime
+    except ImportError:
+        return []
+    return onnxruntime.get_available_providers()
+
+
+def best_available() -> BackendSpec:
+    """TensorRT where it and a GPU are there, then ONNX Runtime CUDA, PyTorch CUDA, ONNX Runtime CPU."""
+    cuda = _torch_cuda()
+    if cuda and importlib.util.find_spec("tensorrt"):
+        return Backend.TRT()
+    if "CUDAExecutionProvider" in _ort_providers():
+        return Backend.ORT_CUDA()
+    if cuda:
+        return Backend.TORCH()
+    if "CPUExecutionProvider" in _ort_providers():
+        return Backend.ORT_CPU()
+    return Backend.TORCH(device="cpu", fp16=False)
+
+
+def resolve(backend: BackendSpec | str | None) -> BackendSpec:
+    if backend is None:
+        return best_available()
+    if isinstance(backend, str):
+        if backend not in NAMES:
+            raise BackendUnavailable(f"unknown backend {backend!r}; choose one of {', '.join(NAMES)}")
+        return NAMES[backend]
+    return backend
+
+
+def create(backend: BackendSpec | str | None = None, *, checkpoint: Path | None = None,
+           engine_dir: Path | None = None) -> Runner:
+    """The one place that turns a backend choice into a runner for a checkpoint (default: shipped weights)."""
+    spec = resolve(backend)
+    model, meta = load_model(checkpoint)
+    engine_dir = engine_dir or default_engine_dir()
+    if isinstance(spec, Backend.TORCH):
+        from .torch_runner import TorchRunner
+
+        if spec.device.startswith("cuda") and not _torch_cuda():
+            raise BackendUnavailable("backend 'torch' on CUDA needs an NVIDIA GPU with a CUDA build of PyTorch; "
+                                     "use backend='ort-cpu' or 'torch-cpu' on this machine")
+        return TorchRunner(model, spec)
+    if isinstance(spec, Backend.TRT):
+        from .trt_runner import TrtRunner
+
+        return TrtRunner(model, meta, spec, engine_dir)
+    from .ort_runner import OrtRunner
+
+    return OrtRunner(model, meta, spec, engine_dir)

@@ -1,0 +1,74 @@
+"""TensorRT runner: engines from diffqe.export.trt_build, executed with execute_async_v3 on a CUDA stream.
+
+PyTorch owns the device buffers and the stream, so no other CUDA binding is needed.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..export.cache import onnx_graphs
+from ..export.trt_build import BuildOptions, Profile, TrtUnavailable, build_engine, import_tensorrt
+from ..model.diffqe import DiffQE
+from .backends import Backend, BackendUnavailable
+
+
+class _Engine:
+    def __init__(self, trt, path: Path) -> None:
+        import torch
+
+        self.torch = torch
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        self.engine = trt.Runtime(self.logger).deserialize_cuda_engine(path.read_bytes())
+        if self.engine is None:
+            raise RuntimeError(f"TensorRT could not load {path}; delete it and run scripts/export_trt.py to rebuild")
+        self.context = self.engine.create_execution_context()
+        self.stream = torch.cuda.Stream()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self.dtypes = {n: torch.float16 if self.engine.get_tensor_dtype(n) == trt.DataType.HALF else torch.float32
+                       for n in names}
+
+    def __call__(self, **feeds: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        with torch.cuda.stream(self.stream):
+            keep = []
+            for name in self.inputs:
+                t = torch.from_numpy(feeds[name]).to("cuda", self.dtypes[name], non_blocking=True).contiguous()
+                keep.append(t)
+                self.context.set_input_shape(name, tuple(t.shape))
+                self.context.set_tensor_address(name, t.data_ptr())
+            (name,) = self.outputs
+            out = torch.empty(tuple(self.context.get_tensor_shape(name)), device="cuda", dtype=self.dtypes[name])
+            self.context.set_tensor_address(name, out.data_ptr())
+            if not self.context.execute_async_v3(self.stream.cuda_stream):
+                raise RuntimeError("TensorRT execution failed; see the messages above")
+            result = out.float().cpu().numpy()  # synchronizes with the stream
+        return result
+
+
+class TrtRunner:
+    def __init__(self, model: DiffQE, meta: dict, spec: Backend.TRT, engine_dir: Path) -> None:
+        try:
+            trt = import_tensorrt()
+        except TrtUnavailable as e:
+            raise BackendUnavailable(str(e)) from None
+        shapes = (spec.opt_shape,) * 3 if spec.static else (spec.min_shape, spec.opt_shape, spec.max_shape)
+        profile = Profile(*((1, h, w) for h, w in shapes))
+        options = BuildOptions("fp16" if spec.fp16 else "fp32", spec.workspace_gib, spec.builder_optimization_level)
+        graphs = onnx_graphs(model, meta, engine_dir, fp16=spec.fp16)
+        self.name, self.z_dim, self.uses_z = "trt", model.cfg.z_dim, model.uses_z
+        self._decoder = _Engine(trt, build_engine(graphs.decoder, engine_dir, profile, options))
+        self._estimator = (_Engine(trt, build_engine(graphs.estimator, engine_dir, profile, options))
+                           if graphs.estimator else None)
+        print(f"TensorRT engines ready in {engine_dir / 'trt'}", file=sys.stderr)
+
+    def estimate(self, y: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        return self._estimator(y=y, noise=noise.astype(np.float32))
+
+    def decode(self, y: np.ndarray, z: np.ndarray | None) -> np.ndarray:
+        return self._decoder(y=y) if z is None else self._decoder(y=y, z=z)
