@@ -59,8 +59,8 @@ def test_training_resumes_where_it_stopped(tmp_path, tiny_cfg, tiny_pairs):
     common = dict(stage=1, batch=4, patch=32, val_every=1000, save_every=10, log_every=10)
     train(tmp_path / "a", TrainConfig(steps=20, **common), tiny_cfg, pairs, pairs[:1], torch.device("cpu"))
     train(tmp_path / "a", TrainConfig(steps=30, **common), tiny_cfg, pairs, pairs[:1], torch.device("cpu"))
-    steps = [json.loads(line)["step"] for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()
-             if "loss" in line]
+    records = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records if "loss" in r]
     assert steps == [10, 20, 30]
     assert checkpoint.load(tmp_path / "a" / "stage1")[1]["step"] == 30
 

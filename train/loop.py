@@ -79,9 +79,11 @@ def stage_loss(model: DiffQE, stage: int, y, gt, qp, noise) -> torch.Tensor:
 @torch.no_grad()
 def validate(model: DiffQE, pairs: list[Pair], stage: int) -> dict[str, float]:
     """Mean dPSNR (dB) of the inference path on validation pairs, overall and per QP.  Stage 1 has no
-    estimator yet, so it validates with the encoder's Z (the oracle upper bound)."""
+    estimator yet, so it validates with the encoder's Z (the oracle upper bound).  Pairs that the codec
+    kept lossless (flat graphics) would swamp a dB average; they report the largest change instead."""
     model.eval()
     by_qp: dict[int, list[float]] = {}
+    lossless_change = 0
     device = next(model.parameters()).device
     for p in pairs:
         if stage == 1:
@@ -90,9 +92,13 @@ def validate(model: DiffQE, pairs: list[Pair], stage: int) -> dict[str, float]:
             out = to_planes(model.decoder(y, z), 255, p.gt.dtype)[0]
         else:
             out = enhance_planes(model, p.decoded)
-        by_qp.setdefault(p.qp, []).append(psnr(out, p.gt) - psnr(p.decoded, p.gt))
+        if np.array_equal(p.decoded, p.gt):
+            lossless_change = max(lossless_change, int(np.abs(out.astype(np.int32) - p.gt).max()))
+        else:
+            by_qp.setdefault(p.qp, []).append(psnr(out, p.gt) - psnr(p.decoded, p.gt))
     model.train()
     result = {f"dpsnr_qp{qp}": float(np.mean(v)) for qp, v in sorted(by_qp.items())}
+    result["lossless_max_change"] = lossless_change
     result["dpsnr"] = float(np.mean([d for v in by_qp.values() for d in v])) if by_qp else float("nan")
     return result
 
