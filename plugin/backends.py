@@ -27,6 +27,7 @@ class Runner(Protocol):
     name: str
     z_dim: int
     uses_z: bool
+    min_side: int
 
     def estimate(self, y: np.ndarray, noise: np.ndarray) -> np.ndarray: ...
 

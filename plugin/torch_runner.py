@@ -15,7 +15,7 @@ class TorchRunner:
         self.dtype = torch.float16 if spec.fp16 and self.device.type == "cuda" else torch.float32
         self.model = model.to(self.device, self.dtype).to(memory_format=torch.channels_last).eval()
         self.name = f"torch-{self.device.type}"
-        self.z_dim, self.uses_z = model.cfg.z_dim, model.uses_z
+        self.z_dim, self.uses_z, self.min_side = model.cfg.z_dim, model.uses_z, model.cfg.min_side
 
     def _in(self, a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a).to(self.device, self.dtype, non_blocking=True)

@@ -61,7 +61,7 @@ class TrtRunner:
         profile = Profile(*((1, h, w) for h, w in shapes))
         options = BuildOptions("fp16" if spec.fp16 else "fp32", spec.workspace_gib, spec.builder_optimization_level)
         graphs = onnx_graphs(model, meta, engine_dir, fp16=spec.fp16)
-        self.name, self.z_dim, self.uses_z = "trt", model.cfg.z_dim, model.uses_z
+        self.name, self.z_dim, self.uses_z, self.min_side = "trt", model.cfg.z_dim, model.uses_z, model.cfg.min_side
         self._decoder = _Engine(trt, build_engine(graphs.decoder, engine_dir, profile, options))
         self._estimator = (_Engine(trt, build_engine(graphs.estimator, engine_dir, profile, options))
                            if graphs.estimator else None)

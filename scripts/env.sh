@@ -57,7 +57,14 @@ ensure_venv() {
     echo "$want" > "$stamp"
 }
 
+ensure_vspipe() {
+    # VapourSynth's wheel needs its runtime configuration written once for this Python before vspipe runs.
+    "$VENV/bin/vspipe" --version >/dev/null 2>&1 && return
+    "$VENV/bin/vapoursynth" config >&2
+}
+
 ensure_ffmpeg
 ensure_venv
+ensure_vspipe
 export PATH="$VENV/bin:$PATH"
 cd "$ROOT"

@@ -1,0 +1,113 @@
+"""The VapourSynth filter: ``enhance(clip, ...)``."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import vapoursynth as vs
+
+from ..model.diffqe import default_noise
+from . import backends
+from .tiling import decode_tiled
+
+_SUBSAMPLING = {(0, 0), (1, 0), (1, 1)}  # 4:4:4, 4:2:2, 4:2:0
+
+
+def _check_format(clip: vs.VideoNode) -> vs.VideoFormat:
+    fmt = clip.format
+    if fmt is None or clip.width == 0 or clip.height == 0:
+        raise vs.Error("diffqe.enhance: clips of variable format or size are not supported; "
+                       "make them constant first (e.g. core.resize.Bicubic(clip, width=..., height=..., format=...))")
+    if fmt.color_family == vs.RGB:
+        raise vs.Error("diffqe.enhance: RGB input is not supported (the model enhances coded luma); convert "
+                       "first, e.g. core.resize.Bicubic(clip, format=vs.YUV444P16, matrix_s='709')")
+    if fmt.color_family not in (vs.GRAY, vs.YUV):
+        raise vs.Error(f"diffqe.enhance: unsupported color family {fmt.color_family.name}; use GRAY or YUV")
+    if fmt.color_family == vs.YUV and (fmt.subsampling_w, fmt.subsampling_h) not in _SUBSAMPLING:
+        raise vs.Error(f"diffqe.enhance: {fmt.name}: only 4:2:0, 4:2:2 and 4:4:4 subsampling are supported")
+    if fmt.sample_type == vs.INTEGER and not 8 <= fmt.bits_per_sample <= 16:
+        raise vs.Error(f"diffqe.enhance: {fmt.name}: integer input must have 8 to 16 bits")
+    if fmt.sample_type == vs.FLOAT and fmt.bits_per_sample != 32:
+        raise vs.Error(f"diffqe.enhance: {fmt.name}: float input must be 32-bit")
+    return fmt
+
+
+def _tile_size(tile: int | tuple[int, int] | None) -> tuple[int, int] | None:
+    if tile is None:
+        return None
+    th, tw = (tile, tile) if isinstance(tile, int) else tile
+    return int(th), int(tw)
+
+
+def enhance(
+    clip: vs.VideoNode,
+    *,
+    backend: backends.BackendSpec | str | None = None,
+    checkpoint: str | Path | None = None,
+    tile: int | tuple[int, int] | None = None,
+    overlap: int = 16,
+    seed: int = 0,
+    engine_dir: str | Path | None = None,
+) -> vs.VideoNode:
+    """Enhance the luma of an HEVC-decoded clip without knowing its QP.
+
+    Per frame, the estimator sees the whole luma plane and returns the feature vector Z; the decoder then
+    restores the plane, whole or in tiles.  Chroma passes through bit-identical; the output has the
+    input's format, size and frame count.
+
+    :param clip:       GRAY or YUV (4:2:0, 4:2:2, 4:4:4), integer 8-16 bit or 32-bit float.
+    :param backend:    ``Backend.*`` settings or a name: "trt", "ort-trt", "ort-cuda", "torch",
+                       "torch-cpu", "ort-cpu".  None picks the best available.
+    :param checkpoint: weights stem (``NAME`` of NAME.safetensors + NAME.json); default: shipped weights.
+    :param tile:       decode in tiles of this size (int or (height, width)) to bound memory; None: whole frame.
+    :param overlap:    pixels of context added on each side of a tile and discarded afterwards.
+    :param seed:       selects the fixed starting noise of the estimator; the same frame and seed always
+                       give the same output.
+    :param engine_dir: where ONNX graphs and TensorRT engines are cached (default: engines/).
+
+    Frame properties set: ``DiffQE_ZMean``, ``DiffQE_ZStd`` (a summary of the estimated Z) and
+    ``DiffQE_Backend``.
+    """
+    if not isinstance(clip, vs.VideoNode):
+        raise vs.Error("diffqe.enhance: clip must be a VideoNode")
+    fmt = _check_format(clip)
+    tile_hw = _tile_size(tile)
+    if overlap < 0:
+        raise vs.Error(f"diffqe.enhance: overlap must be >= 0, got {overlap}")
+    try:
+        runner = backends.create(backend, checkpoint=Path(checkpoint) if checkpoint else None,
+                                 engine_dir=Path(engine_dir) if engine_dir else None)
+    except (backends.BackendUnavailable, FileNotFoundError, RuntimeError) as e:
+        raise vs.Error(f"diffqe.enhance: {e}") from None
+    min_side = runner.min_side
+    if min(clip.width, clip.height) < min_side:
+        raise vs.Error(f"diffqe.enhance: frames must be at least {min_side}x{min_side}, got {clip.width}x{clip.height}")
+    if tile_hw and min(tile_hw) < 2 * overlap + min_side:
+        raise vs.Error(f"diffqe.enhance: tile {tile_hw} is too small for overlap {overlap}; "
+                       f"use tiles of at least {2 * overlap + min_side}")
+    is_float = fmt.sample_type == vs.FLOAT
+    peak = 1.0 if is_float else float((1 << fmt.bits_per_sample) - 1)
+    noise = default_noise(runner.z_dim, 1, seed).numpy()
+    lock = threading.Lock()  # one inference at a time: TensorRT contexts are not re-entrant
+
+    def process(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
+        luma = np.asarray(f[0])
+        x = (luma.astype(np.float32) / np.float32(peak))[None, None]
+        with lock:
+            z = runner.estimate(x, noise) if runner.uses_z else None
+            y = decode_tiled(lambda t: runner.decode(t, z), x, tile_hw, overlap, min_side)[0, 0]
+        out = f.copy()
+        dst = np.asarray(out[0])
+        if is_float:
+            np.copyto(dst, y)
+        else:
+            np.copyto(dst, np.clip(np.rint(y * peak), 0, peak).astype(dst.dtype))
+        if z is not None:
+            out.props["DiffQE_ZMean"] = float(z.mean())
+            out.props["DiffQE_ZStd"] = float(z.std())
+        out.props["DiffQE_Backend"] = runner.name
+        return out
+
+    return clip.std.ModifyFrame(clips=clip, selector=process)

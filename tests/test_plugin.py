@@ -1,0 +1,105 @@
+"""The VapourSynth filter in-process and through real vspipe | ffmpeg processes."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import vapoursynth as vs
+
+from conftest import ROOT, SAMPLES
+from diffqe.model import checkpoint
+from diffqe.model.inference import enhance_planes
+from diffqe.plugin import enhance
+from diffqe.train.codec import read_video_luma
+from diffqe.train.metrics import psnr
+
+core = vs.core
+
+
+@pytest.fixture(scope="module")
+def sample() -> vs.VideoNode:
+    return core.bs.VideoSource(source=str(SAMPLES / "sample.mp4"))
+
+
+def planes(frame: vs.VideoFrame) -> list[np.ndarray]:
+    return [np.array(frame[i]) for i in range(frame.format.num_planes)]
+
+
+@pytest.mark.parametrize("fmt", [vs.YUV420P8, vs.YUV422P10, vs.YUV444P16, vs.GRAY8, vs.YUV420PS])
+def test_format_preserved_chroma_untouched_luma_enhanced(sample, fmt):
+    clip = core.resize.Point(sample, format=fmt)
+    out = enhance(clip, backend="ort-cpu")
+    assert (out.format.id, out.width, out.height, out.num_frames) == (clip.format.id, clip.width, clip.height,
+                                                                      clip.num_frames)
+    src, res = clip.get_frame(3), out.get_frame(3)
+    for a, b in zip(planes(src)[1:], planes(res)[1:]):
+        assert np.array_equal(a, b), "chroma must pass through bit-identical"
+    assert not np.array_equal(planes(src)[0], planes(res)[0])
+    assert "DiffQE_ZMean" in res.props and res.props["DiffQE_Backend"] == "ort_cpu"
+
+
+def test_filter_equals_the_model_on_8_bit_luma(sample):
+    model, _ = checkpoint.load()
+    y = np.array(sample.get_frame(0)[0])
+    res = np.array(enhance(sample, backend="ort-cpu").get_frame(0)[0])
+    assert np.abs(res.astype(int) - enhance_planes(model, y).astype(int)).max() <= 1
+
+
+def test_same_frame_same_output(sample):
+    a = np.array(enhance(sample, backend="ort-cpu", seed=7).get_frame(5)[0])
+    b = np.array(enhance(sample, backend="torch-cpu", seed=7).get_frame(5)[0])
+    c = np.array(enhance(sample, backend="ort-cpu", seed=7).get_frame(5)[0])
+    assert np.array_equal(a, c) and np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+def test_tiles_agree_with_the_whole_frame(sample):
+    big = core.resize.Spline36(sample, width=640, height=384)
+    whole = np.array(enhance(big, backend="ort-cpu").get_frame(2)[0]).astype(int)
+    tiled = np.array(enhance(big, backend="ort-cpu", tile=(160, 224), overlap=16).get_frame(2)[0]).astype(int)
+    source = np.array(big.get_frame(2)[0]).astype(int)
+    # Bound: the attention pools per tile, so values may move by a code value; seams must not show.
+    assert np.abs(whole - tiled).max() <= 2 and np.mean(whole != tiled) < 0.02
+    assert abs(psnr(tiled, source) - psnr(whole, source)) < 0.05
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda c: core.resize.Bicubic(c, format=vs.RGB24, matrix_in_s="709"), "RGB input is not supported"),
+        (lambda c: core.std.Splice([c, core.resize.Point(c, width=160, height=96)], mismatch=True), "variable"),
+        (lambda c: core.resize.Point(c, width=6, height=6, format=vs.YUV444P8), "at least 8x8"),
+        (lambda c: core.resize.Point(c, format=vs.YUV410P8), "subsampling"),
+    ],
+)
+def test_unsupported_input_is_a_clear_vs_error(sample, make, message):
+    with pytest.raises(vs.Error, match=message):
+        enhance(make(sample), backend="ort-cpu")
+
+
+def test_unknown_backend_is_a_clear_vs_error(sample):
+    with pytest.raises(vs.Error, match="unknown backend"):
+        enhance(sample, backend="warp-drive")
+
+
+def test_vspipe_into_ffmpeg(tmp_path):
+    vspipe, ffmpeg = shutil.which("vspipe"), shutil.which("ffmpeg")
+    assert vspipe and ffmpeg, "the README's setup installs both"
+    out = tmp_path / "out.mkv"
+    pipe = subprocess.Popen([vspipe, "-c", "y4m", "-a", f"input={SAMPLES / 'sample.mp4'}", "-a", "backend=ort-cpu",
+                             str(ROOT / "enhance.vpy"), "-"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    enc = subprocess.run([ffmpeg, "-v", "error", "-i", "-", "-c:v", "ffv1", str(out)], stdin=pipe.stdout,
+                         capture_output=True)
+    pipe.stdout.close()
+    assert pipe.wait(timeout=300) == 0, pipe.stderr.read().decode()[-2000:]
+    assert enc.returncode == 0, enc.stderr.decode()
+    enhanced, decoded = read_video_luma(out), read_video_luma(SAMPLES / "sample.mp4")
+    reference = read_video_luma(SAMPLES / "reference.mkv")
+    assert len(enhanced) == len(decoded) == 8
+    before = np.mean([psnr(d, r) for d, r in zip(decoded, reference)])
+    after = np.mean([psnr(e, r) for e, r in zip(enhanced, reference)])
+    assert after >= before and any(not np.array_equal(e, d) for e, d in zip(enhanced, decoded))
