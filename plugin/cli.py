@@ -1,0 +1,162 @@
+"""`diffqe enhance IN OUT`: vspipe enhance.vpy | ffmpeg, with audio, subtitles, chapters and metadata
+taken from IN, colour and bit depth kept, a progress bar on stderr and an atomic rename at the end."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import ffmpeg
+
+from .script import SCRIPT
+
+
+class UserError(RuntimeError):
+    pass
+
+
+def probe_video(path: Path) -> dict:
+    """The first video stream of PATH as ffprobe reports it; a clear error if there is none."""
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    try:
+        info = ffmpeg.probe(str(path))
+    except ffmpeg.Error as e:
+        detail = e.stderr.decode(errors="replace").strip().splitlines()[-1:] if e.stderr else []
+        raise UserError(f"{path}: not a readable video ({' '.join(detail) or 'ffprobe failed'})") from None
+    video = [s for s in info["streams"] if s.get("codec_type") == "video"]
+    if not video:
+        raise UserError(f"{path}: has no video stream")
+    return video[0] | {"format_duration": info.get("format", {}).get("duration")}
+
+
+def frame_count(stream: dict) -> int | None:
+    if str(stream.get("nb_frames", "")).isdigit():
+        return int(stream["nb_frames"])
+    num, _, den = str(stream.get("avg_frame_rate", "0/1")).partition("/")
+    duration = float(stream.get("duration") or stream.get("format_duration") or 0)
+    return round(duration * float(num) / float(den)) if duration and float(den or 0) and float(num) else None
+
+
+def ffmpeg_command(src: Path, dst: Path, stream: dict, args: argparse.Namespace) -> list[str]:
+    """Video from the pipe; audio, subtitles, chapters and metadata copied from SRC; colour tags kept."""
+    video = ffmpeg.input("pipe:", format="yuv4mpegpipe")
+    source = ffmpeg.input(str(src))
+    options: dict = {"c:a": "copy", "c:s": "copy", "map_metadata": 1, "map_chapters": 1,
+                     "pix_fmt": stream.get("pix_fmt", "yuv420p")}
+    for key, tag in (("color_range", "color_range"), ("color_primaries", "color_primaries"),
+                     ("color_trc", "color_transfer"), ("colorspace", "color_space")):
+        if stream.get(tag) and stream[tag] != "unknown":
+            options[key] = stream[tag]
+    if args.lossless:
+        options |= {"c:v": "ffv1", "level": 3}
+    else:
+        options |= {"c:v": args.codec, "preset": args.preset, "crf": args.crf}
+        if args.codec == "libx265":
+            options["x265-params"] = "log-level=error"
+    cmd = ffmpeg.output(video["v"], source["a?"], source["s?"], str(dst), **options).compile()
+    return cmd[:1] + ["-hide_banner", "-nostdin", "-v", "error", "-progress", "pipe:1", "-nostats"] + cmd[1:]
+
+
+def _progress(done: int, total: int | None, started: float) -> str:
+    fps = done / max(time.monotonic() - started, 1e-6)
+    if not total:
+        return f"\r{done} frames  {fps:5.1f} fps"
+    frac = min(done / total, 1.0)
+    eta = (total - done) / fps if fps > 0 else 0
+    bar = "#" * int(30 * frac) + "." * (30 - int(30 * frac))
+    return f"\r[{bar}] {100 * frac:5.1f}%  {done}/{total} frames  {fps:5.1f} fps  ETA {int(eta) // 60}:{int(eta) % 60:02d}"
+
+
+def run_enhance(args: argparse.Namespace) -> int:
+    src, dst = Path(args.input), Path(args.output)
+    if src.resolve() == dst.resolve():
+        raise UserError("the output must not be the input: DiffQE never overwrites its input")
+    if dst.exists() and not args.overwrite:
+        raise UserError(f"{dst} exists; pass --overwrite to replace it")
+    stream = probe_video(src)
+    total = frame_count(stream)
+    for tool in ("vspipe", "ffmpeg"):
+        if not shutil.which(tool):
+            raise UserError(f"{tool} is not on PATH; run 'bash scripts/demo.sh' once, or install it")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    partial = dst.with_name(f".{dst.stem}.partial{dst.suffix}")
+    try:
+        done = _pipe(src, partial, stream, total, args)
+    except BaseException:
+        partial.unlink(missing_ok=True)  # nothing half-written survives a failure or an interrupt
+        raise
+    os.replace(partial, dst)
+    print(f"wrote {dst} ({done} frames)", file=sys.stderr)
+    return 0
+
+
+def _pipe(src: Path, partial: Path, stream: dict, total: int | None, args: argparse.Namespace) -> int:
+    """vspipe | ffmpeg into PARTIAL; returns the number of frames written."""
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "enhance.vpy"
+        script.write_text(SCRIPT)
+        vs_args = ["-a", f"input={src}", "-a", f"seed={args.seed}", "-a", f"overlap={args.overlap}"]
+        for key in ("backend", "tile", "checkpoint"):
+            if getattr(args, key):
+                vs_args += ["-a", f"{key}={getattr(args, key)}"]
+        vs_log = open(Path(tmp) / "vspipe.log", "w+")
+        pipe = subprocess.Popen(["vspipe", "-c", "y4m", *vs_args, str(script), "-"], stdout=subprocess.PIPE,
+                                stderr=vs_log)
+        enc = subprocess.Popen(ffmpeg_command(src, partial, stream, args), stdin=pipe.stdout,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        pipe.stdout.close()
+        started, done = time.monotonic(), 0
+        for line in enc.stdout:
+            if line.startswith("frame="):
+                done = int(line.split("=", 1)[1])
+                if not args.quiet:
+                    print(_progress(done, total, started), end="", file=sys.stderr, flush=True)
+        enc_err = enc.stderr.read()
+        vs_rc, enc_rc = pipe.wait(), enc.wait()
+        if not args.quiet:
+            print(file=sys.stderr)
+        if vs_rc or enc_rc:
+            vs_log.seek(0)
+            errors = [ln for ln in vs_log.read().splitlines() if "Error" in ln or "error" in ln][-3:]
+            detail = "\n  ".join(errors or enc_err.strip().splitlines()[-3:] or ["unknown failure"])
+            raise UserError(f"enhancing {src} failed:\n  {detail}")
+    return done
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="diffqe", description="DiffQE: blind-QP enhancement of HEVC video")
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("enhance", help="enhance IN and write OUT (audio, subtitles, metadata kept)")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.add_argument("--backend", help="trt, ort-trt, ort-cuda, torch, torch-cpu or ort-cpu (default: best available)")
+    p.add_argument("--checkpoint", help="weights stem (default: shipped)")
+    p.add_argument("--tile", type=int, help="decode in tiles of this size")
+    p.add_argument("--overlap", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--codec", default="libx265", help="ffmpeg video encoder (default libx265)")
+    p.add_argument("--crf", type=float, default=18, help="encoder CRF (default 18: visually transparent)")
+    p.add_argument("--preset", default="medium")
+    p.add_argument("--lossless", action="store_true", help="FFV1 lossless video instead of --codec")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (never IN)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = ap.parse_args(argv)
+    try:
+        return run_enhance(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""What enhance.vpy runs: the vspipe arguments (-a key=value) -> BestSource -> enhance -> output."""
+
+from __future__ import annotations
+
+import vapoursynth as vs
+
+from .filter import enhance
+
+SCRIPT = "from diffqe.plugin.script import output_from_args\noutput_from_args(globals())\n"
+
+
+def output_from_args(args: dict) -> None:
+    if "input" not in args:
+        raise vs.Error("enhance.vpy: give the input video with -a input=PATH")
+    clip = vs.core.bs.VideoSource(source=args["input"])
+    clip = enhance(
+        clip,
+        backend=args.get("backend") or None,
+        checkpoint=args.get("checkpoint") or None,
+        tile=int(args["tile"]) if args.get("tile") else None,
+        overlap=int(args.get("overlap", 16)),
+        seed=int(args.get("seed", 0)),
+    )
+    clip.set_output()

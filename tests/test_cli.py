@@ -1,0 +1,75 @@
+"""`diffqe enhance IN OUT` with real vspipe, ffmpeg and x265."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import av
+import numpy as np
+import pytest
+
+from conftest import SAMPLES
+from diffqe.train.codec import read_video_luma
+
+
+def diffqe(*args) -> subprocess.CompletedProcess:
+    exe = shutil.which("diffqe")
+    assert exe, "the project's console script is installed"
+    return subprocess.run([exe, *map(str, args)], capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def clip_with_audio(tmp_path_factory):
+    path = tmp_path_factory.mktemp("in") / "in.mkv"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", SAMPLES / "sample.mp4", "-f", "lavfi", "-i", "sine=frequency=440:duration=0.32",
+                    "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac", "-metadata", "title=DiffQE test", path],
+                   check=True)
+    return path
+
+
+def streams(path):
+    with av.open(str(path)) as c:
+        return {s.type: s.codec_context.name for s in c.streams}, c.metadata, c.streams.video[0].format.name
+
+
+def test_enhance_keeps_audio_metadata_and_frames(tmp_path, clip_with_audio):
+    out = tmp_path / "out.mkv"
+    result = diffqe("enhance", clip_with_audio, out, "--backend", "ort-cpu", "--lossless")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "" and "frames" in result.stderr
+    kinds, metadata, pix_fmt = streams(out)
+    assert kinds == {"video": "ffv1", "audio": "aac"} and metadata.get("title") == "DiffQE test"
+    assert pix_fmt == "yuv420p"
+    enhanced, decoded = read_video_luma(out), read_video_luma(clip_with_audio)
+    assert len(enhanced) == len(decoded) == 8
+    with av.open(str(out)) as a, av.open(str(clip_with_audio)) as b:
+        for fa, fb in zip(a.decode(video=0), b.decode(video=0)):
+            assert np.array_equal(fa.to_ndarray()[192:], fb.to_ndarray()[192:]), "chroma unchanged"
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_ten_bit_in_ten_bit_out(tmp_path):
+    src = tmp_path / "in10.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", SAMPLES / "reference.mkv", "-c:v", "libx265", "-pix_fmt", "yuv420p10le",
+                    "-x265-params", "log-level=error:crf=30", src], check=True)
+    out = tmp_path / "out10.mp4"
+    result = diffqe("enhance", src, out, "--backend", "ort-cpu", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert streams(out)[2] == "yuv420p10le"
+    assert read_video_luma(out)[0].dtype == np.uint16
+
+
+@pytest.mark.parametrize("kind", ["missing", "corrupt", "same"])
+def test_bad_input_is_a_clear_error_and_leaves_nothing(tmp_path, kind):
+    src = tmp_path / "in.mp4"
+    if kind == "corrupt":
+        src.write_bytes((SAMPLES / "sample.mp4").read_bytes()[:3000])
+    if kind == "same":
+        shutil.copy(SAMPLES / "sample.mp4", src)
+    out = src if kind == "same" else tmp_path / "out.mkv"
+    before = src.read_bytes() if src.exists() else None
+    result = diffqe("enhance", src, out, "--backend", "ort-cpu")
+    assert result.returncode == 2 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+    assert (src.read_bytes() if src.exists() else None) == before, "the input is never touched"
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["in.mp4"] if before is not None else [])
