@@ -1,19 +1,21 @@
 #!/usr/bin/env python3
-"""Enhance the bundled HEVC sample with the shipped model and print dPSNR against its lossless reference.
+"""The main job on the bundled sample: `diffqe enhance` (vspipe enhance.vpy | ffmpeg, lossless output),
+then dPSNR of the result against the sample's lossless reference.
 
-  python scripts/demo.py [--sample samples/sample.mp4 --reference samples/reference.mkv] [--checkpoint STEM]
+  python scripts/demo.py [--sample samples/sample.mp4 --reference samples/reference.mkv] [--backend ort-cpu]
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 from pathlib import Path
 
 import numpy as np
 from _common import run
 
 from diffqe.model import checkpoint
-from diffqe.model.inference import enhance_planes
+from diffqe.plugin.cli import main as diffqe_cli
 from diffqe.train.codec import read_video_luma
 from diffqe.train.metrics import psnr
 
@@ -26,16 +28,23 @@ def main() -> int:
     ap.add_argument("--reference", type=Path, default=SAMPLES / "reference.mkv")
     ap.add_argument("--checkpoint", type=Path, default=checkpoint.SHIPPED)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--backend", help="inference backend (default: best available)")
     args = ap.parse_args()
-    model, meta = checkpoint.load(args.checkpoint)
-    decoded, reference = read_video_luma(args.sample), read_video_luma(args.reference)
+    reference = read_video_luma(args.reference)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "enhanced.mkv"
+        cli = ["enhance", str(args.sample), str(out), "--lossless", "--seed", str(args.seed),
+               "--checkpoint", str(args.checkpoint)] + (["--backend", args.backend] if args.backend else [])
+        if code := diffqe_cli(cli):
+            return code
+        decoded, enhanced = read_video_luma(args.sample), read_video_luma(out)
     if len(decoded) != len(reference) or decoded[0].shape != reference[0].shape:
         raise ValueError(f"{args.sample} and {args.reference} differ in frame count or size")
-    enhanced = enhance_planes(model, np.stack(decoded), seed=args.seed)
     before = [psnr(d, r) for d, r in zip(decoded, reference)]
     after = [psnr(e, r) for e, r in zip(enhanced, reference)]
-    print(f"{args.sample}: {len(decoded)} frames {decoded[0].shape[1]}x{decoded[0].shape[0]}, "
-          f"model {args.checkpoint.name} ({model.cfg.variant}, trained step {meta.get('step', 0)})")
+    meta = checkpoint.load(args.checkpoint)[1]
+    print(f"{args.sample}: {len(decoded)} frames {decoded[0].shape[1]}x{decoded[0].shape[0]} through "
+          f"vspipe enhance.vpy | ffmpeg; model {args.checkpoint.name} (trained step {meta.get('step', 0)})")
     print("frame  PSNR in  PSNR out    dPSNR")
     for i, (b, a) in enumerate(zip(before, after)):
         print(f"{i:5d}  {b:7.3f}  {a:8.3f}  {a - b:+7.3f}")
