@@ -4,7 +4,9 @@ taken from IN, colour and bit depth kept, a progress bar on stderr and an atomic
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import shutil
 import subprocess
 import sys
@@ -99,19 +101,21 @@ def run_enhance(args: argparse.Namespace) -> int:
 
 def _pipe(src: Path, partial: Path, stream: dict, total: int | None, args: argparse.Namespace) -> int:
     """vspipe | ffmpeg into PARTIAL; returns the number of frames written."""
-    with tempfile.TemporaryDirectory() as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
         script = Path(tmp) / "enhance.vpy"
         script.write_text(SCRIPT)
         vs_args = ["-a", f"input={src}", "-a", f"seed={args.seed}", "-a", f"overlap={args.overlap}"]
         for key in ("backend", "tile", "checkpoint"):
             if getattr(args, key):
                 vs_args += ["-a", f"{key}={getattr(args, key)}"]
-        vs_log = open(Path(tmp) / "vspipe.log", "w+")
+        vs_log = stack.enter_context(open(Path(tmp) / "vspipe.log", "w+"))
         pipe = subprocess.Popen(["vspipe", "-c", "y4m", *vs_args, str(script), "-"], stdout=subprocess.PIPE,
                                 stderr=vs_log)
         enc = subprocess.Popen(ffmpeg_command(src, partial, stream, args), stdin=pipe.stdout,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         pipe.stdout.close()
+        stack.callback(lambda: [p.kill() for p in (pipe, enc) if p.poll() is None])  # on interrupt or error
         started, done = time.monotonic(), 0
         for line in enc.stdout:
             if line.startswith("frame="):
@@ -148,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (never IN)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
+    # SIGTERM (a farm's scheduler) unwinds like Ctrl-C, so the partial output is removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         return run_enhance(args)
     except UserError as e:
