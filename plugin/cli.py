@@ -124,13 +124,14 @@ def _pipe(src: Path, partial: Path, stream: dict, total: int | None, args: argpa
                     print(_progress(done, total, started), end="", file=sys.stderr, flush=True)
         enc_err = enc.stderr.read()
         vs_rc, enc_rc = pipe.wait(), enc.wait()
-        if not args.quiet:
-            print(file=sys.stderr)
+        if not args.quiet and done:
+            print(file=sys.stderr)  # end the progress line
         if vs_rc or enc_rc:
             vs_log.seek(0)
-            errors = [ln for ln in vs_log.read().splitlines() if "Error" in ln or "error" in ln][-3:]
-            detail = "\n  ".join(errors or enc_err.strip().splitlines()[-3:] or ["unknown failure"])
-            raise UserError(f"enhancing {src} failed:\n  {detail}")
+            # vspipe prints the script's traceback; the user needs its last "...Error: message" line.
+            errors = [ln.split("Error: ", 1)[1] for ln in vs_log.read().splitlines() if "Error: " in ln]
+            detail = (errors or enc_err.strip().splitlines() or ["unknown failure"])[-1]
+            raise UserError(f"enhancing {src} failed: {detail}")
     return done
 
 

@@ -60,9 +60,14 @@ def test_ten_bit_in_ten_bit_out(tmp_path):
     assert read_video_luma(out)[0].dtype == np.uint16
 
 
-@pytest.mark.parametrize("kind", ["missing", "corrupt", "same"])
+@pytest.mark.parametrize("kind", ["missing", "corrupt", "same", "rgb", "audio-only"])
 def test_bad_input_is_a_clear_error_and_leaves_nothing(tmp_path, kind):
     src = tmp_path / "in.mp4"
+    if kind == "rgb":  # a real video the filter refuses: the reason comes back from inside vspipe
+        subprocess.run(["ffmpeg", "-v", "error", "-i", SAMPLES / "reference.mkv", "-frames:v", "2", "-c:v", "ffv1",
+                        "-pix_fmt", "bgr0", "-f", "matroska", src], check=True)
+    if kind == "audio-only":
+        subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=duration=0.2", "-f", "mp4", src], check=True)
     if kind == "corrupt":
         src.write_bytes((SAMPLES / "sample.mp4").read_bytes()[:3000])
     if kind == "same":
@@ -71,5 +76,7 @@ def test_bad_input_is_a_clear_error_and_leaves_nothing(tmp_path, kind):
     before = src.read_bytes() if src.exists() else None
     result = diffqe("enhance", src, out, "--backend", "ort-cpu")
     assert result.returncode == 2 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+    assert {"rgb": "RGB input is not supported", "audio-only": "has no video stream", "missing": "no such file",
+            "corrupt": "not a readable video", "same": "must not be the input"}[kind] in result.stderr
     assert (src.read_bytes() if src.exists() else None) == before, "the input is never touched"
     assert sorted(p.name for p in tmp_path.iterdir()) == (["in.mp4"] if before is not None else [])
