@@ -29,4 +29,7 @@ class Encoder(nn.Module):
         qp_map = (qp.to(gt.dtype) / self.qp_max)[:, None, None, None]
         x, _ = pad_to_multiple(torch.cat([y, gt + qp_map], dim=1), UNSHUFFLE)
         f = self.trunk(F.pixel_unshuffle(x, UNSHUFFLE))
-        return self.fc(f.mean(dim=(2, 3)))
+        # Z is layer-normalised (zero mean, unit variance over its elements): the scale that the
+        # diffusion's unit-variance noise assumes.  Unnormalised, Z_enc grew to |z| ~ 300 in training and
+        # the estimator's targets were out of all proportion to its noise.
+        return F.layer_norm(self.fc(f.mean(dim=(2, 3))), (self.fc.out_features,))
