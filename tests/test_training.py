@@ -37,13 +37,13 @@ def test_stage1_lowers_the_loss_and_stage2_fits_z(tmp_path, tiny_cfg, tiny_pairs
     train_pairs, val_pairs = load_pairs(tiny_pairs, "train"), load_pairs(tiny_pairs, "val")
     torch.manual_seed(0)
     before = fixed_batch_loss(DiffQE(tiny_cfg), 1, train_pairs)
-    cfg = TrainConfig(stage=1, steps=300, batch=8, patch=64, lr=5e-3, val_every=300, save_every=100, log_every=100)
+    cfg = TrainConfig(stage=1, steps=500, batch=8, patch=64, lr=5e-3, val_every=500, save_every=250, log_every=100)
     metrics = train(tmp_path, cfg, tiny_cfg, train_pairs, val_pairs, torch.device("cpu"))
     trained, meta = checkpoint.load(tmp_path / "stage1")
     after = fixed_batch_loss(trained, 1, train_pairs)
     print("stage-1 fixed-batch loss", before, after, after / before)
-    assert after < 0.9 * before, (before, after)
-    assert meta["step"] == 300 and "dpsnr" in metrics
+    assert after < 0.8 * before, (before, after)  # measured: 0.28 (seed 0), 0.47 (seed 1)
+    assert meta["step"] == 500 and "dpsnr" in metrics
 
     stage2_before = fixed_batch_loss(trained, 2, train_pairs)
     train(tmp_path, TrainConfig(stage=2, steps=40, batch=8, patch=64, lr=2e-3, val_every=40, save_every=40),
