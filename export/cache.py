@@ -6,7 +6,6 @@ import os
 import sys
 from pathlib import Path
 
-from ..model import checkpoint
 from ..model.diffqe import DiffQE
 from .onnx_export import OnnxGraphs, export_onnx, model_hash
 
@@ -32,7 +31,3 @@ def onnx_graphs(model: DiffQE, meta: dict, engine_dir: Path, *, fp16: bool = Fal
         return OnnxGraphs(estimator, decoder)
     print(f"exporting ONNX graphs to {folder}", file=sys.stderr)
     return export_onnx(model, folder, meta=meta, fp16=fp16)
-
-
-def load_model(stem: Path | None = None) -> tuple[DiffQE, dict]:
-    return checkpoint.load(stem or checkpoint.SHIPPED)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import os
 import warnings
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -22,6 +21,7 @@ import onnx
 import torch
 from torch import nn
 
+from ..model.checkpoint import atomic_write
 from ..model.diffqe import DiffQE
 
 OPSET = 17
@@ -79,17 +79,19 @@ def _metadata(model: DiffQE, meta: dict, precision: str) -> dict[str, str]:
 def _export(module: nn.Module, args: tuple, names: list[str], output: str, path: Path, metadata: dict) -> None:
     spatial = {0: "N", 2: "H", 3: "W"}
     axes = {n: spatial if n == "y" else {0: "N"} for n in names} | {output: spatial if output == "y_out" else {0: "N"}}
-    tmp = path.with_name(path.name + ".tmp")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the tracer warns about shape arithmetic that is exported correctly
-        torch.onnx.export(module, args, str(tmp), input_names=names, output_names=[output], opset_version=OPSET,
-                          dynamic_axes=axes, dynamo=False, do_constant_folding=True)
-    graph = onnx.load(str(tmp))
-    for key, value in metadata.items():
-        graph.metadata_props.add(key=key, value=value)
-    onnx.checker.check_model(graph, full_check=True)
-    onnx.save(graph, str(tmp))
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the tracer warns about shape arithmetic that exports correctly
+            torch.onnx.export(module, args, str(tmp), input_names=names, output_names=[output],
+                              opset_version=OPSET, dynamic_axes=axes, dynamo=False, do_constant_folding=True)
+        graph = onnx.load(str(tmp))
+        for key, value in metadata.items():
+            graph.metadata_props.add(key=key, value=value)
+        onnx.checker.check_model(graph, full_check=True)
+        onnx.save(graph, str(tmp))
+
+    atomic_write(path, write)
 
 
 def export_onnx(model: DiffQE, out_dir: Path, *, meta: dict | None = None, fp16: bool = False,

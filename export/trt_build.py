@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from ..model.checkpoint import atomic_write
 
 
 class TrtUnavailable(RuntimeError):
@@ -43,6 +44,14 @@ class Profile:
     min: tuple[int, int, int]
     opt: tuple[int, int, int]
     max: tuple[int, int, int]
+
+    @classmethod
+    def of(cls, min_hw: tuple[int, int], opt_hw: tuple[int, int], max_hw: tuple[int, int], *,
+           max_batch: int = 1, static: bool = False) -> Profile:
+        """From H x W sizes; ``static`` fixes everything at opt_hw and max_batch."""
+        if static:
+            return cls(*((max_batch, *opt_hw),) * 3)
+        return cls((1, *min_hw), (1, *opt_hw), (max_batch, *max_hw))
 
 
 @dataclass(frozen=True)
@@ -108,14 +117,8 @@ def build_engine(onnx_path: Path, engine_dir: Path, profile: Profile, options: B
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path}; see the messages above")
-    _write_atomic(engine_path, bytes(serialized))
-    _write_atomic(timing_path, bytes(config.get_timing_cache().serialize()))
+    atomic_write(engine_path, lambda p: p.write_bytes(bytes(serialized)))
+    atomic_write(timing_path, lambda p: p.write_bytes(bytes(config.get_timing_cache().serialize())))
     manifest = {"onnx": str(onnx_path), "profile": asdict(profile), "options": asdict(options), **identity}
-    _write_atomic(manifest_path, json.dumps(manifest, indent=2).encode())
+    atomic_write(manifest_path, lambda p: p.write_text(json.dumps(manifest, indent=2)))
     return engine_path
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)

@@ -55,7 +55,8 @@ def _join_tensors(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return obj
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
+    """write(tmp) under PATH.tmp, then rename: a reader never sees a half-written file."""
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)
     tmp.chmod(0o644)
@@ -79,13 +80,13 @@ def save(stem: Path, model: DiffQE, meta: dict | None = None, optimizer: dict | 
     doc: dict[str, Any] = {"model": json.loads(model.cfg.to_json()), "meta": meta or {}}
     if optimizer is not None:
         doc["optim"] = _split_tensors(optimizer, "optim", tensors)
-    _atomic_write(weights, lambda p: save_file(tensors, str(p)))
-    _atomic_write(config, lambda p: p.write_text(json.dumps(doc, indent=2)))
+    atomic_write(weights, lambda p: save_file(tensors, str(p)))
+    atomic_write(config, lambda p: p.write_text(json.dumps(doc, indent=2)))
 
 
-def load(stem: Path = SHIPPED, *, with_optimizer: bool = False):
-    """Load a checkpoint -> (model in eval mode, meta[, optimizer state])."""
-    weights, config = _paths(stem)
+def load(stem: Path | None = None, *, with_optimizer: bool = False):
+    """Load a checkpoint (default: the shipped weights) -> (model in eval mode, meta[, optimizer state])."""
+    weights, config = _paths(stem or SHIPPED)
     for p in (weights, config):
         if not p.is_file():
             raise CheckpointError(f"checkpoint file {p} is missing; pass the stem of a NAME.safetensors + NAME.json pair")

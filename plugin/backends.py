@@ -16,7 +16,8 @@ from typing import Protocol
 
 import numpy as np
 
-from ..export.cache import default_engine_dir, load_model
+from ..export.cache import default_engine_dir
+from ..model import checkpoint as checkpoints
 
 
 class BackendUnavailable(RuntimeError):
@@ -127,7 +128,7 @@ def create(backend: BackendSpec | str | None = None, *, checkpoint: Path | None 
            engine_dir: Path | None = None) -> Runner:
     """The one place that turns a backend choice into a runner for a checkpoint (default: shipped weights)."""
     spec = resolve(backend)
-    model, meta = load_model(checkpoint)
+    model, meta = checkpoints.load(checkpoint)
     engine_dir = engine_dir or default_engine_dir()
     if isinstance(spec, Backend.TORCH):
         from .torch_runner import TorchRunner

@@ -57,8 +57,7 @@ class TrtRunner:
             trt = import_tensorrt()
         except TrtUnavailable as e:
             raise BackendUnavailable(str(e)) from None
-        shapes = (spec.opt_shape,) * 3 if spec.static else (spec.min_shape, spec.opt_shape, spec.max_shape)
-        profile = Profile(*((1, h, w) for h, w in shapes))
+        profile = Profile.of(spec.min_shape, spec.opt_shape, spec.max_shape, static=spec.static)
         options = BuildOptions("fp16" if spec.fp16 else "fp32", spec.workspace_gib, spec.builder_optimization_level)
         graphs = onnx_graphs(model, meta, engine_dir, fp16=spec.fp16)
         self.name, self.z_dim, self.uses_z, self.min_side = "trt", model.cfg.z_dim, model.uses_z, model.cfg.min_side

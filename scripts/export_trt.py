@@ -15,9 +15,10 @@ from pathlib import Path
 
 from _common import run
 
-from diffqe.export.cache import default_engine_dir, load_model
+from diffqe.export.cache import default_engine_dir
 from diffqe.export.onnx_export import export_onnx, model_hash
 from diffqe.export.trt_build import BuildOptions, Profile, build_engine, import_tensorrt
+from diffqe.model import checkpoint
 
 
 def hw(text: str) -> tuple[int, int]:
@@ -44,21 +45,20 @@ def main() -> int:
     args = ap.parse_args()
     if not args.onnx_only:
         import_tensorrt()  # a clear error before any work when TensorRT or the GPU is missing
-    model, meta = load_model(args.checkpoint)
-    out = (args.output or default_engine_dir()) / model_hash(model)[:16]
-    graphs = export_onnx(model, out, meta=meta, fp16=args.fp16, fp16_io=args.fp16_io)
+    model, meta = checkpoint.load(args.checkpoint)
+    engine_dir = args.output or default_engine_dir()
+    graphs = export_onnx(model, engine_dir / model_hash(model)[:16], meta=meta, fp16=args.fp16, fp16_io=args.fp16_io)
     for path in (graphs.estimator, graphs.decoder):
         if path:
             print(path)
     if args.onnx_only:
         return 0
-    shapes = (args.opt_shape,) * 3 if args.static else (args.min_shape, args.opt_shape, args.max_shape)
-    batches = (args.max_batch,) * 3 if args.static else (1, 1, args.max_batch)
-    profile = Profile(*((n, h, w) for n, (h, w) in zip(batches, shapes)))
+    profile = Profile.of(args.min_shape, args.opt_shape, args.max_shape, max_batch=args.max_batch,
+                         static=args.static)
     options = BuildOptions("fp16" if args.fp16 else "fp32", args.workspace, args.opt_level)
     for path in (graphs.estimator, graphs.decoder):
         if path:
-            print(build_engine(path, args.output or default_engine_dir(), profile, options))
+            print(build_engine(path, engine_dir, profile, options))
     print("engines ready", file=sys.stderr)
     return 0
 

@@ -135,3 +135,12 @@ def test_tensorrt_engine_matches_onnx_runtime(tmp_path, fp16, reference_frames):
     assert [p.stat().st_mtime_ns for p in engines] == stamps
     manifest = json.loads(engines[0].with_suffix(".json").read_text())
     assert manifest["gpu"] == torch.cuda.get_device_name() and manifest["tensorrt"]
+
+
+def test_trt_profiles_from_sizes():
+    from diffqe.export.trt_build import Profile
+
+    assert Profile.of((64, 64), (1080, 1920), (2160, 3840), max_batch=4) == Profile(
+        (1, 64, 64), (1, 1080, 1920), (4, 2160, 3840))
+    assert Profile.of((64, 64), (720, 1280), (2160, 3840), max_batch=2, static=True) == Profile(
+        (2, 720, 1280), (2, 720, 1280), (2, 720, 1280))
