@@ -59,6 +59,9 @@ class Backend:
     class TORCH:
         device: str = "cuda"
         fp16: bool = True  # on CUDA only; the CPU computes in fp32
+        # torch.compile mode, e.g. "max-autotune-no-cudagraphs", or "max-autotune" (adds CUDA graphs); "" = eager.
+        # Each new frame size compiles once (minutes with autotuning), so it pays off on long clips.
+        compile: str = ""
 
     @dataclass(frozen=True)
     class TRT:
@@ -81,6 +84,7 @@ NAMES: dict[str, BackendSpec] = {
     "ort-trt": Backend.ORT_TRT(),
     "ort-cuda": Backend.ORT_CUDA(),
     "torch": Backend.TORCH(),
+    "torch-compile": Backend.TORCH(compile="max-autotune-no-cudagraphs"),
     "torch-cpu": Backend.TORCH(device="cpu", fp16=False),
     "ort-cpu": Backend.ORT_CPU(),
 }

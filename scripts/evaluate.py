@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""dPSNR and dSSIM of a checkpoint per QP and mixed, on reference images/clips encoded on the fly.
+"""dPSNR and dSSIM of checkpoints (and classical post-filters) per QP and mixed, on reference images and
+clips encoded on the fly with x265; every enhancer sees the same encodes.
 
   python scripts/evaluate.py --images data/corpus/val --qps 27,32,37,42 --extra-qps 30,40 --crf 28
-  python scripts/evaluate.py --clips ref1.mkv ref2.y4m --checkpoint runs/full/stage2 --out docs/eval.md
+  python scripts/evaluate.py --clips ref1.mkv ref2.y4m --checkpoint full=runs/full/stage3 \\
+      --checkpoint noest=runs/noest/stage1 --ffmpeg-filter deblock=deblock=filter=weak:block=8 --out docs/eval.md
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from pathlib import Path
 from _common import run
 
 from diffqe.model import checkpoint
-from diffqe.train.evaluate import Condition, evaluate, load_sources, markdown
+from diffqe.train.evaluate import Condition, evaluate, ffmpeg_enhancer, load_sources, markdown, model_enhancer
+from diffqe.train.loop import pick_device
 from diffqe.train.pairs import PAPER_QPS
 
 
@@ -22,9 +25,19 @@ def ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v]
 
 
+def named(text: str) -> tuple[str, str]:
+    """NAME=VALUE, or a bare VALUE named after itself."""
+    name, sep, value = text.partition("=")
+    return (name, value) if sep and value else (text, text)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", type=Path, default=checkpoint.SHIPPED)
+    ap.add_argument("--checkpoint", type=named, action="append",
+                    help="[NAME=]checkpoint stem, repeatable (default: the shipped weights)")
+    ap.add_argument("--ffmpeg-filter", type=named, action="append", default=[],
+                    help="[NAME=]ffmpeg video filter as a classical baseline, e.g. deblock=filter=weak:block=8")
+    ap.add_argument("--device", default="auto")
     ap.add_argument("--images", nargs="*", type=Path, default=[], help="reference images or folders of them")
     ap.add_argument("--clips", nargs="*", type=Path, default=[], help="lossless reference clips")
     ap.add_argument("--max-frames", type=int, default=30)
@@ -34,11 +47,14 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, help="write the markdown table here (default: stdout)")
     args = ap.parse_args()
-    model, _ = checkpoint.load(args.checkpoint)
+    device = pick_device(args.device)
+    enhancers = {name: model_enhancer(checkpoint.load(Path(stem))[0].to(device), args.seed)
+                 for name, stem in args.checkpoint or [("shipped", str(checkpoint.SHIPPED))]}
+    enhancers |= {name: ffmpeg_enhancer(vf) for name, vf in args.ffmpeg_filter}
     sources = load_sources(args.images, args.clips, args.max_frames)
     conditions = [Condition(qp=q) for q in args.qps + args.extra_qps] + [Condition(crf=c) for c in args.crf]
-    table = evaluate(model, sources, conditions, tuple(args.qps), args.seed)
-    text = markdown(table, f"{args.checkpoint} on {len(sources)} sources")
+    table = evaluate(enhancers, sources, conditions, tuple(args.qps))
+    text = markdown(table, f"{len(sources)} sources: " + ", ".join(s.name for s in sources))
     if args.out:
         args.out.write_text(text)
         print(f"wrote {args.out}", file=sys.stderr)

@@ -27,7 +27,11 @@ def main() -> int:
     ap.add_argument("--pairs", type=Path, required=True, help="manifest.json from scripts/make_pairs.py")
     ap.add_argument("--run", type=Path, required=True, help="run folder: checkpoints and log.jsonl")
     ap.add_argument("--stage", type=int, choices=(1, 2, 3), required=True)
-    ap.add_argument("--variant", choices=("full", "noest", "nodiff"), default="full")
+    ap.add_argument("--variant", choices=("full", "noest", "nodiff"),
+                    help="model variant (default: full for stage 1, the starting checkpoint's after)")
+    ap.add_argument("--init", type=Path, help="start stage 2/3 from this checkpoint instead of RUN/stage{N-1} "
+                    "(e.g. NoDiff's estimator on the full model's stage 1)")
+    ap.add_argument("--minutes", type=float, default=0.0, help="wall-clock budget; the LR schedule follows it")
     ap.add_argument("--model-config", type=Path, help="JSON with ModelConfig fields (overrides --variant)")
     ap.add_argument("--device", default="auto")
     defaults = TrainConfig()
@@ -35,15 +39,19 @@ def main() -> int:
         ap.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
     ap.add_argument("--lr", type=float, default=defaults.lr)
     args = ap.parse_args()
-    model_cfg = (ModelConfig.from_dict(json.loads(args.model_config.read_text())) if args.model_config
-                 else ModelConfig(variant=args.variant))
+    if args.model_config:
+        model_cfg = ModelConfig.from_dict(json.loads(args.model_config.read_text()))
+    elif args.variant or args.stage == 1:
+        model_cfg = ModelConfig(variant=args.variant or "full")
+    else:
+        model_cfg = None  # the starting checkpoint's
     cfg = TrainConfig(stage=args.stage, steps=args.steps, batch=args.batch, patch=args.patch, lr=args.lr,
                       seed=args.seed, val_every=args.val_every, save_every=args.save_every,
-                      log_every=args.log_every, val_images=args.val_images)
+                      log_every=args.log_every, val_images=args.val_images, minutes=args.minutes)
     train_pairs, val_pairs = load_pairs(args.pairs, "train"), load_pairs(args.pairs, "val")
     if not train_pairs:
         raise ValueError(f"{args.pairs} has no training pairs")
-    metrics = train(args.run, cfg, model_cfg, train_pairs, val_pairs, pick_device(args.device))
+    metrics = train(args.run, cfg, model_cfg, train_pairs, val_pairs, pick_device(args.device), args.init)
     print(json.dumps(metrics), file=sys.stderr)
     return 0
 

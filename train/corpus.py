@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -28,7 +29,12 @@ DEBIAN_PHOTO_PACKAGES: dict[str, tuple[str, ...]] = {
     "libjxl-testdata": (
         "usr/share/libjxl-testdata/external/wesaturate/500px",
     ),
+    "gnome-backgrounds": ("usr/share/backgrounds/gnome",),
+    "plasma-workspace-wallpapers": ("usr/share/wallpapers",),
 }
+
+# Wallpaper packages ship one picture in many sizes, named WIDTHxHEIGHT.ext: only the largest is kept.
+_SIZE_NAME = re.compile(r"^(\d+)x(\d+)$")
 
 
 class CorpusError(RuntimeError):
@@ -94,10 +100,23 @@ def find_images(roots: Iterable[Path]) -> list[Path]:
         if root.is_file():
             found.append(root)
         elif root.is_dir():
-            found += sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            found += _largest_of_each_size_set(
+                sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()))
         else:
             raise CorpusError(f"{root}: no such file or folder; pass folders of images (BSDS500, DIV2K, ...)")
     return found
+
+
+def _largest_of_each_size_set(paths: list[Path]) -> list[Path]:
+    def area(p: Path) -> int:
+        w, h = _SIZE_NAME.match(p.stem).groups()
+        return int(w) * int(h)
+
+    by_folder: dict[Path, list[Path]] = {}
+    for p in paths:
+        if _SIZE_NAME.match(p.stem):
+            by_folder.setdefault(p.parent, []).append(p)
+    return [p for p in paths if not _SIZE_NAME.match(p.stem)] + sorted(max(g, key=area) for g in by_folder.values())
 
 
 def fetch_debian_images(cache: Path, packages: Iterable[str] = DEBIAN_PHOTO_PACKAGES) -> list[Path]:

@@ -6,7 +6,9 @@ image is a one-frame clip.  "mixed" is the mean over the paper's QPs.
 
 from __future__ import annotations
 
+import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,11 +63,30 @@ class Score:
     dssim: float
 
 
-def score_source(model: DiffQE, source: Source, cond: Condition, seed: int = 0) -> Score | int:
+# [N,H,W] 8-bit luma in, the same out: a model, or a classical post-filter for comparison.
+Enhancer = Callable[[np.ndarray], np.ndarray]
+
+
+def model_enhancer(model: DiffQE, seed: int = 0) -> Enhancer:
+    return lambda planes: enhance_planes(model, planes, seed=seed)
+
+
+def ffmpeg_enhancer(video_filter: str) -> Enhancer:
+    """A classical post-filter: the frames through ``ffmpeg -vf VIDEO_FILTER`` as raw 8-bit gray video."""
+
+    def run(planes: np.ndarray) -> np.ndarray:
+        n, h, w = planes.shape
+        cmd = ["ffmpeg", "-v", "error", "-f", "rawvideo", "-pix_fmt", "gray", "-s", f"{w}x{h}", "-i", "-",
+               "-vf", video_filter, "-f", "rawvideo", "-pix_fmt", "gray", "-"]
+        out = subprocess.run(cmd, input=np.ascontiguousarray(planes).tobytes(), capture_output=True, check=True).stdout
+        return np.frombuffer(out, np.uint8).reshape(n, h, w)
+
+    return run
+
+
+def score(source: Source, decoded: list[np.ndarray], enhanced: np.ndarray) -> Score | int:
     """The source's scores, or, where the codec kept it lossless (flat graphics), the largest change in
-    code values the model made: a capped PSNR would swamp any dB average."""
-    decoded = cond.code(source.frames)
-    enhanced = enhance_planes(model, np.stack(decoded), seed=seed)
+    code values the enhancer made: a capped PSNR would swamp any dB average."""
     if all(np.array_equal(d, r) for d, r in zip(decoded, source.frames)):
         return int(max(np.abs(e.astype(np.int32) - r).max() for e, r in zip(enhanced, source.frames)))
     p_in = [psnr(d, r) for d, r in zip(decoded, source.frames)]
@@ -76,31 +97,47 @@ def score_source(model: DiffQE, source: Source, cond: Condition, seed: int = 0) 
                  float(np.mean(s_in)), float(np.mean(s_out) - np.mean(s_in)))
 
 
-def evaluate(model: DiffQE, sources: list[Source], conditions: list[Condition], paper_qps: tuple[int, ...],
-             seed: int = 0) -> dict[str, list[Score]]:
-    """Scores per condition label (one per source); adds "mixed" over the paper's QPs that were run."""
-    table: dict[str, list[Score]] = {}
+Table = dict[str, dict[str, list[tuple[str, Score]]]]  # enhancer -> condition -> [(source, score)]
+
+
+def evaluate(enhancers: dict[str, Enhancer], sources: list[Source], conditions: list[Condition],
+             paper_qps: tuple[int, ...]) -> Table:
+    """Each source is coded once per condition and given to every enhancer; adds "mixed" over the paper's
+    QPs that were run."""
+    table: Table = {name: {} for name in enhancers}
     for cond in conditions:
         for src in sources:
-            score = score_source(model, src, cond, seed)
-            if isinstance(score, int):
-                print(f"{cond.label:12s} {src.name:30s} lossless input; largest change {score} code values",
-                      file=sys.stderr)
-                continue
-            table.setdefault(cond.label, []).append(score)
-            print(f"{cond.label:12s} {src.name:30s} PSNR {score.psnr_in:6.2f} dPSNR {score.dpsnr:+.3f} "
-                  f"dSSIM {score.dssim:+.5f}", file=sys.stderr)
-    mixed = [s for c in conditions if c.qp in paper_qps for s in table[c.label]]
-    if mixed:
-        table["mixed"] = mixed
+            decoded = cond.code(src.frames)
+            for name, enhance in enhancers.items():
+                result = score(src, decoded, enhance(np.stack(decoded)))
+                if isinstance(result, int):
+                    print(f"{name:10s} {cond.label:12s} {src.name:30s} lossless input; largest change {result} "
+                          "code values", file=sys.stderr)
+                    continue
+                table[name].setdefault(cond.label, []).append((src.name, result))
+                print(f"{name:10s} {cond.label:12s} {src.name:30s} PSNR {result.psnr_in:6.2f} "
+                      f"dPSNR {result.dpsnr:+.3f} dSSIM {result.dssim:+.5f}", file=sys.stderr)
+    for rows in table.values():
+        mixed = [s for c in conditions if c.qp in paper_qps for s in rows.get(c.label, [])]
+        if mixed:
+            rows["mixed"] = mixed
     return table
 
 
-def markdown(table: dict[str, list[Score]], title: str) -> str:
-    lines = [f"### {title}", "", "| condition | sources | PSNR in (dB) | dPSNR (dB) | SSIM in | dSSIM |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for label, scores in table.items():
-        mean = lambda attr: np.mean([getattr(s, attr) for s in scores])  # noqa: E731
-        lines.append(f"| {label} | {len(scores)} | {mean('psnr_in'):.3f} | {mean('dpsnr'):+.3f} | "
-                     f"{mean('ssim_in'):.4f} | {mean('dssim'):+.5f} |")
-    return "\n".join(lines) + "\n"
+def markdown(table: Table, title: str) -> str:
+    """Three tables, enhancers as rows and conditions as columns: mean dPSNR, mean dSSIM, and the worst
+    single source's dPSNR (a filter must not harm any one clip)."""
+    labels = list(next(iter(table.values())))
+    head = "| | " + " | ".join(labels) + " |\n|---|" + "---:|" * len(labels)
+    psnr_in = {lab: np.mean([s.psnr_in for _, s in next(iter(table.values()))[lab]]) for lab in labels}
+    parts = [f"### {title}", "", "Sources per condition: " + ", ".join(
+        f"{lab} {len(next(iter(table.values()))[lab])}" for lab in labels), ""]
+    for caption, cell in (
+        ("dPSNR (dB), mean over sources", lambda xs: f"{np.mean([s.dpsnr for _, s in xs]):+.3f}"),
+        ("dSSIM, mean over sources", lambda xs: f"{np.mean([s.dssim for _, s in xs]):+.5f}"),
+        ("worst source's dPSNR (dB)", lambda xs: "{:+.3f} ({})".format(*min((s.dpsnr, n) for n, s in xs))),
+    ):
+        parts += [f"**{caption}**", "", head, "| PSNR in | " + " | ".join(f"{psnr_in[lab]:.3f}" for lab in labels) + " |"]
+        parts += [f"| {name} | " + " | ".join(cell(rows[lab]) for lab in labels) + " |" for name, rows in table.items()]
+        parts.append("")
+    return "\n".join(parts)

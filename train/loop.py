@@ -14,7 +14,8 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,7 @@ class TrainConfig:
     save_every: int = 500
     log_every: int = 50
     val_images: int = 16
+    minutes: float = 0.0  # wall-clock budget (0: none); the LR schedule then runs on elapsed time
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -109,31 +111,46 @@ def _log(run: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def _initial_model(run: Path, cfg: TrainConfig, model_cfg: ModelConfig) -> DiffQE:
+def _initial_model(run: Path, cfg: TrainConfig, model_cfg: ModelConfig | None, init: Path | None) -> DiffQE:
+    """Stage 1 starts fresh (MODEL_CFG is required there); a later stage from INIT or RUN/stage{N-1}.  Where MODEL_CFG names another
+    variant (NoDiff's estimator on the full model's stage 1), only the encoder and decoder carry over."""
     if cfg.stage == 1:
         return DiffQE(model_cfg)
-    previous = run / f"stage{cfg.stage - 1}"
+    previous = init or run / f"stage{cfg.stage - 1}"
     if not previous.with_suffix(".json").exists():
         raise FileNotFoundError(f"stage {cfg.stage} starts from {previous}.safetensors; train stage {cfg.stage - 1} first")
-    return checkpoint.load(previous)[0]
+    model = checkpoint.load(previous)[0]
+    if model_cfg is None or model.cfg.variant == model_cfg.variant:
+        return model
+    other = DiffQE(replace(model.cfg, variant=model_cfg.variant))
+    shared = {k: v for k, v in model.state_dict().items() if k.startswith(("encoder.", "decoder."))}
+    other.load_state_dict(shared, strict=False)
+    return other
 
 
-def train(run: Path, cfg: TrainConfig, model_cfg: ModelConfig, train_pairs: list[Pair], val_pairs: list[Pair],
-          device: torch.device) -> dict:
-    """Run (or resume) one stage; returns the final validation metrics."""
+def train(run: Path, cfg: TrainConfig, model_cfg: ModelConfig | None, train_pairs: list[Pair], val_pairs: list[Pair],
+          device: torch.device, init: Path | None = None) -> dict:
+    """Run (or resume) one stage; returns the final validation metrics.  On CUDA the steps run in bf16
+    autocast (the loss and the weights stay fp32)."""
     run.mkdir(parents=True, exist_ok=True)
     stem = run / f"stage{cfg.stage}"
     torch.manual_seed(cfg.seed)
     sampler = PatchSampler(train_pairs, cfg.patch, cfg.batch, cfg.seed + cfg.stage)
-    step, opt_state = 0, None
+    step, elapsed, opt_state = 0, 0.0, None
     if stem.with_suffix(".json").exists():
         model, meta, opt_state = checkpoint.load(stem, with_optimizer=True)
-        step = meta["step"]
+        step, elapsed = meta["step"], meta.get("elapsed", 0.0)
         sampler.restore(meta["sampler"])
         print(f"resuming stage {cfg.stage} from {stem} at step {step}", file=sys.stderr)
     else:
-        model = _initial_model(run, cfg, model_cfg)
+        model = _initial_model(run, cfg, model_cfg, init)
     model.to(device).train()
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        model.to(memory_format=torch.channels_last)
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else nullcontext
     params = trainable(model, cfg.stage)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -145,32 +162,39 @@ def train(run: Path, cfg: TrainConfig, model_cfg: ModelConfig, train_pairs: list
     noise_gen = torch.Generator(device=device)
 
     def save(metrics: dict) -> None:
-        meta = {"stage": cfg.stage, "step": step, "train": asdict(cfg), "val": metrics, "sampler": sampler.state(),
+        meta = {"stage": cfg.stage, "step": step, "elapsed": elapsed, "train": asdict(cfg), "val": metrics, "sampler": sampler.state(),
                 "qps": sorted({p.qp for p in train_pairs})}
         checkpoint.save(stem, model, meta, opt.state_dict())
 
     metrics: dict = {}
+    def progress() -> float:
+        return max(step / cfg.steps, elapsed / (60 * cfg.minutes) if cfg.minutes else 0.0)
+
     t0, losses = time.time(), []
-    while step < cfg.steps:
-        lr = cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))  # cosine decay
+    while progress() < 1:
+        started = time.time()
+        lr = cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress())))  # cosine decay
         for group in opt.param_groups:
             group["lr"] = lr
         y, gt, qp = (torch.from_numpy(a).to(device) for a in sampler.sample())
         noise_gen.manual_seed(cfg.seed * 1_000_003 + step)
         noise = torch.randn(y.shape[0], model.cfg.z_dim, generator=noise_gen, device=device)
-        loss = stage_loss(model, cfg.stage, y, gt, qp, noise)
+        with autocast():
+            loss = stage_loss(model, cfg.stage, y, gt, qp, noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         losses.append(loss.item())
         step += 1
-        if step % cfg.log_every == 0 or step == cfg.steps:
+        elapsed += time.time() - started
+        done = progress() >= 1
+        if step % cfg.log_every == 0 or done:
             _log(run, {"stage": cfg.stage, "step": step, "loss": float(np.mean(losses)), "lr": lr,
                        "sec_per_step": (time.time() - t0) / len(losses)})
             t0, losses = time.time(), []
-        if step % cfg.val_every == 0 or step == cfg.steps:
+        if step % cfg.val_every == 0 or done:
             metrics = validate(model, val_pairs[: cfg.val_images], cfg.stage)
             _log(run, {"stage": cfg.stage, "step": step, **metrics})
-        if step % cfg.save_every == 0 or step == cfg.steps:
+        if step % cfg.save_every == 0 or done:
             save(metrics)
     return metrics
