@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import shutil
@@ -66,14 +67,18 @@ def ffmpeg_command(src: Path, dst: Path, stream: dict, args: argparse.Namespace)
     return cmd[:1] + ["-hide_banner", "-nostdin", "-v", "error", "-progress", "pipe:1", "-nostats"] + cmd[1:]
 
 
-def _progress(done: int, total: int | None, started: float) -> str:
+def _progress(done: int, total: int | None, started: float, style: str) -> str:
+    """A progress bar line, or for farms a JSON line: {"frame", "frames", "fps", "eta"}."""
     fps = done / max(time.monotonic() - started, 1e-6)
+    eta_s = (total - done) / fps if total and fps > 0 else 0
+    eta = f"{int(eta_s) // 60}:{int(eta_s) % 60:02d}"
+    if style == "json":
+        return json.dumps({"frame": done, "frames": total, "fps": round(fps, 2), "eta": eta}) + "\n"
     if not total:
         return f"\r{done} frames  {fps:5.1f} fps"
     frac = min(done / total, 1.0)
-    eta = (total - done) / fps if fps > 0 else 0
     bar = "#" * int(30 * frac) + "." * (30 - int(30 * frac))
-    return f"\r[{bar}] {100 * frac:5.1f}%  {done}/{total} frames  {fps:5.1f} fps  ETA {int(eta) // 60}:{int(eta) % 60:02d}"
+    return f"\r[{bar}] {100 * frac:5.1f}%  {done}/{total} frames  {fps:5.1f} fps  ETA {eta}"
 
 
 def run_enhance(args: argparse.Namespace) -> int:
@@ -120,11 +125,11 @@ def _pipe(src: Path, partial: Path, stream: dict, total: int | None, args: argpa
         for line in enc.stdout:
             if line.startswith("frame="):
                 done = int(line.split("=", 1)[1])
-                if not args.quiet:
-                    print(_progress(done, total, started), end="", file=sys.stderr, flush=True)
+                if args.progress != "none":
+                    print(_progress(done, total, started, args.progress), end="", file=sys.stderr, flush=True)
         enc_err = enc.stderr.read()
         vs_rc, enc_rc = pipe.wait(), enc.wait()
-        if not args.quiet and done:
+        if args.progress == "bar" and done:
             print(file=sys.stderr)  # end the progress line
         if vs_rc or enc_rc:
             vs_log.seek(0)
@@ -135,13 +140,16 @@ def _pipe(src: Path, partial: Path, stream: dict, total: int | None, args: argpa
     return done
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="diffqe", description="DiffQE: blind-QP enhancement of HEVC video")
+def parse_enhance(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="diffqe", description="DiffQE: blind-QP enhancement of HEVC video",
+                                 epilog="diffqe batch INPUTS... -o OUTDIR: many files at once (diffqe batch --help)")
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("enhance", help="enhance IN and write OUT (audio, subtitles, metadata kept)")
+    sub.add_parser("batch", help="many files, resumable, on Ray (see diffqe batch --help)")
     p.add_argument("input")
     p.add_argument("output")
-    p.add_argument("--backend", help="trt, ort-trt, ort-cuda, torch, torch-cpu or ort-cpu (default: best available)")
+    p.add_argument("--backend", help="trt, ort-trt, ort-cuda, torch, torch-compile, torch-cpu or ort-cpu "
+                   "(default: best available)")
     p.add_argument("--checkpoint", help="weights stem (default: shipped)")
     p.add_argument("--tile", type=int, help="decode in tiles of this size")
     p.add_argument("--overlap", type=int, default=16)
@@ -151,12 +159,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", default="medium")
     p.add_argument("--lossless", action="store_true", help="FFV1 lossless video instead of --codec")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (never IN)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--progress", choices=("bar", "json", "none"), default="bar",
+                   help="progress on stderr: a bar, JSON lines for farms, or none")
+    p.add_argument("--quiet", action="store_true", help="same as --progress none")
     args = ap.parse_args(argv)
-    # SIGTERM (a farm's scheduler) unwinds like Ctrl-C, so the partial output is removed.
+    if args.quiet:
+        args.progress = "none"
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # SIGTERM (a farm's scheduler) unwinds like Ctrl-C, so partial outputs are removed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        return run_enhance(args)
+        if argv[:1] == ["batch"]:
+            from .batch import main as batch_main
+
+            return batch_main(argv[1:])
+        return run_enhance(parse_enhance(argv))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -53,7 +53,7 @@ ensure_venv() {
     log "installing DiffQE and its dependencies into $VENV (the first time downloads PyTorch) ..."
     # This workplace's pip config names local mirrors that may be absent: drop pip's warnings about them.
     "$VENV/bin/python" -m pip install -q --upgrade pip 2> >(grep -v 'WARNING: Location' >&2)
-    "$VENV/bin/python" -m pip install -q -e "$ROOT[cpu,test]" 2> >(grep -v 'WARNING: Location' >&2)
+    "$VENV/bin/python" -m pip install -q -e "$ROOT[cpu,test,batch]" 2> >(grep -v 'WARNING: Location' >&2)
     echo "$want" > "$stamp"
 }
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from _common import run
 
 from diffqe.model import checkpoint
-from diffqe.train.evaluate import Condition, evaluate, ffmpeg_enhancer, load_sources, markdown, model_enhancer
+from diffqe.train.evaluate import (Condition, evaluate, ffmpeg_enhancer, load_sources, markdown, model_enhancer,
+                                   temporal_change)
 from diffqe.train.loop import pick_device
 from diffqe.train.pairs import PAPER_QPS
 
@@ -44,6 +45,7 @@ def main() -> int:
     ap.add_argument("--qps", type=ints, default=list(PAPER_QPS), help="all-intra QPs averaged into 'mixed'")
     ap.add_argument("--extra-qps", type=ints, default=[], help="further all-intra QPs, reported apart")
     ap.add_argument("--crf", type=float, nargs="*", default=[], help="random-access x265 CRF encodes")
+    ap.add_argument("--static", type=int, default=0, help="flicker check on this many of the images as static clips")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, help="write the markdown table here (default: stdout)")
     args = ap.parse_args()
@@ -53,8 +55,10 @@ def main() -> int:
     enhancers |= {name: ffmpeg_enhancer(vf) for name, vf in args.ffmpeg_filter}
     sources = load_sources(args.images, args.clips, args.max_frames)
     conditions = [Condition(qp=q) for q in args.qps + args.extra_qps] + [Condition(crf=c) for c in args.crf]
-    table = evaluate(enhancers, sources, conditions, tuple(args.qps))
-    text = markdown(table, f"{len(sources)} sources: " + ", ".join(s.name for s in sources))
+    table, lossless = evaluate(enhancers, sources, conditions, tuple(args.qps))
+    text = markdown(table, f"{len(sources)} sources: " + ", ".join(s.name for s in sources), lossless)
+    if args.static:
+        text += "\n" + temporal_change(enhancers, [s for s in sources if len(s.frames) == 1][: args.static])
     if args.out:
         args.out.write_text(text)
         print(f"wrote {args.out}", file=sys.stderr)

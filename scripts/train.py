@@ -32,6 +32,10 @@ def main() -> int:
     ap.add_argument("--init", type=Path, help="start stage 2/3 from this checkpoint instead of RUN/stage{N-1} "
                     "(e.g. NoDiff's estimator on the full model's stage 1)")
     ap.add_argument("--minutes", type=float, default=0.0, help="wall-clock budget; the LR schedule follows it")
+    ap.add_argument("--loss", choices=("l2", "dpsnr"), default="l2",
+                    help="reconstruction loss: l2 (the paper) or dpsnr (mean per-patch dPSNR: high-quality input counts)")
+    ap.add_argument("--z-weight", type=float, default=1.0,
+                    help="stage 3: weight of the Z term (0 to refine inference-only weights, which lack the encoder)")
     ap.add_argument("--model-config", type=Path, help="JSON with ModelConfig fields (overrides --variant)")
     ap.add_argument("--device", default="auto")
     defaults = TrainConfig()
@@ -47,7 +51,8 @@ def main() -> int:
         model_cfg = None  # the starting checkpoint's
     cfg = TrainConfig(stage=args.stage, steps=args.steps, batch=args.batch, patch=args.patch, lr=args.lr,
                       seed=args.seed, val_every=args.val_every, save_every=args.save_every,
-                      log_every=args.log_every, val_images=args.val_images, minutes=args.minutes)
+                      log_every=args.log_every, val_images=args.val_images, minutes=args.minutes,
+                      z_weight=args.z_weight, loss=args.loss)
     train_pairs, val_pairs = load_pairs(args.pairs, "train"), load_pairs(args.pairs, "val")
     if not train_pairs:
         raise ValueError(f"{args.pairs} has no training pairs")

@@ -32,20 +32,30 @@ def test_corpus_builder_keeps_going_past_bad_images(tmp_path, reference_frames):
     write_real_images(tmp_path / "photos", reference_frames)
     out = tmp_path / "corpus"
     result = run_script("make_corpus.py", "--images", tmp_path / "photos", "--out", out, "--downscale", "1",
-                        "--val-fraction", "0.3")
+                        "--val-fraction", "0.3", "--levels-fraction", "1", "--flat", "5")
     assert result.returncode == 0, result.stderr
     assert "corrupt.jpg: not a readable image" in result.stderr and "tiny.png: too small" in result.stderr
     assert "Traceback" not in result.stderr
     manifest = json.loads((out / "manifest.json").read_text())
-    photos = [e for e in manifest["images"] if e["source"] != "synthetic screen"]
+    by_name = {e["name"]: e for e in manifest["images"]}
+    photos = [e for e in manifest["images"] if e["source"] not in ("synthetic screen", "flat frame")
+              and not e["name"].endswith("_levels")]
     assert len(photos) == 4 and len(manifest["skipped"]) == 2
+    for e in photos:  # each photo's copy at other levels stays in its split: no leak into validation
+        assert by_name[e["name"] + "_levels"]["split"] == e["split"]
+    flats = [e for e in manifest["images"] if e["source"] == "flat frame"]
+    assert [e["name"].split("_")[1] for e in flats] == ["000", "016", "128", "235", "255"]
     assert any(e["source"] == "synthetic screen" for e in manifest["images"])
     assert {e["split"] for e in manifest["images"]} <= {"train", "val"}
     for e in manifest["images"]:
         y = np.asarray(Image.open(out / e["split"] / f"{e['name']}.png"))
         assert y.dtype == np.uint8 and y.ndim == 2
         assert y.shape[0] % 8 == 0 and y.shape[1] % 8 == 0
-        assert y.min() >= 16 and y.max() <= 235
+        if e["name"].endswith("_levels"):
+            original = np.asarray(Image.open(out / e["split"] / f"{e['name'].removesuffix('_levels')}.png"))
+            assert y.shape == original.shape and not np.array_equal(y, original)
+        elif e["source"] != "flat frame":
+            assert y.min() >= 16 and y.max() <= 235  # limited range, as a decoder outputs it
 
 
 def test_corpus_builder_fails_clearly_on_a_missing_folder(tmp_path):

@@ -9,7 +9,7 @@ from PIL import Image
 from conftest import run_script
 from diffqe.model import checkpoint
 from diffqe.model.diffqe import DiffQE
-from diffqe.train.loop import TrainConfig, stage_loss, train
+from diffqe.train.loop import TrainConfig, recon_loss, stage_loss, train
 from diffqe.train.pairs import PatchSampler, load_pairs, make_pairs
 
 
@@ -79,3 +79,13 @@ def test_train_script_reports_user_errors(tmp_path):
     assert result.returncode == 2 and "missing.json" in result.stderr and "Traceback" not in result.stderr
     result = run_script("train.py", "--pairs", tmp_path / "missing.json", "--run", tmp_path / "r", "--stage", "2")
     assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_dpsnr_loss_is_minus_the_mean_patch_dpsnr(tiny_pairs):
+    _, gt, _ = (torch.from_numpy(a) for a in PatchSampler(load_pairs(tiny_pairs, "train"), 64, 4, seed=1).sample())
+    y = gt + 0.05 * torch.randn(gt.shape, generator=torch.Generator().manual_seed(0))
+    out = gt + 0.5 * (y - gt)  # halves every error: +6.02 dB on each patch
+    assert recon_loss(out, gt, y, "dpsnr").item() == pytest.approx(-6.02, abs=0.05)
+    assert recon_loss(out, gt, y, "l2").item() == pytest.approx(torch.mean((out - gt) ** 2).item())
+    flat = torch.full_like(gt, 0.5)
+    assert recon_loss(flat + 1 / 255, flat, flat, "dpsnr").item() > 10, "any change to a lossless patch costs dearly"

@@ -93,6 +93,22 @@ def screen_like(rng: random.Random, size: tuple[int, int] = (512, 384)) -> np.nd
     return rgb_to_luma(np.asarray(im))
 
 
+def other_levels(y: np.ndarray, rng: random.Random) -> np.ndarray:
+    """The picture at other black and white levels: full-range or super-black video (camera files,
+    screen captures, letterboxes at code 0) decodes to values outside 16..235, which a model trained only
+    on limited range would shift.  Sometimes crushes the blacks so that whole areas sit at exactly 0."""
+    black = rng.uniform(-24.0, 16.0)
+    white = rng.uniform(235.0, 262.0)
+    out = (y.astype(np.float32) - 16.0) * (white - black) / 219.0 + black
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def flat_frames(rng: random.Random, count: int, size: tuple[int, int] = (256, 192)) -> list[tuple[str, np.ndarray]]:
+    """Flat frames (black at 0 and 16, white, mid grey, random levels): the model must return them unchanged."""
+    levels = [0, 16, 128, 235, 255] + [rng.randrange(256) for _ in range(max(0, count - 5))]
+    return [(f"flat_{v:03d}_{i}", np.full(size[::-1], v, np.uint8)) for i, v in enumerate(levels[:count])]
+
+
 def find_images(roots: Iterable[Path]) -> list[Path]:
     found: list[Path] = []
     for root in roots:
@@ -156,18 +172,22 @@ def build_corpus(
     downscale: float = 2.0,
     max_side: int = 1024,
     min_side: int = 64,
+    levels_fraction: float = 0.25,
+    flat: int = 6,
     seed: int = 0,
 ) -> CorpusReport:
     """Write OUT/{train,val}/NAME.png (8-bit luma) and OUT/manifest.json.  Unreadable or too-small images
-    are skipped and listed in the report; the split is by image and reproducible from ``seed``."""
+    are skipped and listed in the report; the split is by image and reproducible from ``seed``.
+    ``levels_fraction`` of the photos get a second copy at other black/white levels (same split as the
+    original), and ``flat`` flat frames are added."""
     report = CorpusReport()
     entries = []
     rng = random.Random(seed)
     for split in ("train", "val"):
         (out / split).mkdir(parents=True, exist_ok=True)
 
-    def emit(name: str, y: np.ndarray, source: str) -> None:
-        split = "val" if random.Random(f"{seed}:{name}").random() < val_fraction else "train"
+    def emit(name: str, y: np.ndarray, source: str, split_key: str | None = None) -> None:
+        split = "val" if random.Random(f"{seed}:{split_key or name}").random() < val_fraction else "train"
         Image.fromarray(y).save(out / split / f"{name}.png")
         report.written[split] += 1
         entries.append({"name": name, "split": split, "source": source, "height": y.shape[0], "width": y.shape[1]})
@@ -180,9 +200,14 @@ def build_corpus(
             report.skipped.append(str(e))
             print(f"skipped: {e}", file=sys.stderr)
             continue
-        emit(f"{i:05d}_{path.stem[:40]}", y, str(path))
+        name = f"{i:05d}_{path.stem[:40]}"
+        emit(name, y, str(path))
+        if levels_fraction and rng.random() < levels_fraction:
+            emit(name + "_levels", other_levels(y, rng), f"{path} at other levels", split_key=name)
     n_screens = math.ceil(screen_fraction * sum(report.written.values()) / max(1e-9, 1 - screen_fraction))
     for i in range(n_screens):
         emit(f"screen_{i:04d}", screen_like(rng), "synthetic screen")
+    for name, y in flat_frames(rng, flat):
+        emit(name, y, "flat frame")
     (out / "manifest.json").write_text(json.dumps({"seed": seed, "images": entries, "skipped": report.skipped}, indent=2))
     return report

@@ -101,16 +101,19 @@ Table = dict[str, dict[str, list[tuple[str, Score]]]]  # enhancer -> condition -
 
 
 def evaluate(enhancers: dict[str, Enhancer], sources: list[Source], conditions: list[Condition],
-             paper_qps: tuple[int, ...]) -> Table:
+             paper_qps: tuple[int, ...]) -> tuple[Table, dict[str, int]]:
     """Each source is coded once per condition and given to every enhancer; adds "mixed" over the paper's
-    QPs that were run."""
+    QPs that were run.  Also returns, per enhancer, the largest change it made to a source the codec kept
+    lossless (flat and black frames): that must stay within one code value."""
     table: Table = {name: {} for name in enhancers}
+    lossless = {name: 0 for name in enhancers}
     for cond in conditions:
         for src in sources:
             decoded = cond.code(src.frames)
             for name, enhance in enhancers.items():
                 result = score(src, decoded, enhance(np.stack(decoded)))
                 if isinstance(result, int):
+                    lossless[name] = max(lossless[name], result)
                     print(f"{name:10s} {cond.label:12s} {src.name:30s} lossless input; largest change {result} "
                           "code values", file=sys.stderr)
                     continue
@@ -121,12 +124,32 @@ def evaluate(enhancers: dict[str, Enhancer], sources: list[Source], conditions: 
         mixed = [s for c in conditions if c.qp in paper_qps for s in rows.get(c.label, [])]
         if mixed:
             rows["mixed"] = mixed
-    return table
+    return table, lossless
 
 
-def markdown(table: Table, title: str) -> str:
+def temporal_change(enhancers: dict[str, Enhancer], images: list[Source], frames: int = 8, crf: float = 28) -> str:
+    """Flicker on static scenes: each still repeated FRAMES times and coded random-access at CRF (so every
+    frame carries different coding noise); the mean absolute frame-to-frame difference of each enhancer's
+    output, against the decoded input's.  A filter that does not flicker keeps it at or below the input's."""
+    def change(planes: np.ndarray) -> float:
+        return float(np.abs(np.diff(planes.astype(np.float32), axis=0)).mean())
+
+    base, rows = [], {name: [] for name in enhancers}
+    for src in images:
+        decoded = np.stack(Condition(crf=crf).code([src.frames[0]] * frames))
+        base.append(change(decoded))
+        for name, enhance in enhancers.items():
+            rows[name].append(change(enhance(decoded)))
+    lines = [f"**Static scenes** ({len(images)} stills x {frames} frames, CRF {crf:g} RA): mean absolute frame-to-frame "
+             "difference in code values; worst = the largest excess over the input's on any one still", "",
+             "| | mean | worst excess |", "|---|---:|---:|", f"| decoded input | {np.mean(base):.4f} | |"]
+    lines += [f"| {name} | {np.mean(v):.4f} | {max(np.subtract(v, base)):+.4f} |" for name, v in rows.items()]
+    return "\n".join(lines) + "\n"
+
+
+def markdown(table: Table, title: str, lossless: dict[str, int] | None = None) -> str:
     """Three tables, enhancers as rows and conditions as columns: mean dPSNR, mean dSSIM, and the worst
-    single source's dPSNR (a filter must not harm any one clip)."""
+    single source's dPSNR (a filter must not harm any one clip); then the lossless sources' largest change."""
     labels = list(next(iter(table.values())))
     head = "| | " + " | ".join(labels) + " |\n|---|" + "---:|" * len(labels)
     psnr_in = {lab: np.mean([s.psnr_in for _, s in next(iter(table.values()))[lab]]) for lab in labels}
@@ -140,4 +163,7 @@ def markdown(table: Table, title: str) -> str:
         parts += [f"**{caption}**", "", head, "| PSNR in | " + " | ".join(f"{psnr_in[lab]:.3f}" for lab in labels) + " |"]
         parts += [f"| {name} | " + " | ".join(cell(rows[lab]) for lab in labels) + " |" for name, rows in table.items()]
         parts.append("")
+    if lossless:
+        parts += ["Sources the codec kept lossless (flat and black frames), largest change in code values: "
+                  + ", ".join(f"{name} {v}" for name, v in lossless.items()), ""]
     return "\n".join(parts)

@@ -3,7 +3,8 @@
 1. encoder + decoder, Eq. (10): ||GT - Dec(Y, Enc(Y, GT, QP))||^2
 2. estimator, Eq. (11): ||Z_est - Z_enc||^2, with Z_est from the full T-step reverse process, started from
    random noise exactly as at inference (the encoder is frozen)
-3. optional DiffIR-style refinement: decoder + estimator on ||GT - Dec(Y, Z_est)||^2 + ||Z_est - Z_enc||^2
+3. optional DiffIR-style refinement: decoder + estimator on ||GT - Dec(Y, Z_est)||^2 + w ||Z_est - Z_enc||^2
+   (w = 0 refines shipped weights, which carry no encoder)
 
 Each stage writes RUN/stageN.{safetensors,json} every ``save_every`` steps and resumes from it.
 """
@@ -43,6 +44,8 @@ class TrainConfig:
     log_every: int = 50
     val_images: int = 16
     minutes: float = 0.0  # wall-clock budget (0: none); the LR schedule then runs on elapsed time
+    z_weight: float = 1.0  # stage 3's ||Z_est - Z_enc||^2 term; 0 refines from weights without the encoder
+    loss: str = "l2"  # reconstruction loss of stages 1 and 3: "l2" (the paper) or "dpsnr" (see recon_loss)
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -65,16 +68,29 @@ def trainable(model: DiffQE, stage: int) -> list[torch.nn.Parameter]:
     return [p for m in modules for p in m.parameters()]
 
 
-def stage_loss(model: DiffQE, stage: int, y, gt, qp, noise) -> torch.Tensor:
+def recon_loss(out: torch.Tensor, gt: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
+    """"l2": mean squared error, which weights each patch by how bad its input was, so high-quality input
+    hardly counts.  "dpsnr": minus the mean per-patch dPSNR in dB, 10 log10(MSE_out / MSE_in), which counts a
+    0.1 dB loss on a QP 22 or flat patch as much as a 0.1 dB gain on a QP 42 one (eps keeps lossless
+    patches finite: there any change costs dearly)."""
+    if kind == "l2":
+        return F.mse_loss(out, gt)
+    eps = 4e-6  # ~ (0.5 code values)^2
+    mse_out = (out.float() - gt).square().mean(dim=(1, 2, 3))
+    mse_in = (y - gt).square().mean(dim=(1, 2, 3))
+    return 10 * torch.log10((mse_out + eps) / (mse_in + eps)).mean()
+
+
+def stage_loss(model: DiffQE, stage: int, y, gt, qp, noise, z_weight: float = 1.0, kind: str = "l2") -> torch.Tensor:
     if stage == 1:
         z = model.encoder(y, gt, qp) if model.uses_z else None
-        return F.mse_loss(model.decoder(y, z), gt)
-    with torch.no_grad():
-        z_enc = model.encoder(y, gt, qp)
+        return recon_loss(model.decoder(y, z), gt, y, kind)
     z_est = model.estimator(y, noise)
-    loss = F.mse_loss(z_est, z_enc)
-    if stage == 3:
-        loss = loss + F.mse_loss(model.decoder(y, z_est), gt)
+    loss = recon_loss(model.decoder(y, z_est), gt, y, kind) if stage == 3 else 0.0
+    if stage == 2 or z_weight:
+        with torch.no_grad():
+            z_enc = model.encoder(y, gt, qp)
+        loss = loss + (1.0 if stage == 2 else z_weight) * F.mse_loss(z_est, z_enc)
     return loss
 
 
@@ -180,7 +196,7 @@ def train(run: Path, cfg: TrainConfig, model_cfg: ModelConfig | None, train_pair
         noise_gen.manual_seed(cfg.seed * 1_000_003 + step)
         noise = torch.randn(y.shape[0], model.cfg.z_dim, generator=noise_gen, device=device)
         with autocast():
-            loss = stage_loss(model, cfg.stage, y, gt, qp, noise)
+            loss = stage_loss(model, cfg.stage, y, gt, qp, noise, cfg.z_weight, cfg.loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

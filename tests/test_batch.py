@@ -1,0 +1,126 @@
+"""`diffqe batch`: real clips (x265 encodes of the bundled photograph), real vspipe | ffmpeg per file, the
+in-process executor and an embedded local Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import SAMPLES
+
+BATCH_OPTIONS = ["--backend", "ort-cpu", "--lossless", "--progress", "json"]
+
+
+def batch_cmd(*args) -> list[str]:
+    exe = shutil.which("diffqe")
+    assert exe, "the project's console script is installed"
+    return [exe, "batch", *map(str, args)]
+
+
+def batch(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(batch_cmd(*args), capture_output=True, text=True, timeout=900)
+
+
+def encode(dst, crf: int) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["ffmpeg", "-v", "error", "-i", SAMPLES / "reference.mkv", "-c:v", "libx265",
+                    "-x265-params", f"log-level=error:crf={crf}", dst], check=True)
+
+
+@pytest.fixture
+def library(tmp_path):
+    """in/a/one.mp4, in/a/deeper/two.mp4, in/b/three.mp4: three real x265 clips in a tree."""
+    root = tmp_path / "in"
+    for rel, crf in (("a/one.mp4", 30), ("a/deeper/two.mp4", 36), ("b/three.mp4", 24)):
+        encode(root / rel, crf)
+    return root
+
+
+def frame_md5s(path) -> list[str]:
+    out = subprocess.run(["ffmpeg", "-v", "error", "-i", path, "-map", "0:v", "-f", "framemd5", "-"],
+                         capture_output=True, text=True, check=True).stdout
+    return [ln.rsplit(",", 1)[1].strip() for ln in out.splitlines() if ln and not ln.startswith("#")]
+
+
+def report(out) -> dict:
+    return {os.path.basename(f["input"]): f for f in json.loads((out / "diffqe-report.json").read_text())["files"]}
+
+
+def partials(root) -> list:
+    return [p for p in root.rglob("*") if ".partial" in p.name or p.name.endswith(".tmp")]
+
+
+def test_a_corrupt_file_fails_alone(tmp_path, library):
+    (library / "b" / "three.mp4").write_bytes(os.urandom(4096))  # corrupt
+    out = tmp_path / "out"
+    result = batch(library, "-o", out, "--executor", "local", *BATCH_OPTIONS)
+    assert result.returncode == 1, result.stderr
+    files = report(out)
+    assert files["one.mp4"]["status"] == files["two.mp4"]["status"] == "done"
+    assert files["one.mp4"]["frames"] == 8 and files["one.mp4"]["size_bytes"] > 0
+    assert files["three.mp4"]["status"] == "failed"
+    assert "three.mp4" in files["three.mp4"]["error"] and "not a readable video" in files["three.mp4"]["error"]
+    assert (out / "a" / "one.mkv").is_file() and (out / "a" / "deeper" / "two.mkv").is_file()
+    assert not (out / "b" / "three.mkv").exists() and not partials(out)
+    assert "Traceback" not in result.stderr
+    assert len(frame_md5s(out / "a" / "one.mkv")) == 8
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_killed_batch_resumes_and_does_each_file_once(tmp_path, library, sig):
+    out = tmp_path / "out"
+    proc = subprocess.Popen(batch_cmd(library, "-o", out, "--executor", "local", *BATCH_OPTIONS),
+                            stderr=subprocess.PIPE, text=True)
+    first = None
+    for line in proc.stderr:  # wait until the first file is done, then kill the batch mid-way
+        if line.startswith("{") and json.loads(line).get("event") == "file":
+            first = json.loads(line)["output"]
+            break
+    assert first, "the batch finished a file before it was killed"
+    time.sleep(1.0)  # the second file is now being enhanced
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    first_mtime = os.stat(first).st_mtime_ns
+    time.sleep(2.0)  # the child of a SIGKILLed batch gets SIGTERM and removes its partial output
+    assert not partials(out)
+
+    result = batch(library, "-o", out, "--executor", "local", *BATCH_OPTIONS)
+    assert result.returncode == 0, result.stderr
+    files = report(out)
+    assert all(f["status"] == "done" for f in files.values())
+    assert os.stat(first).st_mtime_ns == first_mtime, "a finished file is not redone"
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.mkv")) == ["a/deeper/two.mkv", "a/one.mkv", "b/three.mkv"]
+    assert not partials(out)
+    for f in files.values():
+        assert len(frame_md5s(f["output"])) == 8
+
+
+def test_ray_with_two_workers_matches_the_in_process_path(tmp_path, library):
+    pytest.importorskip("ray", reason="Ray is in the test extra: pip install -e '.[test]'")
+    local, ray = tmp_path / "local", tmp_path / "ray"
+    a = batch(library / "a", "-o", local, "--executor", "local", *BATCH_OPTIONS)
+    b = batch(library / "a", "-o", ray, "--executor", "ray", "--jobs", "2", *BATCH_OPTIONS)
+    assert a.returncode == 0, a.stderr
+    assert b.returncode == 0, b.stderr
+    names = ["one.mkv", "deeper/two.mkv"]
+    for name in names:
+        assert frame_md5s(local / name) == frame_md5s(ray / name)
+    assert all(f["status"] == "done" for f in report(ray).values())
+
+
+def test_job_file_list_file_and_naming_rule(tmp_path, library):
+    listing = tmp_path / "clips.txt"
+    listing.write_text(f"# two clips\n{library / 'a' / 'one.mp4'}\nin/b/three.mp4\n")
+    job = tmp_path / "job.toml"
+    job.write_text('name = "{stem}_enhanced.mkv"\nbackend = "ort-cpu"\nlossless = true\nexecutor = "local"\n')
+    result = batch(listing, "-o", tmp_path / "out", "--job", job, "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.mkv")) == ["one_enhanced.mkv", "three_enhanced.mkv"]
+    bad = batch(tmp_path / "nothing-here", "-o", tmp_path / "out2")
+    assert bad.returncode == 2 and "no such file" in bad.stderr and "Traceback" not in bad.stderr
