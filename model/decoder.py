@@ -26,7 +26,9 @@ class Decoder(nn.Module):
     """Compressed Y [N,1,H,W] and Z [N,D] -> enhanced Y, Eq. (9): x_out = x_in + x_res.
 
     Any H x W of at least ``cfg.min_side``: the frame is mirror-padded to the UNet's multiple and cropped
-    back.  The last convolution starts at zero, so an untrained decoder is the identity.
+    back.  The last convolution starts at zero, so an untrained decoder is the identity.  A frame (or tile)
+    of one single value comes back unchanged: it has no coding artefact to remove, and a change of even one
+    code value costs a lossless-coded black or flat frame its whole PSNR.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -54,4 +56,6 @@ class Decoder(nn.Module):
         f = skips.pop()
         for up in self.up:
             f = up(f, skips.pop(), z)
-        return (x + self.tail(f))[..., :h, :w]
+        out = (x + self.tail(f))[..., :h, :w]
+        flat = y.amax(dim=(1, 2, 3), keepdim=True) == y.amin(dim=(1, 2, 3), keepdim=True)
+        return torch.where(flat, y, out)

@@ -42,6 +42,8 @@ def main() -> int:
     ap.add_argument("--images", nargs="*", type=Path, default=[], help="reference images or folders of them")
     ap.add_argument("--clips", nargs="*", type=Path, default=[], help="lossless reference clips")
     ap.add_argument("--max-frames", type=int, default=30)
+    ap.add_argument("--clip-downscale", type=float, default=1.0,
+                    help="shrink clips by this factor first (washes out the clips' own compression artefacts)")
     ap.add_argument("--qps", type=ints, default=list(PAPER_QPS), help="all-intra QPs averaged into 'mixed'")
     ap.add_argument("--extra-qps", type=ints, default=[], help="further all-intra QPs, reported apart")
     ap.add_argument("--crf", type=float, nargs="*", default=[], help="random-access x265 CRF encodes")
@@ -53,7 +55,7 @@ def main() -> int:
     enhancers = {name: model_enhancer(checkpoint.load(Path(stem))[0].to(device), args.seed)
                  for name, stem in args.checkpoint or [("shipped", str(checkpoint.SHIPPED))]}
     enhancers |= {name: ffmpeg_enhancer(vf) for name, vf in args.ffmpeg_filter}
-    sources = load_sources(args.images, args.clips, args.max_frames)
+    sources = load_sources(args.images, args.clips, args.max_frames, args.clip_downscale)
     conditions = [Condition(qp=q) for q in args.qps + args.extra_qps] + [Condition(crf=c) for c in args.crf]
     table, lossless = evaluate(enhancers, sources, conditions, tuple(args.qps))
     text = markdown(table, f"{len(sources)} sources: " + ", ".join(s.name for s in sources), lossless)

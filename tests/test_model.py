@@ -60,6 +60,18 @@ def test_untrained_decoder_is_identity(tiny_cfg):
         assert torch.equal(model(y), y)
 
 
+def test_flat_frames_come_back_unchanged_and_others_do_not(tiny_cfg):
+    torch.manual_seed(2)
+    model = DiffQE(tiny_cfg).eval()
+    torch.nn.init.normal_(model.decoder.tail.weight, std=0.05)
+    torch.nn.init.constant_(model.decoder.tail.bias, 0.01)
+    flat = torch.cat([torch.zeros(1, 1, 24, 40), torch.full((1, 1, 24, 40), 16 / 255)])
+    textured = torch.rand(1, 1, 24, 40)
+    with torch.no_grad():
+        assert torch.equal(model(flat), flat)
+        assert not torch.equal(model(textured), textured)
+
+
 def test_default_noise_is_fixed_and_shared_by_frames():
     a, b = default_noise(8, batch=3, seed=5), default_noise(8, batch=3, seed=5)
     assert torch.equal(a, b) and torch.equal(a[0], a[2])

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from ..model.diffqe import DiffQE
 from ..model.inference import enhance_planes
@@ -43,11 +44,18 @@ class Source:
     frames: list[np.ndarray]
 
 
-def load_sources(images: list[Path], clips: list[Path], max_frames: int = 30) -> list[Source]:
-    """Reference images (luma, cropped to the 8x8 grid, not rescaled) and lossless reference clips."""
+def load_sources(images: list[Path], clips: list[Path], max_frames: int = 30, clip_downscale: float = 1.0) -> list[Source]:
+    """Reference images (luma, cropped to the 8x8 grid, not rescaled) and lossless reference clips.
+
+    ``clip_downscale`` shrinks clips (Lanczos) as the training corpus shrinks photos: clips from packages
+    are themselves compressed (MPEG-4, Cinepak), and at full size their own blocking is in the reference,
+    so removing it counts as a loss."""
     sources = [Source(p.stem, [load_luma(p, downscale=1.0, max_side=1 << 16, min_side=16)]) for p in find_images(images)]
     for clip in clips:
         frames = read_video_luma(clip, max_frames)
+        if clip_downscale != 1.0:
+            size = (round(frames[0].shape[1] / clip_downscale), round(frames[0].shape[0] / clip_downscale))
+            frames = [np.asarray(Image.fromarray(f).resize(size, Image.Resampling.LANCZOS)) for f in frames]
         h, w = (frames[0].shape[0] // 8) * 8, (frames[0].shape[1] // 8) * 8
         sources.append(Source(Path(clip).stem, [np.ascontiguousarray(f[:h, :w]) for f in frames]))
     if not sources:
