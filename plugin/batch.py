@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..model.checkpoint import atomic_write
-from .cli import UserError, frame_count, probe_video
+from .cli import UserError, frame_count, partial_path, probe_video
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".m4v", ".hevc", ".h265", ".265", ".ts", ".m2ts", ".mts", ".webm",
                   ".avi", ".y4m", ".mxf"}
@@ -304,24 +304,16 @@ class State:
         atomic_write(self.path, lambda p: p.write_text(json.dumps(doc, indent=2)))
 
 
-def _remove_partials(job: Job) -> None:
-    out = Path(job.output)
-    out.with_name(f".{out.stem}.partial{out.suffix}").unlink(missing_ok=True)
-
-
 def run_batch(jobs: list[Job], options: dict, state: State, pool, progress: Progress) -> list[Result]:
     """Finish every job not yet done; returns the final results in input order."""
     todo = []
     for job in jobs:
-        _remove_partials(job)  # left by a killed run
+        partial_path(Path(job.output)).unlink(missing_ok=True)  # left by a killed run
         prior = state.files[job.input]
-        if prior.status == "done" and not verify(Path(job.input), Path(job.output)):
-            progress.done += 1
-            continue
         if Path(job.output).exists() and not verify(Path(job.input), Path(job.output)):
-            # finished and renamed by a run that was killed before it could record it
-            state.update(Result(job.input, job.output, "done", attempts=prior.attempts,
-                                size_bytes=Path(job.output).stat().st_size))
+            if prior.status != "done":  # finished and renamed by a run killed before it could record it
+                state.update(Result(job.input, job.output, "done", attempts=prior.attempts,
+                                    size_bytes=Path(job.output).stat().st_size))
             progress.done += 1
             continue
         todo.append(job)

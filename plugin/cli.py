@@ -81,6 +81,11 @@ def _progress(done: int, total: int | None, started: float, style: str) -> str:
     return f"\r[{bar}] {100 * frac:5.1f}%  {done}/{total} frames  {fps:5.1f} fps  ETA {eta}"
 
 
+def partial_path(dst: Path) -> Path:
+    """Where DST is written until it is complete: hidden, beside it, same extension (so ffmpeg's muxer fits)."""
+    return dst.with_name(f".{dst.stem}.partial{dst.suffix}")
+
+
 def run_enhance(args: argparse.Namespace) -> int:
     src, dst = Path(args.input), Path(args.output)
     if src.resolve() == dst.resolve():
@@ -93,7 +98,7 @@ def run_enhance(args: argparse.Namespace) -> int:
         if not shutil.which(tool):
             raise UserError(f"{tool} is not on PATH; run 'bash scripts/demo.sh' once, or install it")
     dst.parent.mkdir(parents=True, exist_ok=True)
-    partial = dst.with_name(f".{dst.stem}.partial{dst.suffix}")
+    partial = partial_path(dst)
     try:
         done = _pipe(src, partial, stream, total, args)
     except BaseException:

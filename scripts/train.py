@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from _common import run
@@ -49,10 +50,7 @@ def main() -> int:
         model_cfg = ModelConfig(variant=args.variant or "full")
     else:
         model_cfg = None  # the starting checkpoint's
-    cfg = TrainConfig(stage=args.stage, steps=args.steps, batch=args.batch, patch=args.patch, lr=args.lr,
-                      seed=args.seed, val_every=args.val_every, save_every=args.save_every,
-                      log_every=args.log_every, val_images=args.val_images, minutes=args.minutes,
-                      z_weight=args.z_weight, loss=args.loss)
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     train_pairs, val_pairs = load_pairs(args.pairs, "train"), load_pairs(args.pairs, "val")
     if not train_pairs:
         raise ValueError(f"{args.pairs} has no training pairs")

@@ -92,17 +92,10 @@ def ffmpeg_enhancer(video_filter: str) -> Enhancer:
     return run
 
 
-def score(source: Source, decoded: list[np.ndarray], enhanced: np.ndarray) -> Score | int:
-    """The source's scores, or, where the codec kept it lossless (flat graphics), the largest change in
-    code values the enhancer made: a capped PSNR would swamp any dB average."""
-    if all(np.array_equal(d, r) for d, r in zip(decoded, source.frames)):
-        return int(max(np.abs(e.astype(np.int32) - r).max() for e, r in zip(enhanced, source.frames)))
-    p_in = [psnr(d, r) for d, r in zip(decoded, source.frames)]
-    p_out = [psnr(e, r) for e, r in zip(enhanced, source.frames)]
-    s_in = [ssim(d, r) for d, r in zip(decoded, source.frames)]
-    s_out = [ssim(e, r) for e, r in zip(enhanced, source.frames)]
-    return Score(float(np.mean(p_in)), float(np.mean(p_out) - np.mean(p_in)),
-                 float(np.mean(s_in)), float(np.mean(s_out) - np.mean(s_in)))
+def frame_scores(frames: list[np.ndarray] | np.ndarray, reference: list[np.ndarray]) -> tuple[float, float]:
+    """Mean PSNR and mean SSIM of FRAMES against REFERENCE, per frame then averaged (MFQE)."""
+    return (float(np.mean([psnr(f, r) for f, r in zip(frames, reference)])),
+            float(np.mean([ssim(f, r) for f, r in zip(frames, reference)])))
 
 
 Table = dict[str, dict[str, list[tuple[str, Score]]]]  # enhancer -> condition -> [(source, score)]
@@ -118,13 +111,20 @@ def evaluate(enhancers: dict[str, Enhancer], sources: list[Source], conditions: 
     for cond in conditions:
         for src in sources:
             decoded = cond.code(src.frames)
+            # Where the codec kept a source lossless (flat graphics) a capped PSNR would swamp any dB average:
+            # such sources report the largest change in code values instead.
+            kept = all(np.array_equal(d, r) for d, r in zip(decoded, src.frames))
+            psnr_in, ssim_in = (0.0, 0.0) if kept else frame_scores(decoded, src.frames)
             for name, enhance in enhancers.items():
-                result = score(src, decoded, enhance(np.stack(decoded)))
-                if isinstance(result, int):
-                    lossless[name] = max(lossless[name], result)
-                    print(f"{name:10s} {cond.label:12s} {src.name:30s} lossless input; largest change {result} "
+                enhanced = enhance(np.stack(decoded))
+                if kept:
+                    change = int(max(np.abs(e.astype(np.int32) - r).max() for e, r in zip(enhanced, src.frames)))
+                    lossless[name] = max(lossless[name], change)
+                    print(f"{name:10s} {cond.label:12s} {src.name:30s} lossless input; largest change {change} "
                           "code values", file=sys.stderr)
                     continue
+                psnr_out, ssim_out = frame_scores(enhanced, src.frames)
+                result = Score(psnr_in, psnr_out - psnr_in, ssim_in, ssim_out - ssim_in)
                 table[name].setdefault(cond.label, []).append((src.name, result))
                 print(f"{name:10s} {cond.label:12s} {src.name:30s} PSNR {result.psnr_in:6.2f} "
                       f"dPSNR {result.dpsnr:+.3f} dSSIM {result.dssim:+.5f}", file=sys.stderr)
@@ -158,11 +158,11 @@ def temporal_change(enhancers: dict[str, Enhancer], images: list[Source], frames
 def markdown(table: Table, title: str, lossless: dict[str, int] | None = None) -> str:
     """Three tables, enhancers as rows and conditions as columns: mean dPSNR, mean dSSIM, and the worst
     single source's dPSNR (a filter must not harm any one clip); then the lossless sources' largest change."""
-    labels = list(next(iter(table.values())))
+    first = next(iter(table.values()))  # every enhancer saw the same sources: the inputs' figures from one
+    labels = list(first)
     head = "| | " + " | ".join(labels) + " |\n|---|" + "---:|" * len(labels)
-    psnr_in = {lab: np.mean([s.psnr_in for _, s in next(iter(table.values()))[lab]]) for lab in labels}
-    parts = [f"### {title}", "", "Sources per condition: " + ", ".join(
-        f"{lab} {len(next(iter(table.values()))[lab])}" for lab in labels), ""]
+    psnr_in = {lab: np.mean([s.psnr_in for _, s in first[lab]]) for lab in labels}
+    parts = [f"### {title}", "", "Sources per condition: " + ", ".join(f"{lab} {len(first[lab])}" for lab in labels), ""]
     for caption, cell in (
         ("dPSNR (dB), mean over sources", lambda xs: f"{np.mean([s.dpsnr for _, s in xs]):+.3f}"),
         ("dSSIM, mean over sources", lambda xs: f"{np.mean([s.dssim for _, s in xs]):+.5f}"),

@@ -87,10 +87,11 @@ def stage_loss(model: DiffQE, stage: int, y, gt, qp, noise, z_weight: float = 1.
         return recon_loss(model.decoder(y, z), gt, y, kind)
     z_est = model.estimator(y, noise)
     loss = recon_loss(model.decoder(y, z_est), gt, y, kind) if stage == 3 else 0.0
-    if stage == 2 or z_weight:
+    weight = 1.0 if stage == 2 else z_weight
+    if weight:  # the encoder is frozen: it only supplies the target
         with torch.no_grad():
             z_enc = model.encoder(y, gt, qp)
-        loss = loss + (1.0 if stage == 2 else z_weight) * F.mse_loss(z_est, z_enc)
+        loss = loss + weight * F.mse_loss(z_est, z_enc)
     return loss
 
 
@@ -128,8 +129,9 @@ def _log(run: Path, record: dict) -> None:
 
 
 def _initial_model(run: Path, cfg: TrainConfig, model_cfg: ModelConfig | None, init: Path | None) -> DiffQE:
-    """Stage 1 starts fresh (MODEL_CFG is required there); a later stage from INIT or RUN/stage{N-1}.  Where MODEL_CFG names another
-    variant (NoDiff's estimator on the full model's stage 1), only the encoder and decoder carry over."""
+    """Stage 1 starts fresh (MODEL_CFG is required there); a later stage from INIT or RUN/stage{N-1}.
+    Where MODEL_CFG names another variant (NoDiff's estimator on the full model's stage 1), only the encoder
+    and decoder carry over."""
     if cfg.stage == 1:
         return DiffQE(model_cfg)
     previous = init or run / f"stage{cfg.stage - 1}"
@@ -178,11 +180,12 @@ def train(run: Path, cfg: TrainConfig, model_cfg: ModelConfig | None, train_pair
     noise_gen = torch.Generator(device=device)
 
     def save(metrics: dict) -> None:
-        meta = {"stage": cfg.stage, "step": step, "elapsed": elapsed, "train": asdict(cfg), "val": metrics, "sampler": sampler.state(),
-                "qps": sorted({p.qp for p in train_pairs})}
+        meta = {"stage": cfg.stage, "step": step, "elapsed": elapsed, "train": asdict(cfg), "val": metrics,
+                "sampler": sampler.state(), "qps": sorted({p.qp for p in train_pairs})}
         checkpoint.save(stem, model, meta, opt.state_dict())
 
     metrics: dict = {}
+
     def progress() -> float:
         return max(step / cfg.steps, elapsed / (60 * cfg.minutes) if cfg.minutes else 0.0)
 
