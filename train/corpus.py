@@ -103,6 +103,17 @@ def other_levels(y: np.ndarray, rng: random.Random) -> np.ndarray:
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
+def soft_copy(y: np.ndarray, rng: random.Random) -> np.ndarray:
+    """The picture as soft video carries it (upscaled from a lower resolution, or through soft optics):
+    shrunk by 1.5-3x and scaled back up.  Without such pictures a model trained on crisp, shrunk photos
+    learns that every picture is crisp and sharpens soft video, which costs PSNR at high quality."""
+    h, w = y.shape
+    factor = rng.uniform(1.5, 3.0)
+    small = Image.fromarray(y).resize((max(8, round(w / factor)), max(8, round(h / factor))), Image.Resampling.BOX)
+    up = rng.choice([Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.LANCZOS])
+    return np.asarray(small.resize((w, h), up))
+
+
 def flat_frames(rng: random.Random, count: int, size: tuple[int, int] = (256, 192)) -> list[tuple[str, np.ndarray]]:
     """Flat frames (black at 0 and 16, white, mid grey, random levels): the model must return them unchanged."""
     levels = [0, 16, 128, 235, 255] + [rng.randrange(256) for _ in range(max(0, count - 5))]
@@ -173,13 +184,14 @@ def build_corpus(
     max_side: int = 1024,
     min_side: int = 64,
     levels_fraction: float = 0.25,
+    soft_fraction: float = 0.0,
     flat: int = 6,
     seed: int = 0,
 ) -> CorpusReport:
     """Write OUT/{train,val}/NAME.png (8-bit luma) and OUT/manifest.json.  Unreadable or too-small images
     are skipped and listed in the report; the split is by image and reproducible from ``seed``.
     ``levels_fraction`` of the photos get a second copy at other black/white levels (same split as the
-    original), and ``flat`` flat frames are added."""
+    original), as do ``soft_fraction`` of them as a soft copy, and ``flat`` flat frames are added."""
     report = CorpusReport()
     entries = []
     rng = random.Random(seed)
@@ -193,6 +205,7 @@ def build_corpus(
         entries.append({"name": name, "split": split, "source": source, "height": y.shape[0], "width": y.shape[1]})
 
     images = find_images(sources)
+    soft = 0
     for i, path in enumerate(images):
         try:
             y = load_luma(path, downscale=downscale, max_side=max_side, min_side=min_side)
@@ -204,7 +217,13 @@ def build_corpus(
         emit(name, y, str(path))
         if levels_fraction and rng.random() < levels_fraction:
             emit(name + "_levels", other_levels(y, rng), f"{path} at other levels", split_key=name)
-    n_screens = math.ceil(screen_fraction * sum(report.written.values()) / max(1e-9, 1 - screen_fraction))
+        soft_rng = random.Random(f"{seed}:soft:{name}")  # its own stream: other copies stay as they were
+        if soft_fraction and soft_rng.random() < soft_fraction:
+            emit(name + "_soft", soft_copy(y, soft_rng), f"{path}, soft", split_key=name)
+            soft += 1
+    # Soft copies do not count towards the screens' share: adding them leaves the rest of a corpus as it was.
+    n_photos = sum(report.written.values()) - soft
+    n_screens = math.ceil(screen_fraction * n_photos / max(1e-9, 1 - screen_fraction))
     for i in range(n_screens):
         emit(f"screen_{i:04d}", screen_like(rng), "synthetic screen")
     for name, y in flat_frames(rng, flat):
