@@ -37,3 +37,12 @@ def test_evaluate_writes_a_markdown_table(tmp_path):
     psnr_in = dict(zip(labels, (float(v) for v in row.strip("|").split("|")[1:])))
     assert psnr_in["QP 32"] > psnr_in["QP 37"] > psnr_in["QP 42"]
     assert re.search(r"^\| shipped \| [-+]\d", table, re.M), "a dPSNR row for the shipped weights"
+
+
+def test_bench_vspipe_compares_the_pipeline_with_the_bare_backend():
+    result = run_script("bench_vspipe.py", "--backend", "ort-cpu", "--size", "256x144", "--frames", "4")
+    assert result.returncode == 0, result.stderr
+    row = re.search(r"^\| ort-cpu \| 256x144 \| 4 \| ([\d.]+) \| ([\d.]+) \| (\d+) % \|$", result.stdout, re.M)
+    assert row, result.stdout
+    bare, piped, kept = float(row[1]), float(row[2]), int(row[3])
+    assert bare > 0 and piped > 0 and abs(kept - 100 * piped / bare) <= 1

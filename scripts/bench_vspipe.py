@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Throughput of the VapourSynth pipeline against the bare backend, on the same frames.
+
+The bare figure runs one backend's estimate + decode on float luma planes already in memory, frame after
+frame.  The pipeline figure is `vspipe -p` on a generated script that feeds the same frames (YUV 4:2:0,
+8-bit, as decoded HEVC) through `diffqe.enhance` to no output: frame <-> array conversion, rounding, chroma
+copy and VapourSynth's scheduling included.  Issue 7's target: the pipeline keeps >= 90 % at 1080p.
+
+  python scripts/bench_vspipe.py [--backend torch] [--size 1920x1080] [--frames 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from _common import run
+from PIL import Image
+
+from diffqe.model.diffqe import default_noise
+from diffqe.plugin import backends
+from diffqe.train.codec import read_video_luma
+
+SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "sample.mp4"
+
+SCRIPT = """\
+import numpy as np
+import vapoursynth as vs
+from diffqe.plugin import enhance
+
+frames = np.load({frames!r})
+clip = vs.core.std.BlankClip(format=vs.YUV420P8, width={w}, height={h}, length={n}, color=[0, 128, 128], keep=False)
+
+
+def fill(n, f):
+    out = f.copy()
+    np.copyto(np.asarray(out[0]), frames[n % len(frames)])
+    return out
+
+
+enhance(clip.std.ModifyFrame(clip, fill), backend={backend!r}).set_output()
+"""
+
+
+def sample_frames(w: int, h: int) -> np.ndarray:
+    """The bundled sample's luma frames scaled to WxH (real coded content, not noise or a flat frame)."""
+    return np.stack([np.asarray(Image.fromarray(y).resize((w, h), Image.Resampling.BICUBIC))
+                     for y in read_video_luma(SAMPLE)])
+
+
+def bare_fps(backend: str, frames: np.ndarray, count: int) -> float:
+    runner = backends.create(backend)
+    noise = default_noise(runner.z_dim, 1, 0).numpy()
+    planes = [(f.astype(np.float32) / 255)[None, None] for f in frames]
+
+    def one(x: np.ndarray) -> np.ndarray:
+        return runner.decode(x, runner.estimate(x, noise) if runner.uses_z else None)
+
+    for x in planes[:3]:  # warm-up: engine/graph build, allocator, autotuning
+        one(x)
+    start = time.perf_counter()
+    for i in range(count):
+        one(planes[i % len(planes)])
+    return count / (time.perf_counter() - start)
+
+
+def pipeline_fps(backend: str, frames: np.ndarray, count: int) -> float:
+    h, w = frames.shape[1:]
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(Path(tmp) / "frames.npy", frames)
+        script = Path(tmp) / "bench.vpy"
+        script.write_text(SCRIPT.format(frames=str(Path(tmp) / "frames.npy"), w=w, h=h, n=count, backend=backend))
+        result = subprocess.run(["vspipe", "-p", str(script), "--"], capture_output=True, text=True)
+    # vspipe's last progress line: "Output 200 frames in 8.20 seconds (24.39 fps)"
+    match = re.search(r"Output \d+ frames in [\d.]+ seconds \(([\d.]+) fps\)", result.stderr)
+    if result.returncode or not match:
+        sys.exit(f"error: vspipe failed (exit {result.returncode}):\n{result.stderr[-2000:]}")
+    return float(match.group(1))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backend", default="torch", help="a backend name, as enhance.vpy's backend=")
+    ap.add_argument("--size", default="1920x1080", help="WxH")
+    ap.add_argument("--frames", type=int, default=200)
+    args = ap.parse_args()
+    w, h = (int(v) for v in args.size.split("x"))
+    frames = sample_frames(w, h)
+    bare = bare_fps(args.backend, frames, args.frames)
+    piped = pipeline_fps(args.backend, frames, args.frames)
+    print("| backend | frame | frames | bare fps | vspipe fps | kept |\n|---|---|---:|---:|---:|---:|")
+    print(f"| {args.backend} | {w}x{h} | {args.frames} | {bare:.2f} | {piped:.2f} | {100 * piped / bare:.0f} % |")
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)
