@@ -7,6 +7,7 @@ from PIL import Image
 
 from conftest import run_script
 from diffqe.train.corpus import rgb_to_luma
+from diffqe.train.metrics import psnr
 from diffqe.train.pairs import choose_qps, load_pairs, make_pairs
 
 
@@ -36,17 +37,18 @@ def test_corpus_builder_keeps_going_past_bad_images(tmp_path, reference_frames):
     write_real_images(tmp_path / "photos", reference_frames)
     out = tmp_path / "corpus"
     result = run_script("make_corpus.py", "--images", tmp_path / "photos", "--out", out, "--downscale", "1",
-                        "--val-fraction", "0.3", "--levels-fraction", "1", "--soft-fraction", "1", "--flat", "5")
+                        "--val-fraction", "0.3", "--levels-fraction", "1", "--soft-fraction", "1", "--recompressed-fraction", "1",
+                        "--flat", "5")
     assert result.returncode == 0, result.stderr
     assert "corrupt.jpg: not a readable image" in result.stderr and "tiny.png: too small" in result.stderr
     assert "Traceback" not in result.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     by_name = {e["name"]: e for e in manifest["images"]}
     photos = [e for e in manifest["images"] if e["source"] not in ("synthetic screen", "flat frame")
-              and not e["name"].endswith(("_levels", "_soft"))]
+              and not e["name"].endswith(("_levels", "_soft", "_recompressed"))]
     assert len(photos) == 4 and len(manifest["skipped"]) == 2
     for e in photos:  # each photo's copies stay in its split: no leak into validation
-        assert by_name[e["name"] + "_levels"]["split"] == by_name[e["name"] + "_soft"]["split"] == e["split"]
+        assert {by_name[e["name"] + copy]["split"] for copy in ("_levels", "_soft", "_recompressed")} == {e["split"]}
     flats = [e for e in manifest["images"] if e["source"] == "flat frame"]
     assert [e["name"].split("_")[1] for e in flats] == ["000", "016", "128", "235", "255"]
     assert any(e["source"] == "synthetic screen" for e in manifest["images"])
@@ -63,6 +65,9 @@ def test_corpus_builder_keeps_going_past_bad_images(tmp_path, reference_frames):
             assert y.shape == original.shape
             assert 0 < high_frequency(y) < 0.8 * high_frequency(original)
             assert np.abs(y.astype(float).mean() - original.mean()) < 1.0
+        elif e["name"].endswith("_recompressed"):  # the same picture through JPEG: close, not equal
+            original = np.asarray(Image.open(out / e["split"] / f"{e['name'].removesuffix('_recompressed')}.png"))
+            assert y.shape == original.shape and 25 < psnr(y, original) < 55
         elif e["source"] != "flat frame":
             assert y.min() >= 16 and y.max() <= 235  # limited range, as a decoder outputs it
 

@@ -3,6 +3,7 @@ images, converted to the limited-range BT.709 luma that decoded video carries, s
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import random
@@ -114,6 +115,15 @@ def soft_copy(y: np.ndarray, rng: random.Random) -> np.ndarray:
     return np.asarray(small.resize((w, h), up))
 
 
+def recompressed_copy(y: np.ndarray, rng: random.Random) -> np.ndarray:
+    """The picture after an earlier generation of block-DCT coding (JPEG at quality 30-85; MPEG-2 and
+    MPEG-4 part 2 sources carry the same 8x8 blocking and ringing).  As a reference it teaches the model
+    that the source's own artefacts are content: a transcode must stay faithful to the source it was given."""
+    buf = io.BytesIO()
+    Image.fromarray(y).save(buf, format="JPEG", quality=rng.randint(30, 85))
+    return np.asarray(Image.open(buf))
+
+
 def flat_frames(rng: random.Random, count: int, size: tuple[int, int] = (256, 192)) -> list[tuple[str, np.ndarray]]:
     """Flat frames (black at 0 and 16, white, mid grey, random levels): the model must return them unchanged."""
     levels = [0, 16, 128, 235, 255] + [rng.randrange(256) for _ in range(max(0, count - 5))]
@@ -185,13 +195,15 @@ def build_corpus(
     min_side: int = 64,
     levels_fraction: float = 0.25,
     soft_fraction: float = 0.0,
+    recompressed_fraction: float = 0.0,
     flat: int = 6,
     seed: int = 0,
 ) -> CorpusReport:
     """Write OUT/{train,val}/NAME.png (8-bit luma) and OUT/manifest.json.  Unreadable or too-small images
     are skipped and listed in the report; the split is by image and reproducible from ``seed``.
     ``levels_fraction`` of the photos get a second copy at other black/white levels (same split as the
-    original), as do ``soft_fraction`` of them as a soft copy, and ``flat`` flat frames are added."""
+    original), as do ``soft_fraction`` of them as a soft copy and ``recompressed_fraction`` as a JPEG-coded
+    copy, and ``flat`` flat frames are added."""
     report = CorpusReport()
     entries = []
     rng = random.Random(seed)
@@ -205,7 +217,7 @@ def build_corpus(
         entries.append({"name": name, "split": split, "source": source, "height": y.shape[0], "width": y.shape[1]})
 
     images = find_images(sources)
-    soft = 0
+    copies = 0
     for i, path in enumerate(images):
         try:
             y = load_luma(path, downscale=downscale, max_side=max_side, min_side=min_side)
@@ -217,12 +229,15 @@ def build_corpus(
         emit(name, y, str(path))
         if levels_fraction and rng.random() < levels_fraction:
             emit(name + "_levels", other_levels(y, rng), f"{path} at other levels", split_key=name)
-        soft_rng = random.Random(f"{seed}:soft:{name}")  # its own stream: other copies stay as they were
-        if soft_fraction and soft_rng.random() < soft_fraction:
-            emit(name + "_soft", soft_copy(y, soft_rng), f"{path}, soft", split_key=name)
-            soft += 1
-    # Soft copies do not count towards the screens' share: adding them leaves the rest of a corpus as it was.
-    n_photos = sum(report.written.values()) - soft
+        # Each copy draws from its own stream and does not count towards the screens' share, so that
+        # adding one leaves the rest of a corpus as it was.
+        for kind, fraction, make in (("soft", soft_fraction, soft_copy),
+                                     ("recompressed", recompressed_fraction, recompressed_copy)):
+            copy_rng = random.Random(f"{seed}:{kind}:{name}")
+            if fraction and copy_rng.random() < fraction:
+                emit(f"{name}_{kind}", make(y, copy_rng), f"{path}, {kind}", split_key=name)
+                copies += 1
+    n_photos = sum(report.written.values()) - copies
     n_screens = math.ceil(screen_fraction * n_photos / max(1e-9, 1 - screen_fraction))
     for i in range(n_screens):
         emit(f"screen_{i:04d}", screen_like(rng), "synthetic screen")
