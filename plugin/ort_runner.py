@@ -45,6 +45,9 @@ class OrtRunner:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # warnings and below stay quiet: stdout may carry video
+        # Idle pool threads sleep instead of spinning: spinning took cores from VapourSynth's own threads
+        # (vspipe kept 86-93 % of the bare CPU throughput with it, 96-100 % without; bench_vspipe.py).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if isinstance(spec, Backend.ORT_CPU) and spec.num_threads:
             options.intra_op_num_threads = spec.num_threads
         providers = _providers(spec, engine_dir)  # before exporting: an unusable choice fails at once
