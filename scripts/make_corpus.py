@@ -43,8 +43,7 @@ def main() -> int:
         ap.error("give --images and/or --debian")
     report = build_corpus(sources, args.out, val_fraction=args.val_fraction, screen_fraction=args.screen_fraction,
                           downscale=args.downscale, max_side=args.max_side, min_side=args.min_side,
-                          levels_fraction=args.levels_fraction,
-                          soft_fraction=args.soft_fraction,
+                          levels_fraction=args.levels_fraction, soft_fraction=args.soft_fraction,
                           recompressed_fraction=args.recompressed_fraction, flat=args.flat, seed=args.seed)
     print(f"wrote {report.written['train']} train and {report.written['val']} validation images to {args.out}; "
           f"skipped {len(report.skipped)}", file=sys.stderr)

@@ -29,6 +29,9 @@ def test_limited_range_bt709_luma():
     assert rgb_to_luma(px).tolist() == [[16, 235, round(16 + 219 * 0.2126)]]
 
 
+COPIES = ("_levels", "_soft", "_recompressed")  # name suffixes of the corpus's copies of a photo
+
+
 def high_frequency(y: np.ndarray) -> float:
     return float(np.abs(np.diff(y.astype(np.float32), axis=1)).mean())
 
@@ -37,18 +40,18 @@ def test_corpus_builder_keeps_going_past_bad_images(tmp_path, reference_frames):
     write_real_images(tmp_path / "photos", reference_frames)
     out = tmp_path / "corpus"
     result = run_script("make_corpus.py", "--images", tmp_path / "photos", "--out", out, "--downscale", "1",
-                        "--val-fraction", "0.3", "--levels-fraction", "1", "--soft-fraction", "1", "--recompressed-fraction", "1",
-                        "--flat", "5")
+                        "--val-fraction", "0.3", "--levels-fraction", "1", "--soft-fraction", "1",
+                        "--recompressed-fraction", "1", "--flat", "5")
     assert result.returncode == 0, result.stderr
     assert "corrupt.jpg: not a readable image" in result.stderr and "tiny.png: too small" in result.stderr
     assert "Traceback" not in result.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     by_name = {e["name"]: e for e in manifest["images"]}
     photos = [e for e in manifest["images"] if e["source"] not in ("synthetic screen", "flat frame")
-              and not e["name"].endswith(("_levels", "_soft", "_recompressed"))]
+              and not e["name"].endswith(COPIES)]
     assert len(photos) == 4 and len(manifest["skipped"]) == 2
     for e in photos:  # each photo's copies stay in its split: no leak into validation
-        assert {by_name[e["name"] + copy]["split"] for copy in ("_levels", "_soft", "_recompressed")} == {e["split"]}
+        assert {by_name[e["name"] + copy]["split"] for copy in COPIES} == {e["split"]}
     flats = [e for e in manifest["images"] if e["source"] == "flat frame"]
     assert [e["name"].split("_")[1] for e in flats] == ["000", "016", "128", "235", "255"]
     assert any(e["source"] == "synthetic screen" for e in manifest["images"])
@@ -57,17 +60,17 @@ def test_corpus_builder_keeps_going_past_bad_images(tmp_path, reference_frames):
         y = np.asarray(Image.open(out / e["split"] / f"{e['name']}.png"))
         assert y.dtype == np.uint8 and y.ndim == 2
         assert y.shape[0] % 8 == 0 and y.shape[1] % 8 == 0
-        if e["name"].endswith("_levels"):
-            original = np.asarray(Image.open(out / e["split"] / f"{e['name'].removesuffix('_levels')}.png"))
-            assert y.shape == original.shape and not np.array_equal(y, original)
-        elif e["name"].endswith("_soft"):  # same picture, less fine detail
-            original = np.asarray(Image.open(out / e["split"] / f"{e['name'].removesuffix('_soft')}.png"))
+        copy = next((c for c in COPIES if e["name"].endswith(c)), None)
+        if copy:
+            original = np.asarray(Image.open(out / e["split"] / f"{e['name'].removesuffix(copy)}.png"))
             assert y.shape == original.shape
+        if copy == "_levels":
+            assert not np.array_equal(y, original)
+        elif copy == "_soft":  # same picture, less fine detail
             assert 0 < high_frequency(y) < 0.8 * high_frequency(original)
             assert np.abs(y.astype(float).mean() - original.mean()) < 1.0
-        elif e["name"].endswith("_recompressed"):  # the same picture through JPEG: close, not equal
-            original = np.asarray(Image.open(out / e["split"] / f"{e['name'].removesuffix('_recompressed')}.png"))
-            assert y.shape == original.shape and 25 < psnr(y, original) < 55
+        elif copy == "_recompressed":  # the same picture through JPEG: close, not equal
+            assert 25 < psnr(y, original) < 55
         elif e["source"] != "flat frame":
             assert y.min() >= 16 and y.max() <= 235  # limited range, as a decoder outputs it
 
