@@ -14,7 +14,7 @@ import copy
 import hashlib
 import warnings
 from dataclasses import dataclass
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import onnx
@@ -51,6 +51,13 @@ class OnnxGraphs:
     decoder: Path
 
 
+def _diffqe_version() -> str:
+    try:
+        return version("diffqe")
+    except PackageNotFoundError:  # run from a checkout on PYTHONPATH, not installed
+        return "0+source"
+
+
 def model_hash(model: DiffQE) -> str:
     """sha256 over the inference weights (names and fp32 bytes): identifies the model an engine came from."""
     h = hashlib.sha256()
@@ -64,7 +71,7 @@ def model_hash(model: DiffQE) -> str:
 def _metadata(model: DiffQE, meta: dict, precision: str) -> dict[str, str]:
     qps = meta.get("qps") or []
     return {
-        "diffqe_version": version("diffqe"),
+        "diffqe_version": _diffqe_version(),
         "model_hash": model_hash(model),
         "variant": model.cfg.variant,
         "diffusion_steps": str(model.cfg.diffusion_steps),

@@ -30,11 +30,12 @@ class ConditionNet(nn.Module):
 
 
 def timestep_embedding(t: int, batch: int, like: torch.Tensor) -> torch.Tensor:
-    """Sinusoidal embedding of a (Python int) step; a constant in a traced graph."""
-    freqs = torch.exp(-math.log(1000.0) * torch.arange(TIME_DIM // 2, dtype=like.dtype) / (TIME_DIM // 2))
+    """Sinusoidal embedding of a (Python int) step; a constant in a traced graph.  Computed on ``like``'s
+    device: a host-to-device copy here would break CUDA graph capture."""
+    freqs = torch.exp(-math.log(1000.0) * torch.arange(TIME_DIM // 2, dtype=like.dtype, device=like.device)
+                      / (TIME_DIM // 2))
     angles = t * freqs
-    emb = torch.cat([angles.sin(), angles.cos()]).to(like.device)
-    return emb.expand(batch, TIME_DIM)
+    return torch.cat([angles.sin(), angles.cos()]).expand(batch, TIME_DIM)
 
 
 class Denoiser(nn.Module):

@@ -59,9 +59,11 @@ class Backend:
     class TORCH:
         device: str = "cuda"
         fp16: bool = True  # on CUDA only; the CPU computes in fp32
-        # torch.compile mode, e.g. "max-autotune-no-cudagraphs", or "max-autotune" (adds CUDA graphs); "" = eager.
-        # Each new frame size compiles once (minutes with autotuning), so it pays off on long clips.
+        # torch.compile mode ("default", or "max-autotune-no-cudagraphs": modes that capture graphs themselves
+        # clash with cuda_graphs); "" = eager.  Each new frame size compiles once (about a minute; many with
+        # autotuning), so it pays off on long clips.
         compile: str = ""
+        cuda_graphs: bool = True  # capture each frame size once and replay it (CUDA only)
 
     @dataclass(frozen=True)
     class TRT:
@@ -84,7 +86,7 @@ NAMES: dict[str, BackendSpec] = {
     "ort-trt": Backend.ORT_TRT(),
     "ort-cuda": Backend.ORT_CUDA(),
     "torch": Backend.TORCH(),
-    "torch-compile": Backend.TORCH(compile="max-autotune-no-cudagraphs"),
+    "torch-compile": Backend.TORCH(compile="default"),
     "torch-cpu": Backend.TORCH(device="cpu", fp16=False),
     "ort-cpu": Backend.ORT_CPU(),
 }

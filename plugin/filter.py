@@ -92,18 +92,23 @@ def enhance(
     noise = default_noise(runner.z_dim, 1, seed).numpy()
     lock = threading.Lock()  # one inference at a time: TensorRT contexts are not re-entrant
 
-    def process(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
-        luma = np.asarray(f[0])
+    # A runner that takes the plane as it is (the PyTorch one: conversions on the GPU) does the whole frame in
+    # one call; VapourSynth runs Python frame callbacks one at a time, so work done here is not overlapped.
+    whole_frame = getattr(runner, "enhance_frame", None) if tile_hw is None else None
+
+    def infer(luma: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        if whole_frame:
+            return whole_frame(luma, peak, noise)
         x = (luma.astype(np.float32) / np.float32(peak))[None, None]
+        z = runner.estimate(x, noise) if runner.uses_z else None
+        y = decode_tiled(lambda t: runner.decode(t, z), x, tile_hw, overlap, min_side)[0, 0]
+        return (y if is_float else np.clip(np.rint(y * peak), 0, peak).astype(luma.dtype)), z
+
+    def process(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
         with lock:
-            z = runner.estimate(x, noise) if runner.uses_z else None
-            y = decode_tiled(lambda t: runner.decode(t, z), x, tile_hw, overlap, min_side)[0, 0]
+            y, z = infer(np.asarray(f[0]))
         out = f.copy()
-        dst = np.asarray(out[0])
-        if is_float:
-            np.copyto(dst, y)
-        else:
-            np.copyto(dst, np.clip(np.rint(y * peak), 0, peak).astype(dst.dtype))
+        np.copyto(np.asarray(out[0]), y)
         if z is not None:
             out.props["DiffQE_ZMean"] = float(z.mean())
             out.props["DiffQE_ZStd"] = float(z.std())

@@ -1,13 +1,44 @@
-"""PyTorch runner: fp16 channels-last on CUDA (optionally torch.compile'd), fp32 on the CPU, straight from the
-checkpoint."""
+"""PyTorch runner: fp16 channels-last on CUDA, replayed as CUDA graphs (optionally torch.compile'd), fp32 on
+the CPU, straight from the checkpoint."""
 
 from __future__ import annotations
+
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from ..model.diffqe import DiffQE
 from .backends import Backend
+
+MAX_GRAPHS = 8  # captured shapes kept (each holds its activations); tiles of a frame need a few
+
+
+class CudaGraph:
+    """``fn`` on fixed input shapes captured once, then replayed: one launch per call instead of hundreds of
+    Python-dispatched kernels.  Besides the launch overhead, that frees the GIL that VapourSynth's other
+    frame threads need while this one runs the model.  Inputs are copied into static buffers; the returned
+    tensor is the graph's static output, overwritten by the next replay."""
+
+    def __init__(self, fn: Callable[..., torch.Tensor], *example: torch.Tensor) -> None:
+        self.inputs = [e.clone() for e in example]
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up off the capture: cuDNN's algorithm choice, compile, allocator
+            for _ in range(2):
+                fn(*self.inputs)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.output = fn(*self.inputs)
+
+    def __call__(self, *args: torch.Tensor) -> torch.Tensor:
+        for buffer, a in zip(self.inputs, args):
+            buffer.copy_(a, non_blocking=True)
+        self.graph.replay()
+        return self.output
 
 
 class TorchRunner:
@@ -19,17 +50,68 @@ class TorchRunner:
             # dynamic=False: one specialised graph per frame size, which a video keeps for its length.
             self.model.estimator = torch.compile(self.model.estimator, mode=spec.compile, dynamic=False)
             self.model.decoder = torch.compile(self.model.decoder, mode=spec.compile, dynamic=False)
+        self.use_graphs = spec.cuda_graphs and self.device.type == "cuda"
+        self.graphs: OrderedDict[tuple, CudaGraph] = OrderedDict()
+        self.uploaded: tuple[np.ndarray, torch.Tensor] | None = None
         self.name = f"torch-{self.device.type}"
         self.z_dim, self.uses_z, self.min_side = model.cfg.z_dim, model.uses_z, model.cfg.min_side
 
     def _in(self, a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(a).to(self.device, self.dtype, non_blocking=True)
+        # decode() usually gets the very array estimate() just uploaded: send each frame once.
+        if self.uploaded is None or self.uploaded[0] is not a:
+            self.uploaded = (a, torch.from_numpy(a).to(self.device))
+        return self.uploaded[1]
+
+    def _estimate(self, y: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return self.model.estimator(y.to(self.dtype), noise.to(self.dtype)).float()
+
+    def _decode(self, y: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        x = y.to(self.dtype).contiguous(memory_format=torch.channels_last)
+        return self.model.decoder(x, None if z is None else z.to(self.dtype)).float()
+
+    def _frame(self, plane: torch.Tensor, noise: torch.Tensor, peak: float) -> tuple[torch.Tensor, torch.Tensor]:
+        codes = plane.dtype
+        if codes == torch.int16:  # uint16 codes travel as int16 (torch's uint16 lacks CUDA kernels)
+            plane = plane.to(torch.int32) & 0xFFFF
+        y = (plane.float() / peak)[None, None]
+        z = self._estimate(y, noise) if self.uses_z else torch.zeros(1, self.z_dim, device=y.device)
+        out = self._decode(y, z if self.uses_z else None)[0, 0]
+        if codes.is_floating_point:
+            return out, z
+        out = (out * peak).round().clamp(0, peak)
+        return (out.to(torch.int32).to(torch.int16) if codes == torch.int16 else out.to(codes)), z
+
+    def _run(self, key: tuple, fn: Callable, *args: torch.Tensor):
+        if not self.use_graphs:
+            return fn(*args)
+        key = (*key, *(a.shape for a in args))
+        if key not in self.graphs:
+            if len(self.graphs) == MAX_GRAPHS:
+                self.graphs.popitem(last=False)
+            self.graphs[key] = CudaGraph(fn, *args)
+        self.graphs.move_to_end(key)
+        return self.graphs[key](*args)
 
     @torch.inference_mode()
     def estimate(self, y: np.ndarray, noise: np.ndarray) -> np.ndarray:
-        return self.model.estimator(self._in(y), self._in(noise)).float().cpu().numpy()
+        z = self._run(("estimate",), self._estimate, self._in(y), torch.from_numpy(noise).to(self.device))
+        return z.cpu().numpy()
 
     @torch.inference_mode()
     def decode(self, y: np.ndarray, z: np.ndarray | None) -> np.ndarray:
-        x = self._in(y).contiguous(memory_format=torch.channels_last)
-        return self.model.decoder(x, None if z is None else self._in(z)).float().cpu().numpy()
+        zs = () if z is None else (torch.from_numpy(z).to(self.device),)
+        return self._run(("decode",), self._decode, self._in(y), *zs).cpu().numpy()
+
+    @torch.inference_mode()
+    def enhance_frame(self, plane: np.ndarray, peak: float, noise: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """A whole frame as VapourSynth holds it (a uint8, uint16 or float32 [H,W] plane) -> (the enhanced plane
+        in the same type, Z or None).  Scaling, rounding and clipping run on the GPU, inside the graph: only
+        the plane's own bytes cross the bus, and the frame callback, which VapourSynth's Python filters run
+        one at a time, does little else."""
+        codes = plane.view(np.int16) if plane.dtype == np.uint16 else plane
+        with warnings.catch_warnings():  # VapourSynth's planes are read-only; the tensor is only read
+            warnings.simplefilter("ignore", UserWarning)
+            x = torch.from_numpy(codes).to(self.device)
+        out, z = self._run(("frame", peak), lambda a, n: self._frame(a, n, peak), x,
+                           torch.from_numpy(noise).to(self.device))
+        return out.cpu().numpy().view(plane.dtype), z.cpu().numpy() if self.uses_z else None

@@ -27,6 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from diffqe.model import checkpoint
 from diffqe.model.diffqe import DiffQE, default_noise
+from diffqe.plugin.torch_runner import CudaGraph
 from diffqe.train.codec import read_video_luma
 from diffqe.train.metrics import psnr
 
@@ -87,13 +88,15 @@ class Variant:
     name: str
     dtype: torch.dtype
     compile: str = ""  # torch.compile mode; "" = eager
+    graphs: bool = False  # replay a captured CUDA graph (plugin.torch_runner.CudaGraph), as the torch backend does
 
 
 VARIANTS = (
     Variant("torch fp32 (TF32 off)", torch.float32),
     Variant("torch fp16 channels-last", torch.float16),
-    Variant("torch fp16 + compile", torch.float16, "max-autotune-no-cudagraphs"),
-    Variant("torch fp16 + compile + CUDA graphs", torch.float16, "max-autotune"),
+    Variant("torch fp16 + CUDA graphs", torch.float16, graphs=True),
+    Variant("torch fp16 + compile + CUDA graphs", torch.float16, "default", graphs=True),
+    Variant("torch fp16 + compile max-autotune + CUDA graphs", torch.float16, "max-autotune-no-cudagraphs", graphs=True),
 )
 
 
@@ -108,17 +111,19 @@ def build(base: DiffQE, v: Variant) -> DiffQE:
     return model
 
 
-def forward_fn(model: DiffQE, dtype: torch.dtype, batch: int, h: int, w: int) -> Callable[[], torch.Tensor]:
+@torch.inference_mode()
+def forward_fn(model: DiffQE, v: Variant, batch: int, h: int, w: int) -> Callable[[], torch.Tensor]:
     # Several input sets in rotation, so that repeated runs do not time a warm cache.
-    ys = [torch.rand(batch, 1, h, w, device="cuda", dtype=dtype).contiguous(memory_format=torch.channels_last)
+    ys = [torch.rand(batch, 1, h, w, device="cuda", dtype=v.dtype).contiguous(memory_format=torch.channels_last)
           for _ in range(3)]
-    noise = default_noise(model.cfg.z_dim, batch).to("cuda", dtype)
+    noise = default_noise(model.cfg.z_dim, batch).to("cuda", v.dtype)
+    forward = CudaGraph(model, ys[0], noise) if v.graphs else model
     state = {"i": 0}
 
     @torch.inference_mode()
     def fn() -> torch.Tensor:
         state["i"] += 1
-        return model(ys[state["i"] % 3], noise)
+        return forward(ys[state["i"] % 3], noise)
 
     return fn
 
@@ -150,7 +155,7 @@ def main() -> int:
     ap.add_argument("--checkpoint", type=Path, help="default: the shipped weights")
     ap.add_argument("--sizes", default="960x540,1920x1080,3840x2160")
     ap.add_argument("--batch", type=int, default=1, help="frames per call")
-    ap.add_argument("--variants", default=",".join(str(i) for i in range(len(VARIANTS))),
+    ap.add_argument("--variants", default="0,1,2,3",
                     help="indices into: " + "; ".join(f"{i} {v.name}" for i, v in enumerate(VARIANTS)))
     ap.add_argument("--cpu-size", default="960x540", help="frame size for the ONNX Runtime CPU figure ('' to skip)")
     ap.add_argument("--budget-s", type=float, default=480, help="skip the remaining GPU variants after this long")
@@ -183,7 +188,7 @@ def main() -> int:
             model = build(base, v)
             for w, h in sizes:
                 t0 = time.time()
-                seconds = median_seconds(forward_fn(model, v.dtype, args.batch, h, w)) / args.batch
+                seconds = median_seconds(forward_fn(model, v, args.batch, h, w)) / args.batch
                 f = flops[(w, h)]
                 floor = max(f / rate, least_bytes(base, h, w, v.dtype.itemsize) / bandwidth)
                 lines.append(f"| {v.name} | {w}x{h} | {f / 1e9:.0f} | {floor * 1e3:.3f} | {seconds * 1e3:.3f} | "

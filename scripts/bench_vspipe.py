@@ -55,12 +55,19 @@ def sample_frames(w: int, h: int) -> np.ndarray:
 
 
 def bare_fps(backend: str, frames: np.ndarray, count: int) -> float:
+    """The runner's own entry, as the filter calls it: whole 8-bit planes where it takes them, else floats."""
     runner = backends.create(backend)
     noise = default_noise(runner.z_dim, 1, 0).numpy()
-    planes = [(f.astype(np.float32) / 255)[None, None] for f in frames]
+    if hasattr(runner, "enhance_frame"):
+        planes = list(frames)
 
-    def one(x: np.ndarray) -> np.ndarray:
-        return runner.decode(x, runner.estimate(x, noise) if runner.uses_z else None)
+        def one(x: np.ndarray) -> np.ndarray:
+            return runner.enhance_frame(x, 255.0, noise)[0]
+    else:
+        planes = [(f.astype(np.float32) / 255)[None, None] for f in frames]
+
+        def one(x: np.ndarray) -> np.ndarray:
+            return runner.decode(x, runner.estimate(x, noise) if runner.uses_z else None)
 
     for x in planes[:3]:  # warm-up: engine/graph build, allocator, autotuning
         one(x)
