@@ -46,6 +46,9 @@ class TrainConfig:
     minutes: float = 0.0  # wall-clock budget (0: none); the LR schedule then runs on elapsed time
     z_weight: float = 1.0  # stage 3's ||Z_est - Z_enc||^2 term; 0 refines from weights without the encoder
     loss: str = "l2"  # reconstruction loss of stages 1 and 3: "l2" (the paper) or "dpsnr" (see recon_loss)
+    # CUDA arithmetic: "bf16" (autocast, TF32 convolutions; fast, for training from scratch) or "fp32" (for
+    # refinements, whose gains on high-quality input are below bf16's resolution; see docs/training.md, step 5)
+    precision: str = "bf16"
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -149,7 +152,7 @@ def _initial_model(run: Path, cfg: TrainConfig, model_cfg: ModelConfig | None, i
 def train(run: Path, cfg: TrainConfig, model_cfg: ModelConfig | None, train_pairs: list[Pair], val_pairs: list[Pair],
           device: torch.device, init: Path | None = None) -> dict:
     """Run (or resume) one stage; returns the final validation metrics.  On CUDA the steps run in bf16
-    autocast (the loss and the weights stay fp32)."""
+    autocast unless ``cfg.precision`` is "fp32" (the loss and the weights stay fp32 either way)."""
     run.mkdir(parents=True, exist_ok=True)
     stem = run / f"stage{cfg.stage}"
     torch.manual_seed(cfg.seed)
@@ -164,11 +167,12 @@ def train(run: Path, cfg: TrainConfig, model_cfg: ModelConfig | None, train_pair
         model = _initial_model(run, cfg, model_cfg, init)
     model.to(device).train()
     cuda = device.type == "cuda"
+    fast = cuda and cfg.precision == "bf16"
     if cuda:
         torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = fast
         model.to(memory_format=torch.channels_last)
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else nullcontext
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if fast else nullcontext
     params = trainable(model, cfg.stage)
     for p in model.parameters():
         p.requires_grad_(False)
