@@ -39,6 +39,8 @@ def main() -> int:
                     help="stage 3: weight of the Z term (0 to refine inference-only weights, which lack the encoder)")
     ap.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
                     help="CUDA arithmetic: bf16 autocast (from scratch) or fp32 (refinements); the CPU is fp32")
+    ap.add_argument("--estimator-only", action="store_true",
+                    help="stage 3: train the estimator alone through the frozen decoder")
     ap.add_argument("--model-config", type=Path, help="JSON with ModelConfig fields (overrides --variant)")
     ap.add_argument("--device", default="auto")
     defaults = TrainConfig()

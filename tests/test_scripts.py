@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from PIL import Image
+
 from conftest import SAMPLES, run_script
 
 
@@ -46,3 +48,12 @@ def test_bench_vspipe_compares_the_pipeline_with_the_bare_backend():
     assert row, result.stdout
     bare, piped, kept = float(row[1]), float(row[2]), int(row[3])
     assert bare > 0 and piped > 0 and abs(kept - 100 * piped / bare) <= 1
+
+
+def test_probe_z_compares_own_and_mean_z(tmp_path, reference_frames):
+    Image.fromarray(reference_frames[0]).save(tmp_path / "frame.png")
+    result = run_script("probe_z.py", "--images", tmp_path, "--qps", "27,42", "--crop", "160", "--seeds", "2")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^2 inputs; mean \|Z\| [\d.]+; std of Z across inputs [\d.]+, across 2 seeds [\d.]+", result.stdout, re.M)
+    rows = re.findall(r"^\| (own Z|mean Z) \| [-+][\d.]+ \| [-+][\d.]+ \|$", result.stdout, re.M)
+    assert rows == ["own Z", "mean Z"], result.stdout

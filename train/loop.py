@@ -49,6 +49,7 @@ class TrainConfig:
     # CUDA arithmetic: "bf16" (autocast, TF32 convolutions; fast, for training from scratch) or "fp32" (for
     # refinements, whose gains on high-quality input are below bf16's resolution; see docs/training.md, step 5)
     precision: str = "bf16"
+    estimator_only: bool = False  # stage 3 with the decoder frozen: teach Z to follow the input
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -57,7 +58,7 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def trainable(model: DiffQE, stage: int) -> list[torch.nn.Parameter]:
+def trainable(model: DiffQE, stage: int, estimator_only: bool = False) -> list[torch.nn.Parameter]:
     if stage == 1:
         modules = [model.decoder] + ([model.encoder] if model.uses_z else [])
     elif not model.uses_z:
@@ -65,7 +66,7 @@ def trainable(model: DiffQE, stage: int) -> list[torch.nn.Parameter]:
     elif stage == 2:
         modules = [model.estimator]
     elif stage == 3:
-        modules = [model.decoder, model.estimator]
+        modules = [model.estimator] if estimator_only else [model.decoder, model.estimator]
     else:
         raise ValueError(f"unknown stage {stage}; use 1, 2 or 3")
     return [p for m in modules for p in m.parameters()]
@@ -173,7 +174,7 @@ def train(run: Path, cfg: TrainConfig, model_cfg: ModelConfig | None, train_pair
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = fast
         model.to(memory_format=torch.channels_last)
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if fast else nullcontext
-    params = trainable(model, cfg.stage)
+    params = trainable(model, cfg.stage, cfg.estimator_only)
     for p in model.parameters():
         p.requires_grad_(False)
     for p in params:
