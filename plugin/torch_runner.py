@@ -56,11 +56,13 @@ class TorchRunner:
         self.name = f"torch-{self.device.type}"
         self.z_dim, self.uses_z, self.min_side = model.cfg.z_dim, model.uses_z, model.cfg.min_side
 
-    def _in(self, a: np.ndarray) -> torch.Tensor:
-        # decode() usually gets the very array estimate() just uploaded: send each frame once.
-        if self.uploaded is None or self.uploaded[0] is not a:
-            self.uploaded = (a, torch.from_numpy(a).to(self.device))
-        return self.uploaded[1]
+    def _in(self, a: np.ndarray, *, after_estimate: bool = False) -> torch.Tensor:
+        # decode() usually gets the very array estimate() just uploaded: send each frame once.  Only that
+        # one hand-over is reused, so a caller that refills one buffer frame after frame stays correct.
+        held, self.uploaded = self.uploaded, None
+        if after_estimate and held is not None and held[0] is a:
+            return held[1]
+        return torch.from_numpy(a).to(self.device)
 
     def _estimate(self, y: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         return self.model.estimator(y.to(self.dtype), noise.to(self.dtype)).float()
@@ -94,13 +96,15 @@ class TorchRunner:
 
     @torch.inference_mode()
     def estimate(self, y: np.ndarray, noise: np.ndarray) -> np.ndarray:
-        z = self._run(("estimate",), self._estimate, self._in(y), torch.from_numpy(noise).to(self.device))
-        return z.cpu().numpy()
+        x = self._in(y)
+        z = self._run(("estimate",), self._estimate, x, torch.from_numpy(noise).to(self.device)).cpu().numpy()
+        self.uploaded = (y, x)
+        return z
 
     @torch.inference_mode()
     def decode(self, y: np.ndarray, z: np.ndarray | None) -> np.ndarray:
         zs = () if z is None else (torch.from_numpy(z).to(self.device),)
-        return self._run(("decode",), self._decode, self._in(y), *zs).cpu().numpy()
+        return self._run(("decode",), self._decode, self._in(y, after_estimate=True), *zs).cpu().numpy()
 
     @torch.inference_mode()
     def enhance_frame(self, plane: np.ndarray, peak: float, noise: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
