@@ -60,8 +60,8 @@ class Backend:
         device: str = "cuda"
         fp16: bool = True  # on CUDA only; the CPU computes in fp32
         # torch.compile mode ("default", or "max-autotune-no-cudagraphs": modes that capture graphs themselves
-        # clash with cuda_graphs); "" = eager.  Each new frame size compiles once (about a minute; many with
-        # autotuning), so it pays off on long clips.
+        # clash with cuda_graphs); "" = eager.  Each new frame size compiles once (15-20 s on an H100 in the
+        # default mode; autotuning modes take many minutes), so it pays off on long clips.
         compile: str = ""
         cuda_graphs: bool = True  # capture each frame size once and replay it (CUDA only)
 
