@@ -52,16 +52,10 @@ class TorchRunner:
             self.model.decoder = torch.compile(self.model.decoder, mode=spec.compile, dynamic=False)
         self.use_graphs = spec.cuda_graphs and self.device.type == "cuda"
         self.graphs: OrderedDict[tuple, CudaGraph] = OrderedDict()
-        self.uploaded: tuple[np.ndarray, torch.Tensor] | None = None
         self.name = f"torch-{self.device.type}"
         self.z_dim, self.uses_z, self.min_side = model.cfg.z_dim, model.uses_z, model.cfg.min_side
 
-    def _in(self, a: np.ndarray, *, after_estimate: bool = False) -> torch.Tensor:
-        # decode() usually gets the very array estimate() just uploaded: send each frame once.  Only that
-        # one hand-over is reused, so a caller that refills one buffer frame after frame stays correct.
-        held, self.uploaded = self.uploaded, None
-        if after_estimate and held is not None and held[0] is a:
-            return held[1]
+    def _in(self, a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a).to(self.device)
 
     def _estimate(self, y: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -71,13 +65,13 @@ class TorchRunner:
         x = y.to(self.dtype).contiguous(memory_format=torch.channels_last)
         return self.model.decoder(x, None if z is None else z.to(self.dtype)).float()
 
-    def _frame(self, plane: torch.Tensor, noise: torch.Tensor, peak: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def _frame(self, plane: torch.Tensor, noise: torch.Tensor, peak: float) -> tuple[torch.Tensor, torch.Tensor | None]:
         codes = plane.dtype
         if codes == torch.int16:  # uint16 codes travel as int16 (torch's uint16 lacks CUDA kernels)
             plane = plane.to(torch.int32) & 0xFFFF
         y = (plane.float() / peak)[None, None]
-        z = self._estimate(y, noise) if self.uses_z else torch.zeros(1, self.z_dim, device=y.device)
-        out = self._decode(y, z if self.uses_z else None)[0, 0]
+        z = self._estimate(y, noise) if self.uses_z else None
+        out = self._decode(y, z)[0, 0]
         if codes.is_floating_point:
             return out, z
         out = (out * peak).round().clamp(0, peak)
@@ -96,15 +90,12 @@ class TorchRunner:
 
     @torch.inference_mode()
     def estimate(self, y: np.ndarray, noise: np.ndarray) -> np.ndarray:
-        x = self._in(y)
-        z = self._run(("estimate",), self._estimate, x, torch.from_numpy(noise).to(self.device)).cpu().numpy()
-        self.uploaded = (y, x)
-        return z
+        return self._run(("estimate",), self._estimate, self._in(y), self._in(noise)).cpu().numpy()
 
     @torch.inference_mode()
     def decode(self, y: np.ndarray, z: np.ndarray | None) -> np.ndarray:
-        zs = () if z is None else (torch.from_numpy(z).to(self.device),)
-        return self._run(("decode",), self._decode, self._in(y, after_estimate=True), *zs).cpu().numpy()
+        zs = () if z is None else (self._in(z),)
+        return self._run(("decode",), self._decode, self._in(y), *zs).cpu().numpy()
 
     @torch.inference_mode()
     def enhance_frame(self, plane: np.ndarray, peak: float, noise: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -115,7 +106,6 @@ class TorchRunner:
         codes = plane.view(np.int16) if plane.dtype == np.uint16 else plane
         with warnings.catch_warnings():  # VapourSynth's planes are read-only; the tensor is only read
             warnings.simplefilter("ignore", UserWarning)
-            x = torch.from_numpy(codes).to(self.device)
-        out, z = self._run(("frame", peak), lambda a, n: self._frame(a, n, peak), x,
-                           torch.from_numpy(noise).to(self.device))
-        return out.cpu().numpy().view(plane.dtype), z.cpu().numpy() if self.uses_z else None
+            x = self._in(codes)
+        out, z = self._run(("frame", peak), lambda a, n: self._frame(a, n, peak), x, self._in(noise))
+        return out.cpu().numpy().view(plane.dtype), None if z is None else z.cpu().numpy()

@@ -36,7 +36,7 @@ def main() -> int:
     if not model.uses_z:
         raise ValueError(f"{args.checkpoint}: the NoEst variant has no Z")
     qps = [int(q) for q in args.qps.split(",")]
-    inputs = []  # (reference, decoded, its Z, Z over seeds)
+    inputs = []  # (reference, decoded, QP, input tensor, Z for seeds 0..N-1; seed 0 is the filter's default)
     with torch.inference_mode():
         for path in sorted(args.images.glob("*.png")):
             gt = np.asarray(Image.open(path))[: args.crop, : args.crop]
@@ -44,14 +44,14 @@ def main() -> int:
                 decoded = compress_luma(gt, qp)
                 y = to_tensor(decoded, 255, torch.device("cpu"))
                 zs = torch.cat([model.estimator(y, default_noise(model.cfg.z_dim, 1, s)) for s in range(args.seeds)])
-                inputs.append((gt, decoded, qp, y, zs[:1], zs))
-        z_all = torch.cat([z for *_, z, _ in inputs])
+                inputs.append((gt, decoded, qp, y, zs))
+        z_all = torch.cat([zs[:1] for *_, zs in inputs])
         z_mean = z_all.mean(0, keepdim=True)
         print(f"{len(inputs)} inputs; mean |Z| {z_all.abs().mean():.4f}; std of Z across inputs {z_all.std(0).mean():.5f}, "
               f"across {args.seeds} seeds {np.mean([zs.std(0).mean().item() for *_, zs in inputs]):.5f} (means over dims)")
         gains: dict[tuple[str, int], list[float]] = {}
-        for gt, decoded, qp, y, z, _ in inputs:
-            for name, zz in (("own Z", z), ("mean Z", z_mean)):
+        for gt, decoded, qp, y, zs in inputs:
+            for name, zz in (("own Z", zs[:1]), ("mean Z", z_mean)):
                 out = to_planes(model.decoder(y, zz), 255, gt.dtype)[0]
                 gains.setdefault((name, qp), []).append(psnr(out, gt) - psnr(decoded, gt))
     print("| Z | " + " | ".join(f"QP {q}" for q in qps) + " |\n|---|" + "---:|" * len(qps))
