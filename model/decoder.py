@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .blocks import ResidualUnit, ZCBAM, act, conv3x3, pad_to_multiple
@@ -26,7 +27,8 @@ class Decoder(nn.Module):
     """Compressed Y [N,1,H,W] and Z [N,D] -> enhanced Y, Eq. (9): x_out = x_in + x_res.
 
     Any H x W of at least ``cfg.min_side``: the frame is mirror-padded to the UNet's multiple and cropped
-    back.  The last convolution starts at zero, so an untrained decoder is the identity.  A frame (or tile)
+    back.  With ``cfg.residual_gain`` the residual is scaled by g(Z) = exp(w.Z + b), one gain per frame, which
+    starts at 1.  The last convolution starts at zero, so an untrained decoder is the identity.  A frame (or tile)
     of one single value comes back unchanged: it has no coding artefact to remove, and a change of even one
     code value costs a lossless-coded black or flat frame its whole PSNR.
     """
@@ -36,7 +38,9 @@ class Decoder(nn.Module):
         ch = cfg.decoder_channels
         z_dim = None if cfg.variant == "noest" else cfg.z_dim
         self.multiple = cfg.pad_multiple
-        self.head = nn.Sequential(conv3x3(1, ch[0]), act(), ResidualUnit(ch[0]))
+        self.unshuffle = cfg.input_unshuffle
+        planes = self.unshuffle**2
+        self.head = nn.Sequential(conv3x3(planes, ch[0]), act(), ResidualUnit(ch[0]))
         self.down = nn.ModuleList(
             nn.Sequential(nn.MaxPool2d(2), conv3x3(ch[i - 1], ch[i]), act(), ResidualUnit(ch[i]))
             for i in range(1, len(ch))
@@ -44,18 +48,28 @@ class Decoder(nn.Module):
         self.up = nn.ModuleList(
             UpFuse(ch[i + 1], ch[i], cfg.cbam_reduction, z_dim) for i in reversed(range(len(ch) - 1))
         )
-        self.tail = conv3x3(ch[0], 1)
+        self.tail = conv3x3(ch[0], planes)
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
+        self.gain = nn.Linear(z_dim, 1) if cfg.residual_gain else None
+        if self.gain is not None:
+            nn.init.zeros_(self.gain.weight)
+            nn.init.zeros_(self.gain.bias)
 
-    def forward(self, y: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+    def residual(self, y: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        """x_res before the gain, cropped to y's size."""
         x, (h, w) = pad_to_multiple(y, self.multiple)
-        skips = [self.head(x)]
+        skips = [self.head(F.pixel_unshuffle(x, self.unshuffle))]
         for down in self.down:
             skips.append(down(skips[-1]))
         f = skips.pop()
         for up in self.up:
             f = up(f, skips.pop(), z)
-        out = (x + self.tail(f))[..., :h, :w]
+        return F.pixel_shuffle(self.tail(f), self.unshuffle)[..., :h, :w]
+
+    def forward(self, y: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        res = self.residual(y, z)
+        if self.gain is not None:
+            res = res * torch.exp(self.gain(z))[:, :, None, None]
         flat = y.amax(dim=(1, 2, 3), keepdim=True) == y.amin(dim=(1, 2, 3), keepdim=True)
-        return torch.where(flat, y, out)
+        return torch.where(flat, y, y + res)
