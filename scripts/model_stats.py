@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Parameters and FLOPs of the inference path (estimator + decoder) per luma pixel and per frame.
 
-  python scripts/model_stats.py [--checkpoint STEM | --variant full] [--size 1920x1080]
+  python scripts/model_stats.py [--checkpoint STEM | --model-config JSON | --variant full] [--size 1920x1080]
 """
 
 from __future__ import annotations
@@ -21,10 +21,15 @@ from diffqe.model.diffqe import DiffQE
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", type=Path)
+    ap.add_argument("--model-config", type=Path, help="JSON with ModelConfig fields, e.g. train/configs/unshuffle2.json")
     ap.add_argument("--variant", choices=("full", "noest", "nodiff"), default="full")
     ap.add_argument("--size", default="1920x1080")
     args = ap.parse_args()
-    model = checkpoint.load(args.checkpoint)[0] if args.checkpoint else DiffQE(ModelConfig(variant=args.variant)).eval()
+    if args.checkpoint:
+        model = checkpoint.load(args.checkpoint)[0]
+    else:
+        cfg = ModelConfig.load(args.model_config) if args.model_config else ModelConfig(variant=args.variant)
+        model = DiffQE(cfg).eval()
     w, h = (int(v) for v in args.size.split("x"))
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         model(torch.rand(1, 1, h, w))
