@@ -15,11 +15,9 @@ class ModelConfig:
     """Sizes of the three networks and of the diffusion.
 
     ``variant`` selects the paper's Table 2 ablations: ``noest`` is the decoder without Z, ``nodiff``
-    regresses Z straight from the condition vector instead of denoising it.  ``residual_gain`` scales the
-    decoder's residual by a gain read from Z (Eq. 9 becomes x_in + g(Z) x_res), the estimator's lever to back
-    off on high-quality input (docs/training.md, step 7).  ``input_unshuffle`` = 2 starts the decoder's UNet at
-    half resolution on the pixel-unshuffled frame (4 channels) and pixel-shuffles the residual back: no
-    full-resolution level, about a quarter fewer FLOPs per pixel (docs/performance.md).
+    regresses Z straight from the condition vector instead of denoising it.  ``input_unshuffle`` = 2 starts
+    the decoder's UNet at half resolution on the pixel-unshuffled frame (4 channels) and pixel-shuffles the
+    residual back: no full-resolution level, about a quarter fewer FLOPs per pixel (docs/performance.md).
     """
 
     variant: Variant = "full"
@@ -34,7 +32,6 @@ class ModelConfig:
     noise_schedule: Literal["linear", "cosine"] = "linear"
     prediction: Literal["x0", "eps"] = "x0"
     qp_max: int = 51
-    residual_gain: bool = False
     input_unshuffle: int = 1
 
     def __post_init__(self) -> None:
@@ -42,8 +39,6 @@ class ModelConfig:
             raise ValueError(f"unknown variant {self.variant!r}; use full, noest or nodiff")
         if self.input_unshuffle not in (1, 2, 4):
             raise ValueError(f"input_unshuffle must be 1, 2 or 4, got {self.input_unshuffle}")
-        if self.residual_gain and self.variant == "noest":
-            raise ValueError("residual_gain reads Z: the noest variant has none")
         for name in ("decoder_channels", "encoder_channels", "condition_channels"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
 

@@ -27,8 +27,7 @@ class Decoder(nn.Module):
     """Compressed Y [N,1,H,W] and Z [N,D] -> enhanced Y, Eq. (9): x_out = x_in + x_res.
 
     Any H x W of at least ``cfg.min_side``: the frame is mirror-padded to the UNet's multiple and cropped
-    back.  With ``cfg.residual_gain`` the residual is scaled by g(Z) = exp(w.Z + b), one gain per frame, which
-    starts at 1.  The last convolution starts at zero, so an untrained decoder is the identity.  A frame (or tile)
+    back.  The last convolution starts at zero, so an untrained decoder is the identity.  A frame (or tile)
     of one single value comes back unchanged: it has no coding artefact to remove, and a change of even one
     code value costs a lossless-coded black or flat frame its whole PSNR.
     """
@@ -51,13 +50,8 @@ class Decoder(nn.Module):
         self.tail = conv3x3(ch[0], planes)
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
-        self.gain = nn.Linear(z_dim, 1) if cfg.residual_gain else None
-        if self.gain is not None:
-            nn.init.zeros_(self.gain.weight)
-            nn.init.zeros_(self.gain.bias)
 
-    def residual(self, y: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
-        """x_res before the gain, cropped to y's size."""
+    def forward(self, y: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
         x, (h, w) = pad_to_multiple(y, self.multiple)
         skips = [self.head(F.pixel_unshuffle(x, self.unshuffle))]
         for down in self.down:
@@ -65,11 +59,6 @@ class Decoder(nn.Module):
         f = skips.pop()
         for up in self.up:
             f = up(f, skips.pop(), z)
-        return F.pixel_shuffle(self.tail(f), self.unshuffle)[..., :h, :w]
-
-    def forward(self, y: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
-        res = self.residual(y, z)
-        if self.gain is not None:
-            res = res * torch.exp(self.gain(z))[:, :, None, None]
+        res = F.pixel_shuffle(self.tail(f), self.unshuffle)[..., :h, :w]
         flat = y.amax(dim=(1, 2, 3), keepdim=True) == y.amin(dim=(1, 2, 3), keepdim=True)
         return torch.where(flat, y, y + res)

@@ -23,6 +23,8 @@ from diffqe.model.inference import to_planes, to_tensor
 from diffqe.train.codec import compress_luma
 from diffqe.train.metrics import psnr
 
+ORACLE = "own Z, oracle strength"
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,13 +52,20 @@ def main() -> int:
         print(f"{len(inputs)} inputs; mean |Z| {z_all.abs().mean():.4f}; std of Z across inputs {z_all.std(0).mean():.5f}, "
               f"across {args.seeds} seeds {np.mean([zs.std(0).mean().item() for *_, zs in inputs]):.5f} (means over dims)")
         gains: dict[tuple[str, int], list[float]] = {}
+        factors: dict[int, list[float]] = {}
         for gt, decoded, qp, y, zs in inputs:
-            for name, zz in (("own Z", zs[:1]), ("mean Z", z_mean)):
-                out = to_planes(model.decoder(y, zz), 255, gt.dtype)[0]
+            res = model.decoder(y, zs[:1]) - y
+            err = to_tensor(gt, 255, torch.device("cpu")) - y
+            best = ((res * err).sum() / res.square().sum().clamp_min(1e-12)).clamp(0, 2)
+            factors.setdefault(qp, []).append(best.item())
+            for name, out in (("own Z", y + res), ("mean Z", model.decoder(y, z_mean)), (ORACLE, y + best * res)):
+                out = to_planes(out, 255, gt.dtype)[0]
                 gains.setdefault((name, qp), []).append(psnr(out, gt) - psnr(decoded, gt))
     print("| Z | " + " | ".join(f"QP {q}" for q in qps) + " |\n|---|" + "---:|" * len(qps))
-    for name in ("own Z", "mean Z"):
+    for name in ("own Z", "mean Z", ORACLE):
         print(f"| {name} | " + " | ".join(f"{np.mean(gains[(name, q)]):+.4f}" for q in qps) + " |")
+    print("best factor, mean (min..max): " + ", ".join(
+        f"QP {q} {np.mean(f):.2f} ({min(f):.2f}..{max(f):.2f})" for q, f in factors.items()))
     return 0
 
 

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import torch
@@ -11,12 +10,11 @@ from diffqe.model.config import ModelConfig
 from diffqe.model.diffqe import DiffQE, default_noise
 
 
-@pytest.mark.parametrize("variant,unshuffle", [("full", 1), ("noest", 1), ("nodiff", 1), ("full", 2), ("noest", 4)])
+@pytest.mark.parametrize("variant,unshuffle", [("full", 1), ("noest", 1), ("nodiff", 1), ("full", 2), ("noest", 2)])
 @pytest.mark.parametrize("hw", [(8, 8), (17, 23), (31, 64), (67, 45)])
 def test_any_size_in_same_size_out(tiny_cfg, variant, unshuffle, hw):
     cfg = ModelConfig(**{**json.loads(tiny_cfg.to_json()), "variant": variant, "input_unshuffle": unshuffle})
-    if min(hw) < cfg.min_side:
-        pytest.skip(f"{hw} is below min_side {cfg.min_side}, which the filter refuses with a clear error")
+    assert min(hw) >= cfg.min_side
     model = DiffQE(cfg).eval()
     y = torch.rand(2, 1, *hw)
     with torch.no_grad():
@@ -73,21 +71,6 @@ def test_flat_frames_come_back_unchanged_and_others_do_not(tiny_cfg):
     with torch.no_grad():
         assert torch.equal(model(flat), flat)
         assert not torch.equal(model(textured), textured)
-
-
-def test_residual_gain_starts_at_one_and_scales_the_residual(tiny_cfg):
-    torch.manual_seed(3)
-    plain = DiffQE(tiny_cfg).eval()
-    torch.nn.init.normal_(plain.decoder.tail.weight, std=0.05)
-    gained = DiffQE(ModelConfig(**{**json.loads(tiny_cfg.to_json()), "residual_gain": True})).eval()
-    gained.load_state_dict(plain.state_dict(), strict=False)
-    y = torch.rand(2, 1, 24, 40)
-    with torch.no_grad():
-        assert torch.equal(gained(y), plain(y)), "a new gain is exp(0) = 1"
-        torch.nn.init.constant_(gained.decoder.gain.bias, math.log(0.5))
-        torch.testing.assert_close(gained(y) - y, 0.5 * (plain(y) - y))
-    with pytest.raises(ValueError, match="noest"):
-        ModelConfig(variant="noest", residual_gain=True)
 
 
 def test_default_noise_is_fixed_and_shared_by_frames():
