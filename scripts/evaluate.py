@@ -5,6 +5,7 @@ clips encoded on the fly with x265; every enhancer sees the same encodes.
   python scripts/evaluate.py --images data/corpus/val --qps 27,32,37,42 --extra-qps 30,40 --crf 28
   python scripts/evaluate.py --clips ref1.mkv ref2.y4m --checkpoint full=runs/full/stage3 \\
       --checkpoint noest=runs/noest/stage1 --ffmpeg-filter deblock=deblock=filter=weak:block=8 --out docs/eval.md
+  python scripts/evaluate.py --images data/corpus/val --qps "" --static 6     # the flicker check alone
 """
 
 from __future__ import annotations
@@ -57,8 +58,12 @@ def main() -> int:
     enhancers |= {name: ffmpeg_enhancer(vf) for name, vf in args.ffmpeg_filter}
     sources = load_sources(args.images, args.clips, args.max_frames, args.clip_downscale)
     conditions = [Condition(qp=q) for q in args.qps + args.extra_qps] + [Condition(crf=c) for c in args.crf]
-    table, lossless = evaluate(enhancers, sources, conditions, tuple(args.qps))
-    text = markdown(table, f"{len(sources)} sources: " + ", ".join(s.name for s in sources), lossless)
+    if not conditions and not args.static:
+        raise ValueError("nothing to evaluate: give --qps, --extra-qps, --crf or --static")
+    text = ""
+    if conditions:  # --qps "" --static N: the flicker check alone
+        table, lossless = evaluate(enhancers, sources, conditions, tuple(args.qps))
+        text = markdown(table, f"{len(sources)} sources: " + ", ".join(s.name for s in sources), lossless)
     if args.static:
         text += "\n" + temporal_change(enhancers, [s for s in sources if len(s.frames) == 1][: args.static])
     if args.out:

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import json
+import re
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -9,6 +11,7 @@ from PIL import Image
 from conftest import run_script
 from diffqe.model import checkpoint
 from diffqe.model.diffqe import DiffQE
+from diffqe.train.evaluate import Source, temporal_change
 from diffqe.train.loop import TrainConfig, recon_loss, stage_loss, train
 from diffqe.train.pairs import PatchSampler, load_pairs, make_pairs
 
@@ -90,3 +93,19 @@ def test_dpsnr_loss_is_minus_the_mean_patch_dpsnr(tiny_pairs):
     flat = torch.full_like(gt, 0.5)
     # one code value on a lossless patch costs ~6.9 dB (eps = half a code value squared), a QP-42 patch's gain
     assert recon_loss(flat + 1 / 255, flat, flat, "dpsnr").item() > 6, "any change to a lossless patch costs dearly"
+
+
+def test_static_scene_check_tells_local_from_frame_wide_change(reference_frames):
+    """Real x265 random-access frames of one still: an identity filter moves exactly as its input and nothing
+    far from the input's changes; a filter that lifts every other frame by a code value moves everywhere."""
+    still = Source("still", [reference_frames[0][:128, :192]])
+    identity = lambda planes: planes  # noqa: E731
+
+    def pulsing(planes):
+        return np.clip(planes.astype(np.int32) + (np.arange(len(planes)) % 2)[:, None, None], 0, 255).astype(np.uint8)
+
+    text = temporal_change({"identity": identity, "pulsing": pulsing}, [still], frames=4)
+    rows = dict(re.findall(r"^\| (decoded input|identity|pulsing) \| ([\d.]+) \|", text, re.M))
+    far = dict(re.findall(r"^\| (identity|pulsing) \| [\d.]+ \| [-+][\d.]+ \| ([\d.]+) \|$", text, re.M))
+    assert float(rows["identity"]) == float(rows["decoded input"]) and float(far["identity"]) == 0
+    assert float(rows["pulsing"]) > 0.5 and float(far["pulsing"]) > 0.1, text
