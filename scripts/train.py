@@ -41,15 +41,16 @@ def main() -> int:
                     help="CUDA arithmetic: bf16 autocast (from scratch) or fp32 (refinements); the CPU is fp32")
     ap.add_argument("--estimator-only", action="store_true",
                     help="stage 3: train the estimator alone through the frozen decoder")
-    ap.add_argument("--model-config", type=Path, help="JSON with ModelConfig fields (overrides --variant)")
+    ap.add_argument("--model-config", type=Path, help="JSON with ModelConfig fields (stage 1; --variant overrides its variant)")
     ap.add_argument("--device", default="auto")
     defaults = TrainConfig()
     for name in ("steps", "batch", "patch", "seed", "val_every", "save_every", "log_every", "val_images"):
         ap.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
     ap.add_argument("--lr", type=float, default=defaults.lr)
     args = ap.parse_args()
-    if args.model_config:
-        model_cfg = ModelConfig.from_dict(json.loads(args.model_config.read_text()))
+    if args.model_config:  # --variant, if given, overrides the file's
+        fields_ = json.loads(args.model_config.read_text()) | ({"variant": args.variant} if args.variant else {})
+        model_cfg = ModelConfig.from_dict(fields_)
     elif args.variant or args.stage == 1:
         model_cfg = ModelConfig(variant=args.variant or "full")
     else:

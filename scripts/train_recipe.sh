@@ -7,7 +7,8 @@
 #   bash scripts/train_recipe.sh CORPUS OUT [STAGE1_MIN STAGE2_MIN STAGE3_MIN]
 #
 # Budgets are wall-clock minutes per stage (the LR schedule follows them); NoEst trains for all three.
-# Rerunning the same command resumes every stage where it stopped.
+# Rerunning the same command resumes every stage where it stopped.  MODEL_CONFIG=FILE.json trains another
+# network (e.g. train/configs/unshuffle2.json, the faster decoder of docs/performance.md).
 set -euo pipefail
 corpus=$1 out=$2 m1=${3:-60} m2=${4:-20} m3=${5:-20}
 py=${PYTHON:-python}
@@ -17,9 +18,10 @@ train() { $py "$here/train.py" --pairs "$out/pairs/manifest.json" --batch 32 --p
 
 $py "$here/make_pairs.py" --corpus "$corpus" --out "$out/pairs" --qps 22,27,32,37,42
 
-train --run "$out/noest" --stage 1 --variant noest --lr 8e-4 --minutes "$(awk "BEGIN {print $m1 + $m2 + $m3}")" &
+config=(${MODEL_CONFIG:+--model-config "$MODEL_CONFIG"})
+train --run "$out/noest" --stage 1 --variant noest "${config[@]}" --lr 8e-4 --minutes "$(awk "BEGIN {print $m1 + $m2 + $m3}")" &
 noest=$!
-train --run "$out/full" --stage 1 --lr 8e-4 --minutes "$m1"
+train --run "$out/full" --stage 1 "${config[@]}" --lr 8e-4 --minutes "$m1"
 train --run "$out/nodiff" --stage 2 --variant nodiff --init "$out/full/stage1" --lr 1e-3 --minutes "$m2" &
 nodiff=$!
 train --run "$out/full" --stage 2 --lr 1e-3 --minutes "$m2"

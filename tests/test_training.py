@@ -109,3 +109,15 @@ def test_static_scene_check_tells_local_from_frame_wide_change(reference_frames)
     far = dict(re.findall(r"^\| (identity|pulsing) \| [\d.]+ \| [-+][\d.]+ \| ([\d.]+) \|$", text, re.M))
     assert float(rows["identity"]) == float(rows["decoded input"]) and float(far["identity"]) == 0
     assert float(rows["pulsing"]) > 0.5 and float(far["pulsing"]) > 0.1, text
+
+
+def test_train_script_takes_a_model_config_and_a_variant(tmp_path, tiny_cfg, tiny_pairs):
+    """The recipe's MODEL_CONFIG path: the file's network (here the half-resolution decoder), --variant's
+    ablation."""
+    config = tmp_path / "net.json"
+    config.write_text(json.dumps(json.loads(tiny_cfg.to_json()) | {"input_unshuffle": 2}))
+    result = run_script("train.py", "--pairs", tiny_pairs, "--run", tmp_path / "r", "--stage", "1", "--variant", "noest",
+                        "--model-config", config, "--steps", "2", "--batch", "2", "--patch", "32", "--val-images", "1")
+    assert result.returncode == 0, result.stderr
+    cfg = checkpoint.load(tmp_path / "r" / "stage1")[0].cfg
+    assert (cfg.variant, cfg.input_unshuffle, cfg.decoder_channels) == ("noest", 2, tiny_cfg.decoder_channels)
