@@ -51,11 +51,16 @@ class Decoder(nn.Module):
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
 
-    def forward(self, y: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
-        x, (h, w) = pad_to_multiple(y, self.multiple)
+    def levels(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The UNet's encoder path on a padded frame: one feature map per level, finest first (no Z here)."""
         skips = [self.head(F.pixel_unshuffle(x, self.unshuffle))]
         for down in self.down:
             skips.append(down(skips[-1]))
+        return skips
+
+    def forward(self, y: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        x, (h, w) = pad_to_multiple(y, self.multiple)
+        skips = self.levels(x)
         f = skips.pop()
         for up in self.up:
             f = up(f, skips.pop(), z)

@@ -61,3 +61,21 @@ def test_probe_z_compares_own_and_mean_z(tmp_path, reference_frames):
     # the best factor minimises the unrounded error: after rounding to code values it may lose a hair
     assert all(o >= w - 0.01 for o, w in zip(oracle, own)), result.stdout
     assert re.search(r"^best factor, mean \(min\.\.max\): QP 27 [\d.]+ \([\d.]+\.\.[\d.]+\), QP 42", result.stdout, re.M)
+
+
+def test_probe_quality_reports_qp_prediction_and_strengths(tmp_path, reference_frames):
+    from diffqe.train.pairs import make_pairs
+
+    for split, frames in (("train", range(0, 6)), ("val", range(6, 8))):
+        (tmp_path / "corpus" / split).mkdir(parents=True)
+        for i in frames:
+            Image.fromarray(reference_frames[i][:96, 40:136]).save(tmp_path / "corpus" / split / f"f{i}.png")
+    manifest = make_pairs(tmp_path / "corpus", tmp_path / "pairs", qps=(27, 42), workers=2)
+    result = run_script("probe_quality.py", "--pairs", manifest, "--crop", "64")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^12 training and 4 validation crops of 64px; QP from the decoder's pooled features: "
+                     r"correlation [-\d.]+, mean error [\d.]+", result.stdout, re.M), result.stdout
+    rows = dict(re.findall(r"^\| ([^|]+?) \| ([-+][\d.]+ \| [-+][\d.]+ \| [-+][\d.]+) \|$", result.stdout, re.M))
+    assert len(rows) == 4, result.stdout
+    as_is, oracle = ([float(v) for v in rows[k].split(" | ")] for k in ("decoder as is", "each crop's own best factor (oracle)"))
+    assert all(o >= a - 1e-6 for o, a in zip(oracle, as_is)), "the least-squares factor cannot do worse than 1"
