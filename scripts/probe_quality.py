@@ -18,9 +18,9 @@ from _common import run
 
 from diffqe.model import checkpoint
 from diffqe.model.blocks import pad_to_multiple
+from diffqe.train.metrics import best_scale, patch_dpsnr
 from diffqe.train.pairs import Pair, load_pairs
 
-FLOOR = 4e-6  # the dPSNR loss's floor, (half a code value)^2: a crop the codec kept lossless counts as 0 dB
 FACTORS = np.round(np.arange(0.5, 1.61, 0.05), 2)
 
 
@@ -55,9 +55,8 @@ def features_and_residuals(model, y: torch.Tensor, batch: int = 32) -> tuple[np.
 
 
 def dpsnr(y: torch.Tensor, gt: torch.Tensor, res: torch.Tensor, factor: np.ndarray) -> np.ndarray:
-    out = y + torch.from_numpy(np.asarray(factor, np.float32))[:, None, None, None] * res
-    mse = lambda a: (a - gt).square().mean((1, 2, 3)) + FLOOR  # noqa: E731
-    return (10 * torch.log10(mse(y) / mse(out))).numpy()
+    """Per crop, with the dPSNR loss's floor: a crop the codec kept lossless counts as 0 dB."""
+    return patch_dpsnr(y + torch.from_numpy(np.asarray(factor, np.float32))[:, None, None, None] * res, gt, y).numpy()
 
 
 def main() -> int:
@@ -84,8 +83,7 @@ def main() -> int:
     best = {q: FACTORS[np.argmax([dpsnr(yt[qt == q], gtt[qt == q], rt[qt == q], np.full((qt == q).sum(), f)).mean()
                                   for f in FACTORS])] for q in levels}
     print("best factor per QP on the training crops: " + ", ".join(f"{q}: {f:.2f}" for q, f in best.items()))
-    err = gtv - yv
-    oracle = ((rv * err).sum((1, 2, 3)) / rv.square().sum((1, 2, 3)).clamp_min(1e-12)).clamp(0, 2).numpy()
+    oracle = best_scale(rv, gtv - yv).numpy()
     rows = {
         "decoder as is": np.ones(len(qv)),
         "factor of the true QP": np.interp(qv, levels, [best[q] for q in levels]),

@@ -21,7 +21,7 @@ from diffqe.model import checkpoint
 from diffqe.model.diffqe import default_noise
 from diffqe.model.inference import to_planes, to_tensor
 from diffqe.train.codec import compress_luma
-from diffqe.train.metrics import psnr
+from diffqe.train.metrics import best_scale, psnr
 
 ORACLE = "own Z, oracle strength"
 
@@ -55,9 +55,8 @@ def main() -> int:
         factors: dict[int, list[float]] = {}
         for gt, decoded, qp, y, zs in inputs:
             res = model.decoder(y, zs[:1]) - y
-            err = to_tensor(gt, 255, torch.device("cpu")) - y
-            best = ((res * err).sum() / res.square().sum().clamp_min(1e-12)).clamp(0, 2)
-            factors.setdefault(qp, []).append(best.item())
+            best = best_scale(res, to_tensor(gt, 255, torch.device("cpu")) - y).item()
+            factors.setdefault(qp, []).append(best)
             for name, out in (("own Z", y + res), ("mean Z", model.decoder(y, z_mean)), (ORACLE, y + best * res)):
                 out = to_planes(out, 255, gt.dtype)[0]
                 gains.setdefault((name, qp), []).append(psnr(out, gt) - psnr(decoded, gt))

@@ -27,7 +27,7 @@ from ..model import checkpoint
 from ..model.config import ModelConfig
 from ..model.diffqe import DiffQE
 from ..model.inference import enhance_planes, to_planes, to_tensor
-from .metrics import psnr
+from .metrics import patch_dpsnr, psnr
 from .pairs import Pair, PatchSampler
 
 
@@ -75,14 +75,11 @@ def trainable(model: DiffQE, stage: int, estimator_only: bool = False) -> list[t
 def recon_loss(out: torch.Tensor, gt: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
     """"l2": mean squared error, which weights each patch by how bad its input was, so high-quality input
     hardly counts.  "dpsnr": minus the mean per-patch dPSNR in dB, 10 log10(MSE_out / MSE_in), which counts a
-    0.1 dB loss on a QP 22 or flat patch as much as a 0.1 dB gain on a QP 42 one (eps keeps lossless
-    patches finite: there any change costs dearly)."""
+    0.1 dB loss on a QP 22 or flat patch as much as a 0.1 dB gain on a QP 42 one (the floor in
+    metrics.patch_dpsnr keeps lossless patches finite: there any change costs dearly)."""
     if kind == "l2":
         return F.mse_loss(out, gt)
-    eps = 4e-6  # ~ (0.5 code values)^2
-    mse_out = (out.float() - gt).square().mean(dim=(1, 2, 3))
-    mse_in = (y - gt).square().mean(dim=(1, 2, 3))
-    return 10 * torch.log10((mse_out + eps) / (mse_in + eps)).mean()
+    return -patch_dpsnr(out.float(), gt, y).mean()
 
 
 def stage_loss(model: DiffQE, stage: int, y, gt, qp, noise, z_weight: float = 1.0, kind: str = "l2") -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Luma quality metrics: PSNR and SSIM (Wang et al. 2004, 11x11 Gaussian window, sigma 1.5)."""
+"""Luma quality metrics: PSNR and SSIM (Wang et al. 2004, 11x11 Gaussian window, sigma 1.5) on planes; per-patch
+dPSNR and the best scale of a residual on batches of [0, 1] tensors."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch.nn.functional as F
 
 
 PSNR_CAP = 100.0  # identical frames score this instead of infinity, so averages stay finite
+DPSNR_FLOOR = 4e-6  # ~ (0.5 code values)^2 in [0, 1] units: a lossless patch stays finite, and any change to it costly
 
 
 def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
@@ -27,3 +29,16 @@ def ssim(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
     c1, c2 = (0.01 * peak) ** 2, (0.03 * peak) ** 2
     s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
     return float(s.mean())
+
+
+def patch_dpsnr(out: torch.Tensor, gt: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """dPSNR (dB) of each patch of [N,1,H,W] tensors in [0, 1]: 10 log10(MSE_in / MSE_out), both floored."""
+    mse = lambda a: (a - gt).square().mean(dim=(1, 2, 3)) + DPSNR_FLOOR  # noqa: E731
+    return 10 * torch.log10(mse(y) / mse(out))
+
+
+def best_scale(res: torch.Tensor, err: torch.Tensor, top: float = 2.0) -> torch.Tensor:
+    """Per patch [N], the factor s in [0, TOP] for which s * RES comes closest to ERR (least squares): the
+    best strength of a residual, which only an oracle that knows the reference can pick."""
+    dims = (1, 2, 3)
+    return ((res * err).sum(dims) / res.square().sum(dims).clamp_min(1e-12)).clamp(0, top)
