@@ -4,6 +4,7 @@
   python scripts/train.py --pairs data/pairs/manifest.json --run runs/full --stage 1 --steps 20000
   python scripts/train.py --pairs data/pairs/manifest.json --run runs/full --stage 2 --steps 10000
   python scripts/train.py ... --variant noest     # Table 2 ablations: noest, nodiff
+  python scripts/train.py ... --stage 3 --stills data/stills/stills.json   # + the temporal (flicker) term
 
 The same command runs on CPU (tiny) and CUDA (full); rerunning it resumes from RUN/stageN.
 """
@@ -21,6 +22,7 @@ from _common import run
 from diffqe.model.config import ModelConfig
 from diffqe.train.loop import TrainConfig, pick_device, train
 from diffqe.train.pairs import load_pairs
+from diffqe.train.stills import load_stills
 
 
 def main() -> int:
@@ -41,10 +43,15 @@ def main() -> int:
                     help="CUDA arithmetic: bf16 autocast (from scratch) or fp32 (refinements); the CPU is fp32")
     ap.add_argument("--estimator-only", action="store_true",
                     help="stage 3: train the estimator alone through the frozen decoder")
+    ap.add_argument("--stills", type=Path, help="stage 3: stills.json from scripts/make_stills.py, for the temporal term")
+    ap.add_argument("--temporal-weight", type=float, default=1.0,
+                    help="stage 3 with --stills: weight of the flicker term (dB of output change beyond the input's)")
+    ap.add_argument("--still-batch", type=int, default=6, help="stage 3 with --stills: crop pairs of stills per step")
     ap.add_argument("--model-config", type=Path, help="JSON with ModelConfig fields (stage 1; --variant overrides its variant)")
     ap.add_argument("--device", default="auto")
     defaults = TrainConfig()
-    for name in ("steps", "batch", "patch", "seed", "val_every", "save_every", "log_every", "val_images"):
+    for name in ("steps", "batch", "patch", "seed", "val_every", "save_every", "log_every", "val_images",
+                 "val_stills"):
         ap.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
     ap.add_argument("--lr", type=float, default=defaults.lr)
     args = ap.parse_args()
@@ -55,11 +62,14 @@ def main() -> int:
         model_cfg = ModelConfig(variant=args.variant or "full")
     else:
         model_cfg = None  # the starting checkpoint's
+    if not args.stills:
+        args.still_batch = 0
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     train_pairs, val_pairs = load_pairs(args.pairs, "train"), load_pairs(args.pairs, "val")
     if not train_pairs:
         raise ValueError(f"{args.pairs} has no training pairs")
-    metrics = train(args.run, cfg, model_cfg, train_pairs, val_pairs, pick_device(args.device), args.init)
+    stills = (load_stills(args.stills, "train"), load_stills(args.stills, "val")) if args.stills else (None, None)
+    metrics = train(args.run, cfg, model_cfg, train_pairs, val_pairs, pick_device(args.device), args.init, *stills)
     print(json.dumps(metrics), file=sys.stderr)
     return 0
 

@@ -12,8 +12,9 @@ from conftest import run_script
 from diffqe.model import checkpoint
 from diffqe.model.diffqe import DiffQE
 from diffqe.train.evaluate import Source, temporal_change
-from diffqe.train.loop import TrainConfig, recon_loss, stage_loss, train
+from diffqe.train.loop import TrainConfig, flicker_excess, recon_loss, stage_loss, train
 from diffqe.train.pairs import PatchSampler, load_pairs, make_pairs
+from diffqe.train.stills import StillSampler, load_stills, make_stills
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +122,62 @@ def test_train_script_takes_a_model_config_and_a_variant(tmp_path, tiny_cfg, tin
     assert result.returncode == 0, result.stderr
     cfg = checkpoint.load(tmp_path / "r" / "stage1")[0].cfg
     assert (cfg.variant, cfg.input_unshuffle, cfg.decoder_channels) == ("noest", 2, tiny_cfg.decoder_channels)
+
+
+@pytest.fixture(scope="module")
+def tiny_stills(tmp_path_factory, reference_frames):
+    """Crops of the reference clip as stills coded random-access at CRF 28: x265 re-codes a few blocks of two
+    of them (kept), none of the third (dropped)."""
+    root = tmp_path_factory.mktemp("stills")
+    crops = {"train": [(3, 0, 0), (0, 64, 128)], "val": [(7, 100, 40)]}
+    for split, spots in crops.items():
+        (root / "corpus" / split).mkdir(parents=True)
+        for i, top, left in spots:
+            crop = reference_frames[i][top : top + 128, left : left + 192]
+            Image.fromarray(crop).save(root / "corpus" / split / f"f{i}_{top}_{left}.png")
+    return make_stills(root / "corpus", root / "stills", crf_range=(28, 28), frames=6, workers=2)
+
+
+def test_stills_keep_the_scenes_that_change_and_crops_cover_a_change(tiny_stills):
+    train_stills, val_stills = load_stills(tiny_stills, "train"), load_stills(tiny_stills, "val")
+    assert len(train_stills) == 1 and len(val_stills) == 1, "the still that x265 codes as skips is dropped"
+    s = train_stills[0]
+    assert s.frames.shape == (6, 128, 192) and s.crf == 28 and (s.frames[1:] != s.frames[0]).any()
+    y_a, y_b, gt = StillSampler(train_stills, 64, 16, seed=1).sample()
+    assert y_a.shape == gt.shape == (16, 1, 64, 64)
+    changed = (y_a != y_b).any(axis=(1, 2, 3))
+    assert changed.mean() >= 0.75, changed  # aligned to the 8x8 grid, a crop can miss its pixel by < 8 px
+    assert np.all(np.abs(y_a - gt).max(axis=(1, 2, 3)) < 0.2)  # the frames belong with their reference
+
+
+def test_flicker_excess_counts_only_change_beyond_the_inputs():
+    y_a = torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    y_b = y_a.clone()
+    y_b[:, :, :8, :8] += 2 / 255  # x265 re-coded one block
+    assert torch.all(flicker_excess(y_a, y_b, y_a, y_b) == 0), "an identity filter moves as its input"
+    calmer = flicker_excess(y_a, y_a + 0.5 * (y_b - y_a), y_a, y_b)
+    assert torch.all(calmer == 0), "changing less than the input costs nothing"
+    spread = y_b.clone()
+    spread[:, :, :16, :16] += 2 / 255  # the change bleeds into the block's surroundings
+    assert torch.all(flicker_excess(y_a, spread, y_a, y_b) > 3)
+
+
+def test_temporal_term_trains_and_resumes_from_the_script(tmp_path, tiny_cfg, tiny_pairs, tiny_stills):
+    """train.py --stills: stage 3 with the temporal term logs the validation stills' change and resumes
+    with both samplers where they stopped; without stage 3 it says so."""
+    model_dir = tmp_path / "init"
+    train(model_dir, TrainConfig(stage=1, steps=2, batch=2, patch=32, val_every=100), tiny_cfg,
+          load_pairs(tiny_pairs, "train"), load_pairs(tiny_pairs, "val"), torch.device("cpu"))
+    common = ["--pairs", tiny_pairs, "--run", tmp_path / "r", "--stage", "3", "--init", model_dir / "stage1",
+              "--stills", tiny_stills, "--batch", "2", "--still-batch", "2", "--patch", "64", "--val-every", "2",
+              "--save-every", "2", "--log-every", "2", "--val-images", "1"]
+    assert run_script("train.py", *common, "--steps", "2").returncode == 0
+    result = run_script("train.py", *common, "--steps", "4")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [2, 4]
+    val = [r for r in records if "still_change_out" in r][-1]
+    assert val["still_change_in"] > 0 and val["still_change_out"] > 0
+    assert "still_sampler" in checkpoint.load(tmp_path / "r" / "stage3")[1]
+    wrong = run_script("train.py", *common[:5], "1", *common[6:], "--steps", "2")
+    assert wrong.returncode == 2 and "stage 3" in wrong.stderr and "Traceback" not in wrong.stderr

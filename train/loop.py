@@ -4,7 +4,8 @@
 2. estimator, Eq. (11): ||Z_est - Z_enc||^2, with Z_est from the full T-step reverse process, started from
    random noise exactly as at inference (the encoder is frozen)
 3. optional DiffIR-style refinement: decoder + estimator on ||GT - Dec(Y, Z_est)||^2 + w ||Z_est - Z_enc||^2
-   (w = 0 refines shipped weights, which carry no encoder)
+   (w = 0 refines shipped weights, which carry no encoder), optionally with a temporal term on static scenes
+   (see still_loss)
 
 Each stage writes RUN/stageN.{safetensors,json} every ``save_every`` steps and resumes from it.
 """
@@ -29,6 +30,7 @@ from ..model.diffqe import DiffQE
 from ..model.inference import enhance_planes, to_planes, to_tensor
 from .metrics import patch_dpsnr, psnr
 from .pairs import Pair, PatchSampler
+from .stills import Still, StillSampler
 
 
 @dataclass
@@ -50,6 +52,9 @@ class TrainConfig:
     # refinements, whose gains on high-quality input are below bf16's resolution; see docs/training.md, step 5)
     precision: str = "bf16"
     estimator_only: bool = False  # stage 3 with the decoder frozen: teach Z to follow the input
+    temporal_weight: float = 0.0  # stage 3: weight of the flicker term on static scenes (see still_loss)
+    still_batch: int = 0  # stage 3: crop pairs of static scenes per step, besides BATCH crops of pairs
+    val_stills: int = 8  # whole validation stills for the flicker figure (each is 8 frames: costly on a CPU)
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -94,6 +99,43 @@ def stage_loss(model: DiffQE, stage: int, y, gt, qp, noise, z_weight: float = 1.
             z_enc = model.encoder(y, gt, qp)
         loss = loss + weight * F.mse_loss(z_est, z_enc)
     return loss
+
+
+FLICKER_FLOOR = 1e-4  # mean absolute change, [0, 1] units (0.03 code values): a still patch stays finite
+
+
+def flicker_excess(out_a: torch.Tensor, out_b: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor) -> torch.Tensor:
+    """Per patch [N], how much more (dB) the output changes from one frame to the next than the input does:
+    20 log10 of the ratio of their mean absolute changes (the static-scene check's measure), both floored;
+    0 where the output changes less."""
+    moved = lambda d: d.abs().mean(dim=(1, 2, 3)) + FLICKER_FLOOR  # noqa: E731
+    return F.relu(20 * torch.log10(moved(out_b - out_a) / moved(y_b - y_a)))
+
+
+def still_loss(model: DiffQE, y_a, y_b, gt, noise, temporal_weight: float, kind: str) -> torch.Tensor:
+    """Two consecutive frames of a static scene (coded random-access, so x265 re-codes a few blocks between
+    them), restored with the same noise as at inference: reconstruction of both, plus TEMPORAL_WEIGHT times
+    the flicker excess.  A restorer that maps both codings towards the same GT changes its output less than
+    the input changes, so the term and the reconstruction pull the same way."""
+    n = y_a.shape[0]
+    y = torch.cat([y_a, y_b])
+    out = model.decoder(y, model.estimator(y, torch.cat([noise, noise])))
+    flicker = flicker_excess(out[:n].float(), out[n:].float(), y_a, y_b).mean()
+    return recon_loss(out, torch.cat([gt, gt]), y, kind) + temporal_weight * flicker
+
+
+@torch.no_grad()
+def validate_stills(model: DiffQE, stills: list[Still]) -> dict[str, float]:
+    """Mean absolute frame-to-frame change of the inference path's output on whole validation stills, over
+    the input's (code values; <= 1: no more flicker than the input)."""
+    model.eval()
+    moved_in = moved_out = 0.0
+    for s in stills:
+        out = enhance_planes(model, s.frames).astype(np.float32)
+        moved_in += float(np.abs(np.diff(s.frames.astype(np.float32), axis=0)).mean())
+        moved_out += float(np.abs(np.diff(out, axis=0)).mean())
+    model.train()
+    return {"still_change_in": moved_in / len(stills), "still_change_out": moved_out / len(stills)}
 
 
 @torch.no_grad()
@@ -148,18 +190,27 @@ def _initial_model(run: Path, cfg: TrainConfig, model_cfg: ModelConfig | None, i
 
 
 def train(run: Path, cfg: TrainConfig, model_cfg: ModelConfig | None, train_pairs: list[Pair], val_pairs: list[Pair],
-          device: torch.device, init: Path | None = None) -> dict:
+          device: torch.device, init: Path | None = None, train_stills: list[Still] | None = None,
+          val_stills: list[Still] | None = None) -> dict:
     """Run (or resume) one stage; returns the final validation metrics.  On CUDA the steps run in bf16
-    autocast unless ``cfg.precision`` is "fp32" (the loss and the weights stay fp32 either way)."""
+    autocast unless ``cfg.precision`` is "fp32" (the loss and the weights stay fp32 either way).  Stage 3
+    with ``cfg.still_batch`` adds the temporal term on TRAIN_STILLS (see still_loss)."""
     run.mkdir(parents=True, exist_ok=True)
     stem = run / f"stage{cfg.stage}"
     torch.manual_seed(cfg.seed)
     sampler = PatchSampler(train_pairs, cfg.patch, cfg.batch, cfg.seed + cfg.stage)
+    stills = None
+    if cfg.still_batch:
+        if cfg.stage != 3 or not train_stills:
+            raise ValueError("the temporal term needs stage 3 and training stills (scripts/make_stills.py)")
+        stills = StillSampler(train_stills, cfg.patch, cfg.still_batch, cfg.seed + 10)
     step, elapsed, opt_state = 0, 0.0, None
     if stem.with_suffix(".json").exists():
         model, meta, opt_state = checkpoint.load(stem, with_optimizer=True)
         step, elapsed = meta["step"], meta.get("elapsed", 0.0)
         sampler.restore(meta["sampler"])
+        if stills:
+            stills.restore(meta["still_sampler"])
         print(f"resuming stage {cfg.stage} from {stem} at step {step}", file=sys.stderr)
     else:
         model = _initial_model(run, cfg, model_cfg, init)
@@ -184,6 +235,8 @@ def train(run: Path, cfg: TrainConfig, model_cfg: ModelConfig | None, train_pair
     def save(metrics: dict) -> None:
         meta = {"stage": cfg.stage, "step": step, "elapsed": elapsed, "train": asdict(cfg), "val": metrics,
                 "sampler": sampler.state(), "qps": sorted({p.qp for p in train_pairs})}
+        if stills:
+            meta["still_sampler"] = stills.state()
         checkpoint.save(stem, model, meta, opt.state_dict())
 
     metrics: dict = {}
@@ -202,6 +255,10 @@ def train(run: Path, cfg: TrainConfig, model_cfg: ModelConfig | None, train_pair
         noise = torch.randn(y.shape[0], model.cfg.z_dim, generator=noise_gen, device=device)
         with autocast():
             loss = stage_loss(model, cfg.stage, y, gt, qp, noise, cfg.z_weight, cfg.loss)
+            if stills:
+                y_a, y_b, still_gt = (torch.from_numpy(a).to(device) for a in stills.sample())
+                still_noise = torch.randn(cfg.still_batch, model.cfg.z_dim, generator=noise_gen, device=device)
+                loss = loss + still_loss(model, y_a, y_b, still_gt, still_noise, cfg.temporal_weight, cfg.loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -215,6 +272,8 @@ def train(run: Path, cfg: TrainConfig, model_cfg: ModelConfig | None, train_pair
             t0, losses = time.time(), []
         if step % cfg.val_every == 0 or done:
             metrics = validate(model, val_pairs[: cfg.val_images], cfg.stage)
+            if val_stills:
+                metrics |= validate_stills(model, val_stills[: cfg.val_stills])
             _log(run, {"stage": cfg.stage, "step": step, **metrics})
         if step % cfg.save_every == 0 or done:
             save(metrics)

@@ -10,9 +10,11 @@ import json
 import os
 import random
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -20,6 +22,7 @@ from PIL import Image
 from .codec import compress_luma
 
 PAPER_QPS = (27, 32, 37, 42)
+T, R = TypeVar("T"), TypeVar("R")
 
 
 def choose_qps(name: str, seed: int, qps: tuple[int, ...] | None, qp_range: tuple[int, int] | None, per_image: int) -> list[int]:
@@ -29,6 +32,29 @@ def choose_qps(name: str, seed: int, qps: tuple[int, ...] | None, qp_range: tupl
     lo, hi = qp_range
     rng = random.Random(f"{seed}:{name}")
     return sorted(rng.sample(range(lo, hi + 1), min(per_image, hi - lo + 1)))
+
+
+def corpus_images(corpus: Path, out: Path) -> list[tuple[str, Path]]:
+    """(split, image) for each PNG of CORPUS/{train,val}, sorted; makes OUT/{train,val} for what comes of them."""
+    found = [(split, gt) for split in ("train", "val") for gt in sorted((corpus / split).glob("*.png"))]
+    if not found:
+        raise FileNotFoundError(f"no images under {corpus}/train or {corpus}/val; build it with scripts/make_corpus.py")
+    for split in {split for split, _ in found}:
+        (out / split).mkdir(parents=True, exist_ok=True)
+    return found
+
+
+def encode_all(encode: Callable[[T], R], jobs: list[T], workers: int | None, verb: str) -> list[R]:
+    """ENCODE(job) for every job on a pool of threads, logging progress.  Threads, not processes: PyAV
+    releases the GIL while x265 encodes, and forking a process that already runs threads (PyTorch) can
+    deadlock."""
+    results = []
+    with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
+        for i, result in enumerate(pool.map(encode, jobs), 1):
+            results.append(result)
+            if i % 100 == 0 or i == len(jobs):
+                print(f"{verb} {i}/{len(jobs)}", file=sys.stderr)
+    return results
 
 
 def _encode_one(job: tuple[str, str, int, str]) -> str:
@@ -54,24 +80,14 @@ def make_pairs(
 ) -> Path:
     """Encode every image of CORPUS/{train,val} and write OUT/manifest.json; returns its path."""
     entries, jobs = [], []
-    for split in ("train", "val"):
-        for gt in sorted((corpus / split).glob("*.png")):
-            (out / split).mkdir(parents=True, exist_ok=True)
-            for qp in choose_qps(gt.stem, seed, qps, qp_range, per_image):
-                dec = out / split / f"{gt.stem}_qp{qp}.png"
-                entries.append({"split": split, "gt": str(gt.resolve()), "decoded": str(dec.resolve()), "qp": qp})
-                if not dec.exists():
-                    jobs.append((str(gt), str(dec), qp, preset))
-    if not entries:
-        raise FileNotFoundError(f"no images under {corpus}/train or {corpus}/val; build it with scripts/make_corpus.py")
+    for split, gt in corpus_images(corpus, out):
+        for qp in choose_qps(gt.stem, seed, qps, qp_range, per_image):
+            dec = out / split / f"{gt.stem}_qp{qp}.png"
+            entries.append({"split": split, "gt": str(gt.resolve()), "decoded": str(dec.resolve()), "qp": qp})
+            if not dec.exists():
+                jobs.append((str(gt), str(dec), qp, preset))
     print(f"{len(entries)} pairs, {len(jobs)} to encode", file=sys.stderr)
-    workers = workers or os.cpu_count() or 1
-    # Threads, not processes: PyAV releases the GIL while x265 encodes, and forking a process that
-    # already runs threads (PyTorch) can deadlock.
-    with ThreadPoolExecutor(workers) as pool:
-        for i, _ in enumerate(pool.map(_encode_one, jobs), 1):
-            if i % 100 == 0 or i == len(jobs):
-                print(f"encoded {i}/{len(jobs)}", file=sys.stderr)
+    encode_all(_encode_one, jobs, workers, "encoded")
     manifest = out / "manifest.json"
     manifest.write_text(json.dumps({"seed": seed, "pairs": entries}, indent=2))
     return manifest
@@ -94,15 +110,13 @@ def load_pairs(manifest: Path, split: str) -> list[Pair]:
     ]
 
 
-class PatchSampler:
-    """Random training crops aligned to the 8x8 block grid (so artefacts keep their phase), with flips."""
+class SeededSampler:
+    """Batches of PATCH-sized crops drawn from a generator whose state a checkpoint keeps, so that a resumed
+    run draws what the uninterrupted one would have."""
 
-    def __init__(self, pairs: list[Pair], patch: int, batch: int, seed: int = 0) -> None:
+    def __init__(self, patch: int, batch: int, seed: int) -> None:
         if patch % 8:
             raise ValueError(f"patch size must be a multiple of 8, got {patch}")
-        self.pairs = [p for p in pairs if min(p.gt.shape) >= patch]
-        if not self.pairs:
-            raise ValueError(f"no training image is at least {patch}px on its short side")
         self.patch, self.batch = patch, batch
         self.rng = np.random.default_rng(seed)
 
@@ -111,6 +125,16 @@ class PatchSampler:
 
     def restore(self, state: dict) -> None:
         self.rng.bit_generator.state = state
+
+
+class PatchSampler(SeededSampler):
+    """Random training crops aligned to the 8x8 block grid (so artefacts keep their phase), with flips."""
+
+    def __init__(self, pairs: list[Pair], patch: int, batch: int, seed: int = 0) -> None:
+        super().__init__(patch, batch, seed)
+        self.pairs = [p for p in pairs if min(p.gt.shape) >= patch]
+        if not self.pairs:
+            raise ValueError(f"no training image is at least {patch}px on its short side")
 
     def sample(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """-> decoded, gt as float32 [B,1,P,P] in [0,1], and QP as int64 [B]."""
