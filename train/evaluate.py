@@ -19,7 +19,7 @@ from ..model.diffqe import DiffQE
 from ..model.inference import enhance_planes
 from .codec import decode_luma, encode_hevc, read_video_luma
 from .corpus import find_images, load_luma
-from .metrics import psnr, ssim
+from .metrics import frame_change, psnr, ssim
 
 
 @dataclass(frozen=True)
@@ -154,17 +154,14 @@ def temporal_change(enhancers: dict[str, Enhancer], images: list[Source], frames
     output, against the decoded input's.  A filter that does not flicker keeps it at or below the input's.
     "far" is the part of it more than REACH pixels from any change of the input: what a local filter cannot
     cause (a frame-global path, such as attention pooled over the whole frame, can)."""
-    def change(planes: np.ndarray) -> np.ndarray:
-        return np.abs(np.diff(planes.astype(np.float32), axis=0))
-
     base, rows, far = [], {name: [] for name in enhancers}, {name: [] for name in enhancers}
     for src in images:
         decoded = np.stack(Condition(crf=crf).code([src.frames[0]] * frames))
-        moved = change(decoded)
+        moved = frame_change(decoded)
         near = dilate(moved > 0, reach)
         base.append(float(moved.mean()))
         for name, enhance in enhancers.items():
-            out = change(enhance(decoded))
+            out = frame_change(enhance(decoded))
             rows[name].append(float(out.mean()))
             far[name].append(float(out[~near].sum() / out.size))
     lines = [f"**Static scenes** ({len(images)} stills x {frames} frames, CRF {crf:g} RA): mean absolute frame-to-frame "

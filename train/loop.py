@@ -28,7 +28,7 @@ from ..model import checkpoint
 from ..model.config import ModelConfig
 from ..model.diffqe import DiffQE
 from ..model.inference import enhance_planes, to_planes, to_tensor
-from .metrics import patch_dpsnr, psnr
+from .metrics import frame_change, patch_dpsnr, psnr
 from .pairs import Pair, PatchSampler
 from .stills import Still, StillSampler
 
@@ -131,9 +131,8 @@ def validate_stills(model: DiffQE, stills: list[Still]) -> dict[str, float]:
     model.eval()
     moved_in = moved_out = 0.0
     for s in stills:
-        out = enhance_planes(model, s.frames).astype(np.float32)
-        moved_in += float(np.abs(np.diff(s.frames.astype(np.float32), axis=0)).mean())
-        moved_out += float(np.abs(np.diff(out, axis=0)).mean())
+        moved_in += float(frame_change(s.frames).mean())
+        moved_out += float(frame_change(enhance_planes(model, s.frames)).mean())
     model.train()
     return {"still_change_in": moved_in / len(stills), "still_change_out": moved_out / len(stills)}
 

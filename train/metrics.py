@@ -31,6 +31,11 @@ def ssim(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
     return float(s.mean())
 
 
+def frame_change(planes: np.ndarray) -> np.ndarray:
+    """[T,H,W] planes -> [T-1,H,W] absolute frame-to-frame differences (float32): what flicker is made of."""
+    return np.abs(np.diff(planes.astype(np.float32), axis=0))
+
+
 def patch_dpsnr(out: torch.Tensor, gt: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """dPSNR (dB) of each patch of [N,1,H,W] tensors in [0, 1]: 10 log10(MSE_in / MSE_out), both floored."""
     mse = lambda a: (a - gt).square().mean(dim=(1, 2, 3)) + DPSNR_FLOOR  # noqa: E731

@@ -19,6 +19,7 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image
 
+from ..model.checkpoint import atomic_write
 from .codec import compress_luma
 
 PAPER_QPS = (27, 32, 37, 42)
@@ -57,13 +58,15 @@ def encode_all(encode: Callable[[T], R], jobs: list[T], workers: int | None, ver
     return results
 
 
+def save_png(path: str | Path, plane: np.ndarray) -> None:
+    """A decoded plane as PNG, whole or not at all (an interrupted run resumes from what exists)."""
+    atomic_write(Path(path), lambda tmp: Image.fromarray(plane).save(tmp, format="PNG"))
+
+
 def _encode_one(job: tuple[str, str, int, str]) -> str:
     gt_path, out_path, qp, preset = job
     y = np.asarray(Image.open(gt_path))
-    decoded = compress_luma(y, qp, preset=preset)
-    tmp = out_path + ".tmp.png"
-    Image.fromarray(decoded).save(tmp)
-    os.replace(tmp, out_path)
+    save_png(out_path, compress_luma(y, qp, preset=preset))
     return out_path
 
 
@@ -89,7 +92,7 @@ def make_pairs(
     print(f"{len(entries)} pairs, {len(jobs)} to encode", file=sys.stderr)
     encode_all(_encode_one, jobs, workers, "encoded")
     manifest = out / "manifest.json"
-    manifest.write_text(json.dumps({"seed": seed, "pairs": entries}, indent=2))
+    atomic_write(manifest, lambda tmp: tmp.write_text(json.dumps({"seed": seed, "pairs": entries}, indent=2)))
     return manifest
 
 

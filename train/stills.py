@@ -9,7 +9,6 @@ depends only on the seed and its name.
 from __future__ import annotations
 
 import json
-import os
 import random
 import sys
 from dataclasses import dataclass
@@ -18,12 +17,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..model.checkpoint import atomic_write
 from .codec import decode_luma, encode_hevc
-from .pairs import SeededSampler, corpus_images, encode_all
+from .pairs import SeededSampler, corpus_images, encode_all, save_png
 
 
 def _encode_still(job: tuple[str, str, float, int]) -> list[str] | None:
-    """Code one still; writes its frames (PNG, temporary name then rename) and returns them, or None (and a
+    """Code one still; writes its frames (PNG) and returns them, or None (and a
     marker, so that a resumed run does not code it again) when every frame is the same."""
     gt_path, stem, crf, frames = job
     marker = Path(stem + ".static")
@@ -38,8 +38,7 @@ def _encode_still(job: tuple[str, str, float, int]) -> list[str] | None:
         marker.touch()
         return None
     for path, d in zip(paths, decoded):
-        Image.fromarray(d).save(path + ".tmp.png")
-        os.replace(path + ".tmp.png", path)
+        save_png(path, d)
     return paths
 
 
@@ -55,7 +54,7 @@ def make_stills(corpus: Path, out: Path, *, crf_range: tuple[float, float] = (22
     entries = [m | {"frames": [str(Path(p).resolve()) for p in paths]} for m, paths in zip(meta, coded) if paths]
     print(f"{len(entries)} of {len(jobs)} stills change between frames", file=sys.stderr)
     manifest = out / "stills.json"
-    manifest.write_text(json.dumps({"seed": seed, "stills": entries}, indent=2))
+    atomic_write(manifest, lambda tmp: tmp.write_text(json.dumps({"seed": seed, "stills": entries}, indent=2)))
     return manifest
 
 
