@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from .diffqe import DiffQE
+from .mirror import mirror_average
 
 
 def to_tensor(planes: np.ndarray, peak: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -20,9 +21,13 @@ def to_planes(t: torch.Tensor, peak: int, dtype: np.dtype) -> np.ndarray:
 
 
 @torch.inference_mode()
-def enhance_planes(model: DiffQE, planes: np.ndarray, *, bit_depth: int = 8, seed: int = 0) -> np.ndarray:
-    """Enhance integer luma planes ([H,W] or [N,H,W]) with the estimator -> decoder path; same shape out."""
+def enhance_planes(model: DiffQE, planes: np.ndarray, *, bit_depth: int = 8, seed: int = 0,
+                   ensemble: int = 1) -> np.ndarray:
+    """Enhance integer luma planes ([H,W] or [N,H,W]) with the estimator -> decoder path; same shape out.
+    ``ensemble``: decoder outputs averaged over that many mirrored copies (model.mirror)."""
     peak = (1 << bit_depth) - 1
     device = next(model.parameters()).device
-    out = to_planes(model(to_tensor(planes, peak, device), seed=seed), peak, planes.dtype)
-    return out.reshape(planes.shape)
+    y = to_tensor(planes, peak, device)
+    z = model.estimate(y, seed=seed)
+    out = mirror_average(lambda t: model.decoder(t, z), y, ensemble)
+    return to_planes(out, peak, planes.dtype).reshape(planes.shape)

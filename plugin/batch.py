@@ -32,7 +32,7 @@ VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".m4v", ".hevc", ".h265", ".265", ".ts
 LIST_SUFFIXES = {".txt", ".list", ".lst"}
 STATE_NAME = ".diffqe-batch.json"
 # Options passed through to every `diffqe enhance`; also the keys a TOML job file may set.
-ENHANCE_OPTIONS = ("backend", "checkpoint", "tile", "overlap", "seed", "codec", "crf", "preset", "lossless")
+ENHANCE_OPTIONS = ("backend", "checkpoint", "tile", "overlap", "seed", "ensemble", "codec", "crf", "preset", "lossless")
 BATCH_OPTIONS = ("name", "jobs", "executor", "address", "cpus_per_file", "gpus_per_file", "report")
 
 
@@ -357,7 +357,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if key == "lossless":
             ap.add_argument(flag, action="store_true", default=None, help="FFV1 lossless video")
         else:
-            ap.add_argument(flag, type=int if key in ("tile", "overlap", "seed") else float if key == "crf" else str,
+            ap.add_argument(flag, type=int if key in ("tile", "overlap", "seed", "ensemble") else float if key == "crf" else str,
                             help="as for diffqe enhance")
     args = ap.parse_args(argv)
     defaults = {"name": "{stem}.mkv", "jobs": 1, "executor": "ray", "cpus_per_file": 1.0, "gpus_per_file": 0.0}

@@ -115,7 +115,8 @@ def _pipe(src: Path, partial: Path, stream: dict, total: int | None, args: argpa
         tmp = stack.enter_context(tempfile.TemporaryDirectory())
         script = Path(tmp) / "enhance.vpy"
         script.write_text(SCRIPT)
-        vs_args = ["-a", f"input={src}", "-a", f"seed={args.seed}", "-a", f"overlap={args.overlap}"]
+        vs_args = ["-a", f"input={src}", "-a", f"seed={args.seed}", "-a", f"overlap={args.overlap}",
+                   "-a", f"ensemble={args.ensemble}"]
         for key in ("backend", "tile", "checkpoint"):
             if getattr(args, key):
                 vs_args += ["-a", f"{key}={getattr(args, key)}"]
@@ -159,6 +160,8 @@ def parse_enhance(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--tile", type=int, help="decode in tiles of this size")
     p.add_argument("--overlap", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ensemble", type=int, choices=(1, 2, 4), default=1,
+                   help="average over this many mirrored copies of each frame (slower; spares high-quality input)")
     p.add_argument("--codec", default="libx265", help="ffmpeg video encoder (default libx265)")
     p.add_argument("--crf", type=float, default=18, help="encoder CRF (default 18: visually transparent)")
     p.add_argument("--preset", default="medium")

@@ -6,9 +6,11 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import torch
 import vapoursynth as vs
 
 from ..model.diffqe import default_noise
+from ..model.mirror import FLIPS, mirror_average
 from . import backends
 from .tiling import decode_tiled
 
@@ -49,6 +51,7 @@ def enhance(
     tile: int | tuple[int, int] | None = None,
     overlap: int = 16,
     seed: int = 0,
+    ensemble: int = 1,
     engine_dir: str | Path | None = None,
 ) -> vs.VideoNode:
     """Enhance the luma of an HEVC-decoded clip without knowing its QP.
@@ -65,6 +68,10 @@ def enhance(
     :param overlap:    pixels of context added on each side of a tile and discarded afterwards.
     :param seed:       selects the fixed starting noise of the estimator; the same frame and seed always
                        give the same output.
+    :param ensemble:   1, 2 or 4: average the decoder over that many mirrored copies of the frame (itself;
+                       + left-right; + up-down and both), with one Z.  Costs that many decoder passes; backs off
+                       where the decoder would invent detail, which spares high-quality input and screens
+                       (docs/results.md, "Mirror ensemble").
     :param engine_dir: where ONNX graphs and TensorRT engines are cached (default: engines/).
 
     Frame properties set: ``DiffQE_ZMean``, ``DiffQE_ZStd`` (a summary of the estimated Z) and
@@ -76,6 +83,8 @@ def enhance(
     tile_hw = _tile_size(tile)
     if overlap < 0:
         raise vs.Error(f"diffqe.enhance: overlap must be >= 0, got {overlap}")
+    if ensemble not in FLIPS:
+        raise vs.Error(f"diffqe.enhance: ensemble must be one of {', '.join(map(str, FLIPS))}, got {ensemble}")
     try:
         runner = backends.create(backend, checkpoint=Path(checkpoint) if checkpoint else None,
                                  engine_dir=Path(engine_dir) if engine_dir else None)
@@ -98,10 +107,13 @@ def enhance(
 
     def infer(luma: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         if whole_frame:
-            return whole_frame(luma, peak, noise)
+            return whole_frame(luma, peak, noise, ensemble)
         x = (luma.astype(np.float32) / np.float32(peak))[None, None]
         z = runner.estimate(x, noise) if runner.uses_z else None
-        y = decode_tiled(lambda t: runner.decode(t, z), x, tile_hw, overlap, min_side)[0, 0]
+        def decode(m: torch.Tensor) -> torch.Tensor:  # CPU tensors share the arrays' memory
+            return torch.from_numpy(decode_tiled(lambda t: runner.decode(t, z), m.numpy(), tile_hw, overlap, min_side))
+
+        y = mirror_average(decode, torch.from_numpy(x), ensemble).numpy()[0, 0]
         return (y if is_float else np.clip(np.rint(y * peak), 0, peak).astype(luma.dtype)), z
 
     def process(n: int, f: vs.VideoFrame) -> vs.VideoFrame:

@@ -20,5 +20,6 @@ def output_from_args(args: dict) -> None:
         tile=int(args["tile"]) if args.get("tile") else None,
         overlap=int(args.get("overlap", 16)),
         seed=int(args.get("seed", 0)),
+        ensemble=int(args.get("ensemble", 1)),
     )
     clip.set_output()

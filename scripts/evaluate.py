@@ -6,6 +6,7 @@ clips encoded on the fly with x265; every enhancer sees the same encodes.
   python scripts/evaluate.py --clips ref1.mkv ref2.y4m --checkpoint full=runs/full/stage3 \\
       --checkpoint noest=runs/noest/stage1 --ffmpeg-filter deblock=deblock=filter=weak:block=8 --out docs/eval.md
   python scripts/evaluate.py --images data/corpus/val --qps "" --static 6     # the flicker check alone
+  python scripts/evaluate.py --images data/corpus/val --ensemble 1,4           # with and without the mirror ensemble
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from _common import run
 
 from diffqe.model import checkpoint
+from diffqe.model.mirror import FLIPS
 from diffqe.train.evaluate import (Condition, evaluate, ffmpeg_enhancer, load_sources, markdown, model_enhancer,
                                    temporal_change)
 from diffqe.train.loop import pick_device
@@ -50,11 +52,17 @@ def main() -> int:
     ap.add_argument("--crf", type=float, nargs="*", default=[], help="random-access x265 CRF encodes")
     ap.add_argument("--static", type=int, default=0, help="flicker check on this many of the images as static clips")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ensemble", type=ints, default=[1],
+                    help="mirror-ensemble sizes to run each checkpoint at, e.g. 1,4 (rows 'NAME' and 'NAME x4')")
     ap.add_argument("--out", type=Path, help="write the markdown table here (default: stdout)")
     args = ap.parse_args()
+    if not set(args.ensemble) <= set(FLIPS):
+        ap.error(f"--ensemble: sizes must be among {', '.join(map(str, FLIPS))}")
     device = pick_device(args.device)
-    enhancers = {name: model_enhancer(checkpoint.load(Path(stem))[0].to(device), args.seed)
-                 for name, stem in args.checkpoint or [("shipped", str(checkpoint.SHIPPED))]}
+    enhancers = {}
+    for name, stem in args.checkpoint or [("shipped", str(checkpoint.SHIPPED))]:
+        model = checkpoint.load(Path(stem))[0].to(device)
+        enhancers |= {name if k == 1 else f"{name} x{k}": model_enhancer(model, args.seed, k) for k in args.ensemble}
     enhancers |= {name: ffmpeg_enhancer(vf) for name, vf in args.ffmpeg_filter}
     sources = load_sources(args.images, args.clips, args.max_frames, args.clip_downscale)
     conditions = [Condition(qp=q) for q in args.qps + args.extra_qps] + [Condition(crf=c) for c in args.crf]

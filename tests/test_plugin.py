@@ -85,6 +85,25 @@ def test_tiles_agree_with_the_whole_frame(sample):
     assert differ[:, borders].mean() < 1.5 * differ.mean()
 
 
+def test_mirror_ensemble_is_what_the_model_gives_and_mirror_symmetric(sample):
+    """ensemble=4 averages the decoder over the frame's four mirror images, so a mirrored clip comes out as the
+    mirrored output (up to rounding and Z, which the estimator computes from the mirrored frame); a single
+    pass is not symmetric.  180 rows: the frame is padded to the 8-pixel grid before mirroring.  The torch
+    runner's whole-frame path averages the same copies."""
+    model, _ = checkpoint.load()
+    clip = core.resize.Spline36(sample, width=320, height=180)
+    mirrored = core.std.FlipVertical(core.std.FlipHorizontal(clip))
+    luma = {(k, m): np.array(enhance(c, backend="ort-cpu", ensemble=k).get_frame(1)[0]).astype(int)
+            for k in (1, 4) for m, c in ((False, clip), (True, mirrored))}
+    y = np.array(clip.get_frame(1)[0])
+    assert np.abs(luma[4, False] - enhance_planes(model, y, ensemble=4)).max() <= 1
+    assert np.abs(luma[4, False] - luma[1, False]).max() >= 1
+    assert np.abs(luma[4, False] - luma[4, True][::-1, ::-1]).max() <= 1
+    assert np.abs(luma[1, False] - luma[1, True][::-1, ::-1]).max() > 1
+    whole_frame = np.array(enhance(clip, backend="torch-cpu", ensemble=4).get_frame(1)[0]).astype(int)
+    assert np.abs(whole_frame - luma[4, False]).max() <= 1
+
+
 @pytest.mark.parametrize(
     "make, message",
     [
@@ -102,6 +121,11 @@ def test_unsupported_input_is_a_clear_vs_error(sample, make, message):
 def test_unknown_backend_is_a_clear_vs_error(sample):
     with pytest.raises(vs.Error, match="unknown backend"):
         enhance(sample, backend="warp-drive")
+
+
+def test_unsupported_ensemble_is_a_clear_vs_error(sample):
+    with pytest.raises(vs.Error, match="ensemble must be one of 1, 2, 4"):
+        enhance(sample, backend="ort-cpu", ensemble=3)
 
 
 def test_vspipe_into_ffmpeg(tmp_path):

@@ -29,7 +29,7 @@ def test_demo_reports_a_missing_sample_without_traceback(tmp_path):
 def test_evaluate_writes_a_markdown_table(tmp_path):
     out = tmp_path / "table.md"
     result = run_script("evaluate.py", "--clips", SAMPLES / "reference.mkv", "--max-frames", "2", "--qps", "32,42",
-                        "--extra-qps", "37", "--crf", "28", "--out", out)
+                        "--extra-qps", "37", "--crf", "28", "--ensemble", "1,2", "--out", out)
     assert result.returncode == 0, result.stderr
     table = out.read_text()
     header = next(line for line in table.splitlines() if line.startswith("| | "))
@@ -39,6 +39,7 @@ def test_evaluate_writes_a_markdown_table(tmp_path):
     psnr_in = dict(zip(labels, (float(v) for v in row.strip("|").split("|")[1:])))
     assert psnr_in["QP 32"] > psnr_in["QP 37"] > psnr_in["QP 42"]
     assert re.search(r"^\| shipped \| [-+]\d", table, re.M), "a dPSNR row for the shipped weights"
+    assert re.search(r"^\| shipped x2 \| [-+]\d", table, re.M), "and one for its mirror ensemble"
 
 
 def test_bench_vspipe_compares_the_pipeline_with_the_bare_backend():

@@ -75,8 +75,8 @@ class Score:
 Enhancer = Callable[[np.ndarray], np.ndarray]
 
 
-def model_enhancer(model: DiffQE, seed: int = 0) -> Enhancer:
-    return lambda planes: enhance_planes(model, planes, seed=seed)
+def model_enhancer(model: DiffQE, seed: int = 0, ensemble: int = 1) -> Enhancer:
+    return lambda planes: enhance_planes(model, planes, seed=seed, ensemble=ensemble)
 
 
 def ffmpeg_enhancer(video_filter: str) -> Enhancer:

@@ -1,0 +1,33 @@
+"""Mirror self-ensemble: the decoder run on mirrored copies of a frame, each output mirrored back, averaged.
+
+A mirrored frame carries the same coding damage, so what the decoder restores agrees between the copies; what
+it invents (an edge sharpened a little differently, a ring on text) does not and averages away.  That is what
+costs the decoder PSNR on high-quality input and screens (docs/results.md, "Mirror ensemble").  One Z serves
+every copy: it describes the frame's quality, which mirroring does not change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+# Axes flipped per copy: none; left-right; up-down and both.  Transposes are left out: they change the shape
+# an engine was built for, and measured no better.
+FLIPS: dict[int, tuple[tuple[int, ...], ...]] = {1: ((),), 2: ((), (-1,)), 4: ((), (-1,), (-2,), (-2, -1))}
+# HEVC's smallest coding block: a frame is padded to this grid before mirroring, so that the mirrored copy's
+# block edges fall where the decoder saw block edges in training.
+GRID = 8
+
+
+def mirror_average(decode: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, copies: int) -> torch.Tensor:
+    """Mean of ``decode`` over ``copies`` (1, 2 or 4) mirrored copies of x [N,1,H,W]; same shape out."""
+    if copies not in FLIPS:
+        raise ValueError(f"ensemble must be one of {', '.join(map(str, FLIPS))}, got {copies}")
+    if copies == 1:
+        return decode(x)
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (0, -w % GRID, 0, -h % GRID), mode="reflect")
+    total = sum(decode(padded.flip(axes)).float().flip(axes) for axes in FLIPS[copies])
+    return total[..., :h, :w] / copies
