@@ -115,9 +115,12 @@ def _pipe(src: Path, partial: Path, stream: dict, total: int | None, args: argpa
         tmp = stack.enter_context(tempfile.TemporaryDirectory())
         script = Path(tmp) / "enhance.vpy"
         script.write_text(SCRIPT)
-        vs_args = ["-a", f"input={src}", "-a", f"seed={args.seed}", "-a", f"overlap={args.overlap}",
+        # vspipe runs the script with its folder (a temporary one) as the working directory: paths go absolute.
+        vs_args = ["-a", f"input={src.resolve()}", "-a", f"seed={args.seed}", "-a", f"overlap={args.overlap}",
                    "-a", f"ensemble={args.ensemble}"]
-        for key in ("backend", "tile", "checkpoint"):
+        if args.checkpoint:
+            vs_args += ["-a", f"checkpoint={Path(args.checkpoint).resolve()}"]
+        for key in ("backend", "tile"):
             if getattr(args, key):
                 vs_args += ["-a", f"{key}={getattr(args, key)}"]
         vs_log = stack.enter_context(open(Path(tmp) / "vspipe.log", "w+"))
