@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 # Axes flipped per copy: none; left-right; up-down and both.  Transposes are left out: they change the shape
-# an engine was built for, and measured no better.
+# an engine was built for, and on three photos the eight copies with them gained at QP 22 what they lost at 42.
 FLIPS: dict[int, tuple[tuple[int, ...], ...]] = {1: ((),), 2: ((), (-1,)), 4: ((), (-1,), (-2,), (-2, -1))}
 # HEVC's smallest coding block: a frame is padded to this grid before mirroring, so that the mirrored copy's
 # block edges fall where the decoder saw block edges in training.

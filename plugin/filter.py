@@ -110,6 +110,7 @@ def enhance(
             return whole_frame(luma, peak, noise, ensemble)
         x = (luma.astype(np.float32) / np.float32(peak))[None, None]
         z = runner.estimate(x, noise) if runner.uses_z else None
+
         def decode(m: torch.Tensor) -> torch.Tensor:  # CPU tensors share the arrays' memory
             return torch.from_numpy(decode_tiled(lambda t: runner.decode(t, z), m.numpy(), tile_hw, overlap, min_side))
 
