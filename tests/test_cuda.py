@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from diffqe.model.diffqe import default_noise
+from diffqe.model.mirror import mirror_average
 from diffqe.plugin.backends import Backend, create
 from diffqe.train.codec import read_video_luma
 from diffqe.train.metrics import psnr
@@ -87,3 +88,17 @@ def test_whole_frame_codes_match_float_path(coded: np.ndarray) -> None:
         z_ref, ref = enhance(runner, y[None])
         ref = np.clip(np.rint(ref[0, 0] * 255), 0, 255).astype(np.uint8)
         assert out.dtype == np.uint8 and np.abs(out.astype(int) - ref).max() <= 1 and np.abs(z - z_ref).max() <= 1e-3
+
+
+def test_whole_frame_mirror_ensemble_matches_float_path(coded: np.ndarray) -> None:
+    """The four mirrored decoder passes captured in the whole-frame graph against the same average over the
+    float path's decode calls; and they are not the single pass."""
+    runner = create("torch")
+    noise = default_noise(runner.z_dim).numpy()
+    y = coded[0]
+    codes = np.rint(y[0] * 255).astype(np.uint8)
+    out, z = runner.enhance_frame(codes, 255.0, noise, 4)
+    ref = mirror_average(lambda t: torch.from_numpy(runner.decode(t.numpy(), z)), torch.from_numpy(y[None]), 4)
+    ref = np.clip(np.rint(ref.numpy()[0, 0] * 255), 0, 255).astype(np.uint8)
+    single, _ = runner.enhance_frame(codes, 255.0, noise)
+    assert np.abs(out.astype(int) - ref).max() <= 1 and not np.array_equal(out, single)
