@@ -17,6 +17,7 @@ from pathlib import Path
 
 import ffmpeg
 
+from ..model.mirror import FLIPS
 from .script import SCRIPT
 
 
@@ -163,7 +164,7 @@ def parse_enhance(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--tile", type=int, help="decode in tiles of this size")
     p.add_argument("--overlap", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--ensemble", type=int, choices=(1, 2, 4), default=1,
+    p.add_argument("--ensemble", type=int, choices=tuple(FLIPS), default=1,
                    help="average over this many mirrored copies of each frame (slower; spares high-quality input)")
     p.add_argument("--codec", default="libx265", help="ffmpeg video encoder (default libx265)")
     p.add_argument("--crf", type=float, default=18, help="encoder CRF (default 18: visually transparent)")

@@ -103,9 +103,9 @@ class TorchRunner:
     def enhance_frame(self, plane: np.ndarray, peak: float, noise: np.ndarray,
                       ensemble: int = 1) -> tuple[np.ndarray, np.ndarray | None]:
         """A whole frame as VapourSynth holds it (a uint8, uint16 or float32 [H,W] plane) -> (the enhanced plane
-        in the same type, Z or None), averaged over ``ensemble`` mirrored copies (model.mirror).  Scaling, rounding and clipping run on the GPU, inside the graph: only
-        the plane's own bytes cross the bus, and the frame callback, which VapourSynth's Python filters run
-        one at a time, does little else."""
+        in the same type, Z or None), averaged over ``ensemble`` mirrored copies (model.mirror).  Scaling,
+        rounding and clipping run on the GPU, inside the graph: only the plane's own bytes cross the bus, and
+        the frame callback, which VapourSynth's Python filters run one at a time, does little else."""
         codes = plane.view(np.int16) if plane.dtype == np.uint16 else plane
         with warnings.catch_warnings():  # VapourSynth's planes are read-only; the tensor is only read
             warnings.simplefilter("ignore", UserWarning)
