@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import vapoursynth as vs
 
 from .filter import enhance
@@ -12,7 +14,12 @@ SCRIPT = "from diffqe.plugin.script import output_from_args\noutput_from_args(gl
 def output_from_args(args: dict) -> None:
     if "input" not in args:
         raise vs.Error("enhance.vpy: give the input video with -a input=PATH")
-    clip = vs.core.bs.VideoSource(source=args["input"])
+    source = Path(args["input"])
+    if not source.is_file():
+        # vspipe runs a script from the script's own folder, so a relative path is looked up there.
+        raise vs.Error(f"enhance.vpy: input {source} not found in {Path.cwd()} (vspipe's working directory is "
+                       f"the script's folder); pass an absolute path, e.g. -a input=\"$PWD/{source}\"")
+    clip = vs.core.bs.VideoSource(source=str(source))
     clip = enhance(
         clip,
         backend=args.get("backend") or None,

@@ -128,6 +128,15 @@ def test_unsupported_ensemble_is_a_clear_vs_error(sample):
         enhance(sample, backend="ort-cpu", ensemble=3)
 
 
+def test_vspipe_with_a_relative_input_from_another_folder_says_how_to_fix_it(tmp_path):
+    (tmp_path / "in.mp4").symlink_to(SAMPLES / "sample.mp4")
+    result = subprocess.run(["vspipe", "-i", "-a", "input=in.mp4", str(ROOT / "enhance.vpy"), "-"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "input in.mp4 not found" in result.stderr
+    assert 'pass an absolute path, e.g. -a input="$PWD/in.mp4"' in result.stderr
+
+
 def test_vspipe_into_ffmpeg(tmp_path):
     vspipe, ffmpeg = shutil.which("vspipe"), shutil.which("ffmpeg")
     assert vspipe and ffmpeg, "the README's setup installs both"
