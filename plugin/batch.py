@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..model.checkpoint import atomic_write
+from ..model.mirror import FLIPS
 from .cli import UserError, frame_count, partial_path, probe_video
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".m4v", ".hevc", ".h265", ".265", ".ts", ".m2ts", ".mts", ".webm",
@@ -32,7 +33,7 @@ VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".m4v", ".hevc", ".h265", ".265", ".ts
 LIST_SUFFIXES = {".txt", ".list", ".lst"}
 STATE_NAME = ".diffqe-batch.json"
 # Options passed through to every `diffqe enhance`; also the keys a TOML job file may set.
-ENHANCE_OPTIONS = ("backend", "checkpoint", "tile", "overlap", "seed", "ensemble", "codec", "crf", "preset", "lossless")
+ENHANCE_OPTIONS = ("backend", "checkpoint", "tile", "overlap", "seed", "ensemble", "temporal", "codec", "crf", "preset", "lossless")
 BATCH_OPTIONS = ("name", "jobs", "executor", "address", "cpus_per_file", "gpus_per_file", "report")
 
 
@@ -134,7 +135,7 @@ def process_one(job: Job, options: dict, progress: Callable[[dict], None]) -> Re
         value = options.get(key)
         if value is True:
             cmd.append("--" + key)
-        elif value not in (None, False):
+        elif value is not None and value is not False:  # not `not in (None, False)`: 0 == False
             cmd += ["--" + key, str(value)]
     child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                              preexec_fn=_die_with_parent)
@@ -357,8 +358,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if key == "lossless":
             ap.add_argument(flag, action="store_true", default=None, help="FFV1 lossless video")
         else:
-            ap.add_argument(flag, type=int if key in ("tile", "overlap", "seed", "ensemble") else float if key == "crf" else str,
-                            help="as for diffqe enhance")
+            kind = int if key in ("tile", "overlap", "seed", "ensemble", "temporal") else float if key == "crf" else str
+            ap.add_argument(flag, type=kind, help="as for diffqe enhance")
     args = ap.parse_args(argv)
     defaults = {"name": "{stem}.mkv", "jobs": 1, "executor": "ray", "cpus_per_file": 1.0, "gpus_per_file": 0.0}
     if args.job:
@@ -374,6 +375,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for key, value in defaults.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
+    if args.ensemble is not None and args.ensemble not in FLIPS:  # checked once here, not per file
+        raise UserError(f"ensemble must be one of {', '.join(map(str, FLIPS))}, got {args.ensemble}")
+    if args.temporal is not None and args.temporal < 0:
+        raise UserError(f"temporal must be >= 0 (a radius in frames), got {args.temporal}")
     if args.quiet:
         args.progress = "none"
     return args

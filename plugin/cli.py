@@ -118,7 +118,7 @@ def _pipe(src: Path, partial: Path, stream: dict, total: int | None, args: argpa
         script.write_text(SCRIPT)
         # vspipe runs the script with its folder (a temporary one) as the working directory: paths go absolute.
         vs_args = ["-a", f"input={src.resolve()}", "-a", f"seed={args.seed}", "-a", f"overlap={args.overlap}",
-                   "-a", f"ensemble={args.ensemble}"]
+                   "-a", f"ensemble={args.ensemble}", "-a", f"temporal={args.temporal}"]
         if args.checkpoint:
             vs_args += ["-a", f"checkpoint={Path(args.checkpoint).resolve()}"]
         for key in ("backend", "tile"):
@@ -166,6 +166,8 @@ def parse_enhance(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ensemble", type=int, choices=tuple(FLIPS), default=1,
                    help="average over this many mirrored copies of each frame (slower; spares high-quality input)")
+    p.add_argument("--temporal", type=int, default=2, metavar="RADIUS",
+                   help="stabilise static regions over this many frames either side (default 2; 0: off)")
     p.add_argument("--codec", default="libx265", help="ffmpeg video encoder (default libx265)")
     p.add_argument("--crf", type=float, default=18, help="encoder CRF (default 18: visually transparent)")
     p.add_argument("--preset", default="medium")
@@ -175,6 +177,8 @@ def parse_enhance(argv: list[str]) -> argparse.Namespace:
                    help="progress on stderr: a bar, JSON lines for farms, or none")
     p.add_argument("--quiet", action="store_true", help="same as --progress none")
     args = ap.parse_args(argv)
+    if args.temporal < 0:
+        p.error(f"--temporal: a radius in frames, >= 0 (got {args.temporal})")
     if args.quiet:
         args.progress = "none"
     return args

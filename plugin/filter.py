@@ -11,6 +11,7 @@ import vapoursynth as vs
 
 from ..model.diffqe import default_noise
 from ..model.mirror import FLIPS, mirror_average
+from ..model.temporal import stabilise
 from . import backends
 from .tiling import decode_tiled
 
@@ -52,6 +53,7 @@ def enhance(
     overlap: int = 16,
     seed: int = 0,
     ensemble: int = 1,
+    temporal: int = 2,
     engine_dir: str | Path | None = None,
 ) -> vs.VideoNode:
     """Enhance the luma of an HEVC-decoded clip without knowing its QP.
@@ -72,6 +74,10 @@ def enhance(
                        + left-right; + up-down and both), with one Z.  Costs that many decoder passes; backs off
                        where the decoder would invent detail, which spares high-quality input and screens
                        (docs/results.md, "Mirror ensemble").
+    :param temporal:   radius in frames of the temporal stabilisation (model.temporal): where the decoded input is
+                       unchanged from a frame within this radius, the output is the mean of those frames' outputs,
+                       so static scenes do not flicker.  0: each frame on its own.  Frame n then depends on
+                       frames n-temporal..n+temporal, the same whether played or seeked.
     :param engine_dir: where ONNX graphs and TensorRT engines are cached (default: engines/).
 
     Frame properties set: ``DiffQE_ZMean``, ``DiffQE_ZStd`` (a summary of the estimated Z) and
@@ -85,6 +91,8 @@ def enhance(
         raise vs.Error(f"diffqe.enhance: overlap must be >= 0, got {overlap}")
     if ensemble not in FLIPS:
         raise vs.Error(f"diffqe.enhance: ensemble must be one of {', '.join(map(str, FLIPS))}, got {ensemble}")
+    if temporal < 0:
+        raise vs.Error(f"diffqe.enhance: temporal must be >= 0 (a radius in frames), got {temporal}")
     try:
         runner = backends.create(backend, checkpoint=Path(checkpoint) if checkpoint else None,
                                  engine_dir=Path(engine_dir) if engine_dir else None)
@@ -128,4 +136,38 @@ def enhance(
         out.props["DiffQE_Backend"] = runner.name
         return out
 
-    return clip.std.ModifyFrame(clips=clip, selector=process)
+    enhanced = clip.std.ModifyFrame(clips=clip, selector=process)
+    # One 8-bit code value in the clip's units; float planes get half a value more, so that rounding in the
+    # conversion to float does not push a one-value change over it.
+    tolerance = 1.5 / 255 if is_float else peak / 255
+    return _stabilised(clip, enhanced, min(temporal, clip.num_frames - 1), tolerance)
+
+
+def _shifted(clip: vs.VideoNode, k: int) -> vs.VideoNode:
+    """Frame n of the result is frame n + k of CLIP; the ends repeat a frame (``_stabilised`` ignores them)."""
+    if k < 0:
+        return clip[0] * -k + clip[:k]
+    return clip[k:] + clip[-1] * k if k > 0 else clip
+
+
+def _stabilised(clip: vs.VideoNode, enhanced: vs.VideoNode, radius: int, tolerance: float) -> vs.VideoNode:
+    """ENHANCED with each frame stabilised over RADIUS frames either side (model.temporal)."""
+    if radius == 0:
+        return enhanced
+    # Each per-frame output is read by 2 radius + 1 output frames: cache enough of them that each is inferred
+    # once when frames are requested in order, by as many threads as the core runs.
+    enhanced.std.SetVideoCache(mode=1, fixedsize=1, maxsize=2 * (2 * radius + 1) + vs.core.num_threads)
+    offsets = range(-radius, radius + 1)
+    sides = [_shifted(clip, k) for k in offsets] + [_shifted(enhanced, k) for k in offsets]
+    last = clip.num_frames - 1
+
+    def process(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
+        window = [i for i, k in enumerate(offsets) if 0 <= n + k <= last]
+        inputs = [np.asarray(f[i][0]) for i in window]
+        outputs = [np.asarray(f[len(offsets) + i][0]) for i in window]
+        y = stabilise(inputs, outputs, window.index(radius), tolerance)
+        out = f[len(offsets) + radius].copy()
+        np.copyto(np.asarray(out[0]), y)
+        return out
+
+    return enhanced.std.ModifyFrame(clips=sides, selector=process)

@@ -7,6 +7,7 @@ clips encoded on the fly with x265; every enhancer sees the same encodes.
       --checkpoint noest=runs/noest/stage1 --ffmpeg-filter deblock=deblock=filter=weak:block=8 --out docs/eval.md
   python scripts/evaluate.py --images data/corpus/val --qps "" --static 6     # the flicker check alone
   python scripts/evaluate.py --images data/corpus/val --ensemble 1,4           # with and without the mirror ensemble
+  python scripts/evaluate.py --images data/corpus/val --qps "" --static 6 --temporal 0,2   # and the stabilisation
 """
 
 from __future__ import annotations
@@ -54,15 +55,20 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ensemble", type=ints, default=[1],
                     help="mirror-ensemble sizes to run each checkpoint at, e.g. 1,4 (rows 'NAME' and 'NAME x4')")
+    ap.add_argument("--temporal", type=ints, default=[0],
+                    help="temporal-stabilisation radii to run each checkpoint at, e.g. 0,2 (rows 'NAME' and 'NAME t2')")
     ap.add_argument("--out", type=Path, help="write the markdown table here (default: stdout)")
     args = ap.parse_args()
     if not set(args.ensemble) <= set(FLIPS):
         ap.error(f"--ensemble: sizes must be among {', '.join(map(str, FLIPS))}")
+    if min(args.temporal) < 0:
+        ap.error("--temporal: radii must be >= 0")
     device = pick_device(args.device)
     enhancers = {}
     for name, stem in args.checkpoint or [("shipped", str(checkpoint.SHIPPED))]:
         model = checkpoint.load(Path(stem))[0].to(device)
-        enhancers |= {name if k == 1 else f"{name} x{k}": model_enhancer(model, args.seed, k) for k in args.ensemble}
+        enhancers |= {name + (f" x{k}" if k > 1 else "") + (f" t{r}" if r else ""): model_enhancer(model, args.seed, k, r)
+                      for k in args.ensemble for r in args.temporal}
     enhancers |= {name: ffmpeg_enhancer(vf) for name, vf in args.ffmpeg_filter}
     sources = load_sources(args.images, args.clips, args.max_frames, args.clip_downscale)
     conditions = [Condition(qp=q) for q in args.qps + args.extra_qps] + [Condition(crf=c) for c in args.crf]

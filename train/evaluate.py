@@ -17,6 +17,7 @@ from PIL import Image
 
 from ..model.diffqe import DiffQE
 from ..model.inference import enhance_planes
+from ..model.temporal import dilate, stabilise_clip
 from .codec import decode_luma, encode_hevc, read_video_luma
 from .corpus import find_images, load_luma
 from .metrics import frame_change, psnr, ssim
@@ -75,8 +76,9 @@ class Score:
 Enhancer = Callable[[np.ndarray], np.ndarray]
 
 
-def model_enhancer(model: DiffQE, seed: int = 0, ensemble: int = 1) -> Enhancer:
-    return lambda planes: enhance_planes(model, planes, seed=seed, ensemble=ensemble)
+def model_enhancer(model: DiffQE, seed: int = 0, ensemble: int = 1, temporal: int = 0) -> Enhancer:
+    """The model per frame, then stabilised over TEMPORAL frames either side (model.temporal), as the filter."""
+    return lambda planes: stabilise_clip(planes, enhance_planes(model, planes, seed=seed, ensemble=ensemble), temporal)
 
 
 def ffmpeg_enhancer(video_filter: str) -> Enhancer:
@@ -133,18 +135,6 @@ def evaluate(enhancers: dict[str, Enhancer], sources: list[Source], conditions: 
         if mixed:
             rows["mixed"] = mixed
     return table, lossless
-
-
-def dilate(mask: np.ndarray, r: int) -> np.ndarray:
-    """[T,H,W] bool -> True where any pixel within r (a square) of the same plane is True."""
-    count = mask.astype(np.int32)
-    for axis in (1, 2):
-        widths = [(0, 0)] * 3
-        widths[axis] = (r + 1, r)
-        c = np.cumsum(np.pad(count, widths), axis=axis)
-        n = c.shape[axis]
-        count = c.take(range(2 * r + 1, n), axis=axis) - c.take(range(0, n - 2 * r - 1), axis=axis)
-    return count > 0
 
 
 def temporal_change(enhancers: dict[str, Enhancer], images: list[Source], frames: int = 8, crf: float = 28,

@@ -1,0 +1,88 @@
+"""Temporal stabilisation: where the decoded input stands still, the output must stand still too.
+
+The decoder sees one frame at a time, so where a codec re-codes a block of a static scene a little differently
+from one frame to the next, the decoder's output moves around that block by more than the block did
+(docs/results.md, "Static scenes").  Here each pixel's output becomes the mean of the per-frame outputs over
+the frames within RADIUS that *settle* it: its input value is within one (8-bit) code value of this frame's,
+and so is every pixel of the 8x8 blocks within REACH blocks of it.  Such a neighbourhood shows the same scene
+under different coding noise, so the mean is the better estimate and does not move from frame to frame.
+Motion, grain, fades faster than a code value per frame and scene cuts change blocks by more and keep each
+frame's own output, and so does most of all-intra video.  Not recursive: frame t depends on the inputs and
+per-frame outputs of frames t-RADIUS..t+RADIUS alone, so seeking gives the same frame as playing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+BLOCK = 8  # HEVC's smallest coding block: the grid on which a codec re-codes
+REACH = 2  # blocks around a pixel that must be calm: 16 px, about the reach of a re-coded block's effect
+
+
+def dilate(mask: np.ndarray, r: int) -> np.ndarray:
+    """[..., H, W] bool -> True where any pixel within r (a square) of the same plane is True."""
+    if r == 0:
+        return mask
+    count = mask.astype(np.int32)
+    for axis in (-2, -1):
+        widths = [(0, 0)] * count.ndim
+        widths[axis] = (r + 1, r)
+        c = np.cumsum(np.pad(count, widths), axis=axis)
+        n = c.shape[axis]
+        count = c.take(range(2 * r + 1, n), axis=axis) - c.take(range(0, n - 2 * r - 1), axis=axis)
+    return count > 0
+
+
+def _blocks(mask: np.ndarray) -> np.ndarray:
+    """[H,W] bool with H, W multiples of BLOCK -> [H/BLOCK, W/BLOCK] bool: any pixel of the block set."""
+    h, w = mask.shape
+    rows = mask.view(np.uint64) != 0  # eight neighbouring bools are one 64-bit word: [H, W/8]
+    return rows.reshape(h // BLOCK, BLOCK, w // BLOCK).any(axis=1)
+
+
+def settled(a: np.ndarray, b: np.ndarray, tolerance: float, reach: int = REACH) -> np.ndarray:
+    """[H,W] bool: where planes A and B (H, W multiples of BLOCK) differ by at most TOLERANCE, and so does every
+    pixel of the blocks within REACH blocks."""
+    h, w = a.shape
+    if a.dtype.kind == "u":  # |a - b| > t  <=>  (a - b + t) mod 2^bits > 2t: no widening copy
+        t = a.dtype.type(tolerance)
+        far = a - b + t > 2 * t
+    else:
+        far = np.abs(a - b) > tolerance
+    calm = ~dilate(_blocks(far), reach)
+    near = far.reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK)
+    return (calm[:, None, :, None] & ~near).reshape(h, w)
+
+
+def stabilise(inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray], centre: int,
+              tolerance: float) -> np.ndarray:
+    """Frame CENTRE's output [H,W] from a window of input and per-frame output planes (same order, same dtype):
+    per pixel, the mean output over the frames that settle it (module docstring), rounded to the planes'
+    integer type (float planes stay float).  TOLERANCE: one 8-bit code value in the planes' units."""
+    x, y = inputs[centre], outputs[centre]
+    h, w = x.shape
+    pad = ((0, -h % BLOCK), (0, -w % BLOCK))
+    grid = (lambda p: np.pad(p, pad, mode="edge")) if any(e for _, e in pad) else (lambda p: p)
+    total = y.astype(np.float32)
+    count = np.ones(x.shape, np.float32)
+    xg = grid(x)
+    for i, (xi, yi) in enumerate(zip(inputs, outputs)):
+        if i != centre:
+            same = settled(grid(xi), xg, tolerance)[:h, :w]
+            np.add(total, yi, out=total, where=same)
+            np.add(count, 1, out=count, where=same)
+    if count.max() == 1:  # nothing settled (motion, all-intra): the frame's own output
+        return y.copy()
+    mean = np.divide(total, count, out=total)
+    return mean.astype(x.dtype) if np.issubdtype(x.dtype, np.floating) else np.rint(mean, out=mean).astype(x.dtype)
+
+
+def stabilise_clip(inputs: np.ndarray, outputs: np.ndarray, radius: int, tolerance: float = 1.0) -> np.ndarray:
+    """[T,H,W] decoded input and per-frame output -> the stabilised output, each frame from its window of
+    RADIUS frames either side (clipped at the clip's ends).  TOLERANCE as in ``stabilise`` (8-bit: 1)."""
+    if radius == 0:
+        return outputs
+    windows = [(max(0, n - radius), min(len(inputs), n + radius + 1)) for n in range(len(inputs))]
+    return np.stack([stabilise(inputs[a:b], outputs[a:b], n - a, tolerance) for n, (a, b) in enumerate(windows)])
