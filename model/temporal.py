@@ -42,18 +42,23 @@ def _blocks(mask: np.ndarray) -> np.ndarray:
     return rows.reshape(h // BLOCK, BLOCK, w // BLOCK).any(axis=1)
 
 
-def settled(a: np.ndarray, b: np.ndarray, tolerance: float, reach: int = REACH) -> np.ndarray:
-    """[H,W] bool: where planes A and B (H, W multiples of BLOCK) differ by at most TOLERANCE, and so does every
-    pixel of the blocks within REACH blocks."""
-    h, w = a.shape
+def _differs(a: np.ndarray, b: np.ndarray, tolerance: float) -> np.ndarray:
+    """[H,W] bool: |A - B| > TOLERANCE."""
     if a.dtype.kind == "u":  # |a - b| > t  <=>  (a - b + t) mod 2^bits > 2t: no widening copy
         t = a.dtype.type(tolerance)
-        far = a - b + t > 2 * t
-    else:
-        far = np.abs(a - b) > tolerance
+        return a - b + t > 2 * t
+    return np.abs(a - b) > tolerance
+
+
+def settled(a: np.ndarray, b: np.ndarray, tolerance: float, reach: int = REACH) -> np.ndarray | None:
+    """[H,W] bool: where planes A and B (H, W multiples of BLOCK) differ by at most TOLERANCE, and so does every
+    pixel of the blocks within REACH blocks; None where no block is calm (motion: the common case, kept cheap)."""
+    far = _differs(a, b, tolerance)
     calm = ~dilate(_blocks(far), reach)
-    near = far.reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK)
-    return (calm[:, None, :, None] & ~near).reshape(h, w)
+    if not calm.any():
+        return None
+    h, w = a.shape
+    return (calm[:, None, :, None] & ~far.reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK)).reshape(h, w)
 
 
 def stabilise(inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray], centre: int,
@@ -65,16 +70,16 @@ def stabilise(inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray], centr
     h, w = x.shape
     pad = ((0, -h % BLOCK), (0, -w % BLOCK))
     grid = (lambda p: np.pad(p, pad, mode="edge")) if any(e for _, e in pad) else (lambda p: p)
-    total = y.astype(np.float32)
-    count = np.ones(x.shape, np.float32)
     xg = grid(x)
-    for i, (xi, yi) in enumerate(zip(inputs, outputs)):
-        if i != centre:
-            same = settled(grid(xi), xg, tolerance)[:h, :w]
-            np.add(total, yi, out=total, where=same)
-            np.add(count, 1, out=count, where=same)
-    if count.max() == 1:  # nothing settled (motion, all-intra): the frame's own output
+    masks = [(yi, m[:h, :w]) for i, (xi, yi) in enumerate(zip(inputs, outputs))
+             if i != centre and (m := settled(grid(xi), xg, tolerance)) is not None]
+    if not masks:  # nothing settled (motion, all-intra): the frame's own output
         return y.copy()
+    total = y.astype(np.float32)
+    count = np.ones(x.shape, np.uint8)
+    for yi, same in masks:
+        np.add(total, yi, out=total, where=same)
+        count += same
     mean = np.divide(total, count, out=total)
     return mean.astype(x.dtype) if np.issubdtype(x.dtype, np.floating) else np.rint(mean, out=mean).astype(x.dtype)
 

@@ -125,10 +125,8 @@ def _die_with_parent() -> None:
     _prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def process_one(job: Job, options: dict, progress: Callable[[dict], None]) -> Result:
-    """Enhance one file through `diffqe enhance` (its own process) and verify the output."""
-    result = Result(job.input, job.output, status="failed")
-    started = time.monotonic()
+def enhance_command(job: Job, options: dict) -> list[str]:
+    """The `diffqe enhance` command line for one file: OPTIONS that are set become flags."""
     cmd = [sys.executable, "-m", "diffqe.plugin.cli", "enhance", job.input, job.output, "--overwrite",
            "--progress", "json"]
     for key in ENHANCE_OPTIONS:
@@ -137,7 +135,14 @@ def process_one(job: Job, options: dict, progress: Callable[[dict], None]) -> Re
             cmd.append("--" + key)
         elif value is not None and value is not False:  # not `not in (None, False)`: 0 == False
             cmd += ["--" + key, str(value)]
-    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    return cmd
+
+
+def process_one(job: Job, options: dict, progress: Callable[[dict], None]) -> Result:
+    """Enhance one file through `diffqe enhance` (its own process) and verify the output."""
+    result = Result(job.input, job.output, status="failed")
+    started = time.monotonic()
+    child = subprocess.Popen(enhance_command(job, options), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                              preexec_fn=_die_with_parent)
     _children.add(child)
     errors = []

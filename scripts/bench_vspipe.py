@@ -4,9 +4,12 @@
 The bare figure runs one backend's estimate + decode on float luma planes already in memory, frame after
 frame.  The pipeline figure is `vspipe -p` on a generated script that feeds the same frames (YUV 4:2:0,
 8-bit, as decoded HEVC) through `diffqe.enhance` to no output: frame <-> array conversion, rounding, chroma
-copy and VapourSynth's scheduling included.  Issue 7's target: the pipeline keeps >= 90 % at 1080p.
+copy, the temporal stabilisation (model.temporal; ``--temporal 0`` leaves it out) and VapourSynth's
+scheduling included.  Issue 7's target: the pipeline keeps >= 90 % at 1080p.  The stabilisation's own cost is
+also timed alone, on one CPU thread, for a moving scene (the sample's pan: nothing settles) and a static one
+(one frame repeated with coding noise: every pixel averaged).
 
-  python scripts/bench_vspipe.py [--backend torch] [--size 1920x1080] [--frames 200]
+  python scripts/bench_vspipe.py [--backend torch] [--size 1920x1080] [--frames 200] [--temporal 2]
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from _common import run
 from PIL import Image
 
 from diffqe.model.diffqe import default_noise
+from diffqe.model.temporal import stabilise
 from diffqe.plugin import backends
 from diffqe.train.codec import read_video_luma
 
@@ -44,7 +48,7 @@ def fill(n, f):
     return out
 
 
-enhance(clip.std.ModifyFrame(clip, fill), backend={backend!r}).set_output()
+enhance(clip.std.ModifyFrame(clip, fill), backend={backend!r}, temporal={temporal}).set_output()
 """
 
 
@@ -77,12 +81,29 @@ def bare_fps(backend: str, frames: np.ndarray, count: int) -> float:
     return count / (time.perf_counter() - start)
 
 
-def pipeline_fps(backend: str, frames: np.ndarray, count: int) -> float:
+def stabilise_ms(frames: np.ndarray, radius: int, repeats: int = 10) -> tuple[float, float]:
+    """Milliseconds per frame of ``stabilise`` over a window of 2 RADIUS + 1 frames: (moving, static)."""
+    window = list(frames[: 2 * radius + 1])
+    rng = np.random.default_rng(0)
+    still = [frames[0] ^ (rng.random(frames[0].shape) < 0.01).astype(np.uint8) for _ in window]  # +-1 touches
+    times = []
+    for inputs in (window, still):
+        outputs = [x + np.uint8(1) for x in inputs]
+        stabilise(inputs, outputs, len(inputs) // 2, 1.0)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            stabilise(inputs, outputs, len(inputs) // 2, 1.0)
+        times.append(1000 * (time.perf_counter() - start) / repeats)
+    return times[0], times[1]
+
+
+def pipeline_fps(backend: str, frames: np.ndarray, count: int, temporal: int) -> float:
     h, w = frames.shape[1:]
     with tempfile.TemporaryDirectory() as tmp:
         np.save(Path(tmp) / "frames.npy", frames)
         script = Path(tmp) / "bench.vpy"
-        script.write_text(SCRIPT.format(frames=str(Path(tmp) / "frames.npy"), w=w, h=h, n=count, backend=backend))
+        script.write_text(SCRIPT.format(frames=str(Path(tmp) / "frames.npy"), w=w, h=h, n=count, backend=backend,
+                                       temporal=temporal))
         result = subprocess.run(["vspipe", "-p", str(script), "--"], capture_output=True, text=True)
     # vspipe's last progress line: "Output 200 frames in 8.20 seconds (24.39 fps)"
     match = re.search(r"Output \d+ frames in [\d.]+ seconds \(([\d.]+) fps\)", result.stderr)
@@ -96,13 +117,17 @@ def main() -> int:
     ap.add_argument("--backend", default="torch", help="a backend name, as enhance.vpy's backend=")
     ap.add_argument("--size", default="1920x1080", help="WxH")
     ap.add_argument("--frames", type=int, default=200)
+    ap.add_argument("--temporal", type=int, default=2, help="the filter's temporal radius (0: off)")
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
     frames = sample_frames(w, h)
     bare = bare_fps(args.backend, frames, args.frames)
-    piped = pipeline_fps(args.backend, frames, args.frames)
-    print("| backend | frame | frames | bare fps | vspipe fps | kept |\n|---|---|---:|---:|---:|---:|")
-    print(f"| {args.backend} | {w}x{h} | {args.frames} | {bare:.2f} | {piped:.2f} | {100 * piped / bare:.0f} % |")
+    piped = pipeline_fps(args.backend, frames, args.frames, args.temporal)
+    moving, static = stabilise_ms(frames, args.temporal) if args.temporal else (0.0, 0.0)
+    print("| backend | frame | frames | temporal | bare fps | vspipe fps | kept | stabilise ms/frame, moving / static |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print(f"| {args.backend} | {w}x{h} | {args.frames} | {args.temporal} | {bare:.2f} | {piped:.2f} | "
+          f"{100 * piped / bare:.0f} % | {moving:.1f} / {static:.1f} |")
     return 0
 
 

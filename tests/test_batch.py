@@ -13,6 +13,7 @@ import time
 import pytest
 
 from conftest import SAMPLES
+from diffqe.plugin.batch import Job, enhance_command
 
 BATCH_OPTIONS = ["--backend", "ort-cpu", "--lossless", "--progress", "json"]
 
@@ -124,3 +125,16 @@ def test_job_file_list_file_and_naming_rule(tmp_path, library):
     assert sorted(p.name for p in (tmp_path / "out").glob("*.mkv")) == ["one_enhanced.mkv", "three_enhanced.mkv"]
     bad = batch(tmp_path / "nothing-here", "-o", tmp_path / "out2")
     assert bad.returncode == 2 and "no such file" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_options_are_checked_up_front_and_zeros_passed_on(tmp_path, library):
+    """A bad --ensemble is a command-line error before any file starts; options set to 0 (no stabilisation, no
+    overlap) reach each file's `diffqe enhance` rather than falling back to its defaults."""
+    bad = batch(library, "-o", tmp_path / "out", "--ensemble", "3")
+    assert bad.returncode == 2 and "ensemble must be one of 1, 2, 4" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "out").exists()
+    job = Job("in.mp4", "out.mkv")
+    cmd = enhance_command(job, {"temporal": 0, "overlap": 0, "seed": 0, "lossless": True, "tile": None, "crf": None})
+    flags = dict(zip(cmd, cmd[1:]))  # each word -> the next
+    assert (flags["--temporal"], flags["--overlap"], flags["--seed"]) == ("0", "0", "0")
+    assert "--lossless" in cmd and "--tile" not in cmd and "--crf" not in cmd
