@@ -59,7 +59,7 @@ def enhance(
     """Enhance the luma of an HEVC-decoded clip without knowing its QP.
 
     Per frame, the estimator sees the whole luma plane and returns the feature vector Z; the decoder then
-    restores the plane, whole or in tiles.  Chroma passes through bit-identical; the output has the
+    restores the plane, whole or in tiles; static regions are then stabilised across frames.  Chroma passes through bit-identical; the output has the
     input's format, size and frame count.
 
     :param clip:       GRAY or YUV (4:2:0, 4:2:2, 4:4:4), integer 8-16 bit or 32-bit float.
@@ -68,16 +68,16 @@ def enhance(
     :param checkpoint: weights stem (``NAME`` of NAME.safetensors + NAME.json); default: shipped weights.
     :param tile:       decode in tiles of this size (int or (height, width)) to bound memory; None: whole frame.
     :param overlap:    pixels of context added on each side of a tile and discarded afterwards.
-    :param seed:       selects the fixed starting noise of the estimator; the same frame and seed always
-                       give the same output.
+    :param seed:       selects the fixed starting noise of the estimator; the same clip and seed always give
+                       the same frames.
     :param ensemble:   1, 2 or 4: average the decoder over that many mirrored copies of the frame (itself;
                        + left-right; + up-down and both), with one Z.  Costs that many decoder passes; backs off
                        where the decoder would invent detail, which spares high-quality input and screens
                        (docs/results.md, "Mirror ensemble").
-    :param temporal:   radius in frames of the temporal stabilisation (model.temporal): where the decoded input is
-                       unchanged from a frame within this radius, the output is the mean of those frames' outputs,
-                       so static scenes do not flicker.  0: each frame on its own.  Frame n then depends on
-                       frames n-temporal..n+temporal, the same whether played or seeked.
+    :param temporal:   radius in frames of the temporal stabilisation (model.temporal): a pixel whose input, and
+                       every 8x8 block within 16 px, is within one 8-bit code value in a frame within this radius
+                       gets the mean of those frames' outputs, so static scenes do not flicker.  0: each frame on
+                       its own.  Frame n depends on frames n-temporal..n+temporal, whether played or seeked.
     :param engine_dir: where ONNX graphs and TensorRT engines are cached (default: engines/).
 
     Frame properties set: ``DiffQE_ZMean``, ``DiffQE_ZStd`` (a summary of the estimated Z) and

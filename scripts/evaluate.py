@@ -52,6 +52,7 @@ def main() -> int:
     ap.add_argument("--extra-qps", type=ints, default=[], help="further all-intra QPs, reported apart")
     ap.add_argument("--crf", type=float, nargs="*", default=[], help="random-access x265 CRF encodes")
     ap.add_argument("--static", type=int, default=0, help="flicker check on this many of the images as static clips")
+    ap.add_argument("--static-crf", type=float, nargs="+", default=[28], help="CRFs the static clips are coded at")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ensemble", type=ints, default=[1],
                     help="mirror-ensemble sizes to run each checkpoint at, e.g. 1,4 (rows 'NAME' and 'NAME x4')")
@@ -79,7 +80,8 @@ def main() -> int:
         table, lossless = evaluate(enhancers, sources, conditions, tuple(args.qps))
         text = markdown(table, f"{len(sources)} sources: " + ", ".join(s.name for s in sources), lossless)
     if args.static:
-        text += "\n" + temporal_change(enhancers, [s for s in sources if len(s.frames) == 1][: args.static])
+        stills = [s for s in sources if len(s.frames) == 1][: args.static]
+        text += "".join("\n" + temporal_change(enhancers, stills, crf=crf) for crf in args.static_crf)
     if args.out:
         args.out.write_text(text)
         print(f"wrote {args.out}", file=sys.stderr)

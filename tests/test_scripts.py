@@ -42,10 +42,23 @@ def test_evaluate_writes_a_markdown_table(tmp_path):
     assert re.search(r"^\| shipped x2 \| [-+]\d", table, re.M), "and one for its mirror ensemble"
 
 
+def test_evaluate_static_check_with_and_without_stabilisation(tmp_path, reference_frames):
+    Image.fromarray(reference_frames[5]).save(tmp_path / "still.png")
+    out = tmp_path / "static.md"
+    result = run_script("evaluate.py", "--images", tmp_path / "still.png", "--qps", "", "--static", "1",
+                        "--static-crf", "32", "--temporal", "0,2", "--out", out)
+    assert result.returncode == 0, result.stderr
+    table = out.read_text()
+    assert "CRF 32 RA" in table
+    mean = {m[1]: float(m[2]) for m in re.finditer(r"^\| (decoded input|shipped|shipped t2) \| ([\d.]+) \|", table, re.M)}
+    assert mean["shipped"] > mean["decoded input"] >= mean["shipped t2"], table
+
+
 def test_bench_vspipe_compares_the_pipeline_with_the_bare_backend():
     result = run_script("bench_vspipe.py", "--backend", "ort-cpu", "--size", "256x144", "--frames", "4")
     assert result.returncode == 0, result.stderr
-    row = re.search(r"^\| ort-cpu \| 256x144 \| 4 \| ([\d.]+) \| ([\d.]+) \| (\d+) % \|$", result.stdout, re.M)
+    row = re.search(r"^\| ort-cpu \| 256x144 \| 4 \| 2 \| ([\d.]+) \| ([\d.]+) \| (\d+) % \| ([\d.]+) / ([\d.]+) \|$",
+                    result.stdout, re.M)
     assert row, result.stdout
     bare, piped, kept = float(row[1]), float(row[2]), int(row[3])
     assert bare > 0 and piped > 0 and abs(kept - 100 * piped / bare) <= 1
