@@ -33,7 +33,8 @@ VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".m4v", ".hevc", ".h265", ".265", ".ts
 LIST_SUFFIXES = {".txt", ".list", ".lst"}
 STATE_NAME = ".diffqe-batch.json"
 # Options passed through to every `diffqe enhance`; also the keys a TOML job file may set.
-ENHANCE_OPTIONS = ("backend", "checkpoint", "tile", "overlap", "seed", "ensemble", "temporal", "codec", "crf", "preset", "lossless")
+ENHANCE_OPTIONS = ("backend", "checkpoint", "tile", "overlap", "seed", "ensemble", "temporal", "codec", "crf", "preset",
+                   "lossless")
 BATCH_OPTIONS = ("name", "jobs", "executor", "address", "cpus_per_file", "gpus_per_file", "report")
 
 
@@ -142,8 +143,8 @@ def process_one(job: Job, options: dict, progress: Callable[[dict], None]) -> Re
     """Enhance one file through `diffqe enhance` (its own process) and verify the output."""
     result = Result(job.input, job.output, status="failed")
     started = time.monotonic()
-    child = subprocess.Popen(enhance_command(job, options), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                             preexec_fn=_die_with_parent)
+    child = subprocess.Popen(enhance_command(job, options), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True, preexec_fn=_die_with_parent)
     _children.add(child)
     errors = []
     for line in child.stderr:

@@ -59,8 +59,8 @@ def enhance(
     """Enhance the luma of an HEVC-decoded clip without knowing its QP.
 
     Per frame, the estimator sees the whole luma plane and returns the feature vector Z; the decoder then
-    restores the plane, whole or in tiles; static regions are then stabilised across frames.  Chroma passes through bit-identical; the output has the
-    input's format, size and frame count.
+    restores the plane, whole or in tiles; static regions are then stabilised across frames.  Chroma passes
+    through bit-identical; the output has the input's format, size and frame count.
 
     :param clip:       GRAY or YUV (4:2:0, 4:2:2, 4:4:4), integer 8-16 bit or 32-bit float.
     :param backend:    ``Backend.*`` settings or a name: "trt", "ort-trt", "ort-cuda", "torch",

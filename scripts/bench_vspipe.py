@@ -6,8 +6,9 @@ frame.  The pipeline figure is `vspipe -p` on a generated script that feeds the 
 8-bit, as decoded HEVC) through `diffqe.enhance` to no output: frame <-> array conversion, rounding, chroma
 copy, the temporal stabilisation (model.temporal; ``--temporal 0`` leaves it out) and VapourSynth's
 scheduling included.  Issue 7's target: the pipeline keeps >= 90 % at 1080p.  The stabilisation's own cost is
-also timed alone, on one CPU thread, for a moving scene (the sample's pan: nothing settles) and a static one
-(one frame repeated with coding noise: every pixel averaged).
+also timed alone, on one CPU thread, for a moving scene (the sample's pan, so smooth when scaled up that most
+blocks stay within a code value: near the worst case) and a static one (one frame with one-value coding
+touches: every pixel averaged).
 
   python scripts/bench_vspipe.py [--backend torch] [--size 1920x1080] [--frames 200] [--temporal 2]
 """

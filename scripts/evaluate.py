@@ -68,8 +68,10 @@ def main() -> int:
     enhancers = {}
     for name, stem in args.checkpoint or [("shipped", str(checkpoint.SHIPPED))]:
         model = checkpoint.load(Path(stem))[0].to(device)
-        enhancers |= {name + (f" x{k}" if k > 1 else "") + (f" t{r}" if r else ""): model_enhancer(model, args.seed, k, r)
-                      for k in args.ensemble for r in args.temporal}
+        for k in args.ensemble:
+            for r in args.temporal:
+                label = name + (f" x{k}" if k > 1 else "") + (f" t{r}" if r else "")
+                enhancers[label] = model_enhancer(model, args.seed, k, r)
     enhancers |= {name: ffmpeg_enhancer(vf) for name, vf in args.ffmpeg_filter}
     sources = load_sources(args.images, args.clips, args.max_frames, args.clip_downscale)
     conditions = [Condition(qp=q) for q in args.qps + args.extra_qps] + [Condition(crf=c) for c in args.crf]
