@@ -75,13 +75,18 @@ def stabilise(inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray], centr
              if i != centre and (m := settled(grid(xi), xg, tolerance)) is not None]
     if not masks:  # nothing settled (motion, all-intra): the frame's own output
         return y.copy()
-    total = y.astype(np.float32)
     count = np.ones(x.shape, np.uint8)
+    if np.issubdtype(x.dtype, np.floating):  # sum deviations from y, so that equal outputs average to y exactly
+        deviation = np.zeros(x.shape, np.float32)
+        for yi, same in masks:
+            np.add(deviation, yi - y, out=deviation, where=same)
+            count += same
+        return (y + deviation / count).astype(x.dtype)
+    total = y.astype(np.float32)
     for yi, same in masks:
         np.add(total, yi, out=total, where=same)
         count += same
-    mean = np.divide(total, count, out=total)
-    return mean.astype(x.dtype) if np.issubdtype(x.dtype, np.floating) else np.rint(mean, out=mean).astype(x.dtype)
+    return np.rint(np.divide(total, count, out=total), out=total).astype(x.dtype)
 
 
 def stabilise_clip(inputs: np.ndarray, outputs: np.ndarray, radius: int, tolerance: float = 1.0) -> np.ndarray:
