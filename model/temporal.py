@@ -3,12 +3,13 @@
 The decoder sees one frame at a time, so where a codec re-codes a block of a static scene a little differently
 from one frame to the next, the decoder's output moves around that block by more than the block did
 (docs/results.md, "Static scenes").  Here each pixel's output becomes the mean of the per-frame outputs over
-the frames within RADIUS that *settle* it: its input value is within one (8-bit) code value of this frame's,
-and so is every pixel of the 8x8 blocks within REACH blocks of it.  Such a neighbourhood shows the same scene
-under different coding noise, so the mean is the better estimate and does not move from frame to frame.
-Motion, grain, fades faster than a code value per frame and scene cuts change blocks by more and keep each
-frame's own output, and so does most of all-intra video.  Not recursive: frame t depends on the inputs and
-per-frame outputs of frames t-RADIUS..t+RADIUS alone, so seeking gives the same frame as playing.
+the frames within RADIUS that *settle* it: its input value is bit-identical to this frame's, and no pixel of
+the 8x8 blocks within REACH blocks of it differs by more than one (8-bit) code value.  The same input in the
+same scene deserves the same output, so the mean only settles what the decoder left undecided around a
+re-coded block.  Motion, grain and cuts change blocks by more and keep each frame's own output; in a fade,
+only the pixels that have not yet moved are averaged (averaging the ones that have would blur the fade's
+steps: -0.14 dB); most of all-intra video passes unchanged.  Not recursive: frame t depends on the inputs
+and per-frame outputs of frames t-RADIUS..t+RADIUS alone, so seeking gives the same frame as playing.
 """
 
 from __future__ import annotations
@@ -51,14 +52,14 @@ def _differs(a: np.ndarray, b: np.ndarray, tolerance: float) -> np.ndarray:
 
 
 def settled(a: np.ndarray, b: np.ndarray, tolerance: float, reach: int = REACH) -> np.ndarray | None:
-    """[H,W] bool: where planes A and B (H, W multiples of BLOCK) differ by at most TOLERANCE, and so does every
-    pixel of the blocks within REACH blocks; None where no block is calm (motion: the common case, kept cheap)."""
+    """[H,W] bool: where planes A and B (H, W multiples of BLOCK) are identical and no pixel of the blocks within
+    REACH blocks differs by more than TOLERANCE; None where no block is calm (motion: the common case, cheap)."""
     far = _differs(a, b, tolerance)
     calm = ~dilate(_blocks(far), reach)
     if not calm.any():
         return None
     h, w = a.shape
-    return (calm[:, None, :, None] & ~far.reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK)).reshape(h, w)
+    return (calm[:, None, :, None] & (a == b).reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK)).reshape(h, w)
 
 
 def stabilise(inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray], centre: int,

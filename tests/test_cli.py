@@ -80,8 +80,8 @@ def test_relative_paths_and_the_mirror_ensemble(tmp_path):
 
 def test_temporal_stabilisation_reaches_the_filter(tmp_path):
     """A static scene (the sample's photograph held for 8 frames, x265 random-access at CRF 32): each frame alone
-    (--temporal 0), the output moves from frame to frame more than the decoded input; by default much less
-    (how much less than the input is measured in docs/results.md)."""
+    (--temporal 0), the output moves from frame to frame more than the decoded input; by default a good part of
+    that excess goes (docs/results.md measures it)."""
     still = tmp_path / "still.mp4"
     subprocess.run(["ffmpeg", "-v", "error", "-i", SAMPLES / "reference.mkv", "-vf", r"select=eq(n\,5),loop=7:1:0",
                     "-c:v", "libx265", "-x265-params", "log-level=error:crf=32", still], check=True)
@@ -91,7 +91,7 @@ def test_temporal_stabilisation_reaches_the_filter(tmp_path):
         assert result.returncode == 0, result.stderr
     moved_in = frame_change(np.stack(read_video_luma(still))).mean()
     per_frame, stabilised = (frame_change(np.stack(read_video_luma(tmp_path / f"t{k}.mkv"))).mean() for k in (0, 2))
-    assert moved_in > 0 and per_frame > moved_in and stabilised < moved_in + (per_frame - moved_in) / 2
+    assert moved_in > 0 and per_frame > moved_in and stabilised < per_frame - (per_frame - moved_in) / 3
     bad = diffqe("enhance", still, tmp_path / "bad.mkv", "--temporal", "-1")
     assert bad.returncode == 2 and "--temporal" in bad.stderr and not (tmp_path / "bad.mkv").exists()
 

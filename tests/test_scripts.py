@@ -51,7 +51,8 @@ def test_evaluate_static_check_with_and_without_stabilisation(tmp_path, referenc
     table = out.read_text()
     assert "CRF 32 RA" in table
     mean = {m[1]: float(m[2]) for m in re.finditer(r"^\| (decoded input|shipped|shipped t2) \| ([\d.]+) \|", table, re.M)}
-    assert mean["shipped"] > mean["decoded input"] >= mean["shipped t2"], table
+    excess, left = mean["shipped"] - mean["decoded input"], mean["shipped t2"] - mean["decoded input"]
+    assert excess > 0 and left < excess / 2, table
 
 
 def test_bench_vspipe_compares_the_pipeline_with_the_bare_backend():

