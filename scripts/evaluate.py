@@ -8,6 +8,7 @@ clips encoded on the fly with x265; every enhancer sees the same encodes.
   python scripts/evaluate.py --images data/corpus/val --qps "" --static 6     # the flicker check alone
   python scripts/evaluate.py --images data/corpus/val --ensemble 1,4           # with and without the mirror ensemble
   python scripts/evaluate.py --images data/corpus/val --qps "" --static 6 --temporal 0,2   # and the stabilisation
+  python scripts/evaluate.py --images a.png b.png --fade 1 --qps "" --crf 28 --temporal 0,2     # on fades
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from _common import run
 
 from diffqe.model import checkpoint
 from diffqe.model.mirror import FLIPS
-from diffqe.train.evaluate import (Condition, evaluate, ffmpeg_enhancer, load_sources, markdown, model_enhancer,
-                                   temporal_change)
+from diffqe.train.evaluate import (Condition, evaluate, faded, ffmpeg_enhancer, load_sources, markdown,
+                                   model_enhancer, temporal_change)
 from diffqe.train.loop import pick_device
 from diffqe.train.pairs import PAPER_QPS
 
@@ -51,6 +52,8 @@ def main() -> int:
     ap.add_argument("--qps", type=ints, default=list(PAPER_QPS), help="all-intra QPs averaged into 'mixed'")
     ap.add_argument("--extra-qps", type=ints, default=[], help="further all-intra QPs, reported apart")
     ap.add_argument("--crf", type=float, nargs="*", default=[], help="random-access x265 CRF encodes")
+    ap.add_argument("--fade", type=float, nargs="+", default=[],
+                    help="turn each image into a 12-frame fade to black at these code values per frame")
     ap.add_argument("--static", type=int, default=0, help="flicker check on this many of the images as static clips")
     ap.add_argument("--static-crf", type=float, nargs="+", default=[28], help="CRFs the static clips are coded at")
     ap.add_argument("--seed", type=int, default=0)
@@ -74,6 +77,9 @@ def main() -> int:
                 enhancers[label] = model_enhancer(model, args.seed, k, r)
     enhancers |= {name: ffmpeg_enhancer(vf) for name, vf in args.ffmpeg_filter}
     sources = load_sources(args.images, args.clips, args.max_frames, args.clip_downscale)
+    if args.fade:
+        images = [s for s in sources if len(s.frames) == 1]
+        sources = [faded(s, 12, step) for step in args.fade for s in images] + [s for s in sources if len(s.frames) > 1]
     conditions = [Condition(qp=q) for q in args.qps + args.extra_qps] + [Condition(crf=c) for c in args.crf]
     if not conditions and not args.static:
         raise ValueError("nothing to evaluate: give --qps, --extra-qps, --crf or --static")

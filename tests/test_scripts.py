@@ -53,6 +53,13 @@ def test_evaluate_static_check_with_and_without_stabilisation(tmp_path, referenc
     mean = {m[1]: float(m[2]) for m in re.finditer(r"^\| (decoded input|shipped|shipped t2) \| ([\d.]+) \|", table, re.M)}
     excess, left = mean["shipped"] - mean["decoded input"], mean["shipped t2"] - mean["decoded input"]
     assert excess > 0 and left < excess / 2, table
+    fade = tmp_path / "fade.md"  # a fade to black: every pixel drifts, and the stabilisation must not blur it
+    result = run_script("evaluate.py", "--images", tmp_path / "still.png", "--fade", "1", "--qps", "", "--crf", "28",
+                        "--temporal", "0,2", "--out", fade)
+    assert result.returncode == 0, result.stderr
+    rows = re.findall(r"^\| (shipped|shipped t2) \| ([-+][\d.]+) \|$", fade.read_text(), re.M)
+    dpsnr = dict(rows[:2])  # the first table is dPSNR, one column: CRF 28 RA
+    assert "still fade 1" in fade.read_text() and abs(float(dpsnr["shipped t2"]) - float(dpsnr["shipped"])) <= 0.01
 
 
 def test_bench_vspipe_compares_the_pipeline_with_the_bare_backend():

@@ -64,6 +64,15 @@ def load_sources(images: list[Path], clips: list[Path], max_frames: int = 30, cl
     return sources
 
 
+def faded(src: Source, frames: int, step: float) -> Source:
+    """SRC's single image as a fade to black over FRAMES frames, its white falling STEP code values a frame
+    (rounded to code values, as a real fade): a scene whose every pixel drifts slowly, which a temporal filter
+    must not average into a blur of the fade's steps."""
+    y = src.frames[0].astype(np.float32)
+    planes = [np.clip(np.rint((y - 16) * (1 - step * t / 219) + 16), 0, 255).astype(np.uint8) for t in range(frames)]
+    return Source(f"{src.name} fade {step:g}", planes)
+
+
 @dataclass
 class Score:
     psnr_in: float
