@@ -74,10 +74,11 @@ def enhance(
                        + left-right; + up-down and both), with one Z.  Costs that many decoder passes; backs off
                        where the decoder would invent detail, which spares high-quality input and screens
                        (docs/results.md, "Mirror ensemble").
-    :param temporal:   radius in frames of the temporal stabilisation (model.temporal): a pixel whose input, and
-                       every 8x8 block within 16 px, is within one 8-bit code value in a frame within this radius
-                       gets the mean of those frames' outputs, so static scenes do not flicker.  0: each frame on
-                       its own.  Frame n depends on frames n-temporal..n+temporal, whether played or seeked.
+    :param temporal:   radius in frames of the temporal stabilisation (model.temporal): a pixel whose input is
+                       the same in a frame within this radius, with nothing in the 8x8 blocks within 16 px changed
+                       by more than one 8-bit code value, gets the mean of those frames' outputs, so static scenes
+                       flicker less.  0: each frame on its own.  Frame n depends on frames n-temporal..n+temporal,
+                       whether played or seeked.
     :param engine_dir: where ONNX graphs and TensorRT engines are cached (default: engines/).
 
     Frame properties set: ``DiffQE_ZMean``, ``DiffQE_ZStd`` (a summary of the estimated Z) and
