@@ -22,7 +22,7 @@ from _common import run
 from diffqe.model import checkpoint
 from diffqe.model.mirror import FLIPS
 from diffqe.train.evaluate import (Condition, evaluate, faded, ffmpeg_enhancer, load_sources, markdown,
-                                   model_enhancer, temporal_change)
+                                   model_enhancers, temporal_change)
 from diffqe.train.loop import pick_device
 from diffqe.train.pairs import PAPER_QPS
 
@@ -72,9 +72,8 @@ def main() -> int:
     for name, stem in args.checkpoint or [("shipped", str(checkpoint.SHIPPED))]:
         model = checkpoint.load(Path(stem))[0].to(device)
         for k in args.ensemble:
-            for r in args.temporal:
-                label = name + (f" x{k}" if k > 1 else "") + (f" t{r}" if r else "")
-                enhancers[label] = model_enhancer(model, args.seed, k, r)
+            for r, enhancer in model_enhancers(model, args.seed, k, args.temporal).items():
+                enhancers[name + (f" x{k}" if k > 1 else "") + (f" t{r}" if r else "")] = enhancer
     enhancers |= {name: ffmpeg_enhancer(vf) for name, vf in args.ffmpeg_filter}
     sources = load_sources(args.images, args.clips, args.max_frames, args.clip_downscale)
     if args.fade:

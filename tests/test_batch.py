@@ -127,10 +127,10 @@ def test_job_file_list_file_and_naming_rule(tmp_path, library):
     assert bad.returncode == 2 and "no such file" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_options_are_checked_up_front_and_zeros_passed_on(tmp_path, library):
+def test_options_are_checked_up_front_and_zeros_passed_on(tmp_path):
     """A bad --ensemble is a command-line error before any file starts; options set to 0 (no stabilisation, no
     overlap) reach each file's `diffqe enhance` rather than falling back to its defaults."""
-    bad = batch(library, "-o", tmp_path / "out", "--ensemble", "3")
+    bad = batch(SAMPLES / "sample.mp4", "-o", tmp_path / "out", "--ensemble", "3")
     assert bad.returncode == 2 and "ensemble must be one of 1, 2, 4" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "out").exists()
     job = Job("in.mp4", "out.mkv")

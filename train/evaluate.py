@@ -85,9 +85,18 @@ class Score:
 Enhancer = Callable[[np.ndarray], np.ndarray]
 
 
-def model_enhancer(model: DiffQE, seed: int = 0, ensemble: int = 1, temporal: int = 0) -> Enhancer:
-    """The model per frame, then stabilised over TEMPORAL frames either side (model.temporal), as the filter."""
-    return lambda planes: stabilise_clip(planes, enhance_planes(model, planes, seed=seed, ensemble=ensemble), temporal)
+def model_enhancers(model: DiffQE, seed: int, ensemble: int, radii: list[int]) -> dict[int, Enhancer]:
+    """Per radius, the model per frame then stabilised over that many frames either side (model.temporal), as
+    the filter.  The radii share one model pass per input: ``evaluate`` and ``temporal_change`` hand every
+    enhancer the same array."""
+    last: list = [None, None]  # the last input array and the model's output for it
+
+    def per_frame(planes: np.ndarray) -> np.ndarray:
+        if last[0] is not planes:
+            last[:] = [planes, enhance_planes(model, planes, seed=seed, ensemble=ensemble)]
+        return last[1]
+
+    return {r: (lambda planes, r=r: stabilise_clip(planes, per_frame(planes), r)) for r in radii}
 
 
 def ffmpeg_enhancer(video_filter: str) -> Enhancer:
@@ -126,8 +135,9 @@ def evaluate(enhancers: dict[str, Enhancer], sources: list[Source], conditions: 
             # such sources report the largest change in code values instead.
             kept = all(np.array_equal(d, r) for d, r in zip(decoded, src.frames))
             psnr_in, ssim_in = (0.0, 0.0) if kept else frame_scores(decoded, src.frames)
+            planes = np.stack(decoded)  # one array for all: enhancers of one model share its pass on it
             for name, enhance in enhancers.items():
-                enhanced = enhance(np.stack(decoded))
+                enhanced = enhance(planes)
                 if kept:
                     change = int(max(np.abs(e.astype(np.int32) - r).max() for e, r in zip(enhanced, src.frames)))
                     lossless[name] = max(lossless[name], change)
