@@ -47,6 +47,10 @@ def main() -> int:
     ap.add_argument("--temporal-weight", type=float, default=1.0,
                     help="stage 3 with --stills: weight of the flicker term (dB of output change beyond the input's)")
     ap.add_argument("--still-batch", type=int, default=6, help="stage 3 with --stills: crop pairs of stills per step")
+    ap.add_argument("--flips", type=int, choices=(2, 4), default=2,
+                    help="crop flips: 2 left-right (the shipped steps), 4 also up-down (the mirror ensemble's copies)")
+    ap.add_argument("--mirror-weight", type=float, default=0.0,
+                    help="stage 3: weight of a second target, the starting weights' four-copy mirror ensemble")
     ap.add_argument("--model-config", type=Path, help="JSON with ModelConfig fields (stage 1; --variant overrides its variant)")
     ap.add_argument("--device", default="auto")
     defaults = TrainConfig()

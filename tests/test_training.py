@@ -12,7 +12,7 @@ from conftest import run_script
 from diffqe.model import checkpoint
 from diffqe.model.diffqe import DiffQE
 from diffqe.train.evaluate import Source, temporal_change
-from diffqe.train.loop import TrainConfig, flicker_excess, recon_loss, stage_loss, train
+from diffqe.train.loop import TrainConfig, flicker_excess, mirror_target, recon_loss, stage_loss, train
 from diffqe.train.pairs import PatchSampler, load_pairs, make_pairs
 from diffqe.train.stills import StillSampler, load_stills, make_stills
 
@@ -76,6 +76,38 @@ def test_noest_has_no_stage2(tmp_path, tiny_cfg, tiny_pairs):
     with pytest.raises(ValueError, match="noest"):
         train(tmp_path, TrainConfig(stage=2, steps=2, batch=2, patch=32), noest, pairs, pairs[:1],
               torch.device("cpu"))
+
+
+def test_mirror_target_pulls_one_pass_towards_the_ensemble(tmp_path, tiny_cfg, tiny_pairs):
+    """Stage 3 with the mirror target: after the same steps from the same start, one pass of the student
+    lies closer to the starting weights' four-copy ensemble than without it (and the teacher stays the
+    starting weights, so the target does not move)."""
+    pairs = load_pairs(tiny_pairs, "train")
+    torch.manual_seed(0)
+    checkpoint.save(tmp_path / "init", DiffQE(tiny_cfg))
+    teacher = checkpoint.load(tmp_path / "init")[0].eval()
+    y, _, _ = (torch.from_numpy(a) for a in PatchSampler(pairs, 64, 8, seed=5, flips=4).sample())
+    noise = torch.randn(8, tiny_cfg.z_dim, generator=torch.Generator().manual_seed(1))
+    target = mirror_target(teacher, y, noise)
+
+    def distance(mirror_weight: float) -> float:
+        cfg = TrainConfig(stage=3, steps=60, batch=4, patch=32, lr=2e-3, z_weight=0, flips=4,
+                          mirror_weight=mirror_weight, val_every=1000, save_every=1000, log_every=1000)
+        train(tmp_path / str(mirror_weight), cfg, None, pairs, pairs[:1], torch.device("cpu"), tmp_path / "init")
+        student = checkpoint.load(tmp_path / str(mirror_weight) / "stage3")[0].eval()
+        with torch.no_grad():
+            return (student.decoder(y, student.estimator(y, noise)) - target).square().mean().item()
+
+    without, with_mirror = distance(0.0), distance(4.0)
+    print("squared distance to the ensemble", without, with_mirror)
+    assert with_mirror < 0.7 * without, (without, with_mirror)
+
+
+def test_mirror_target_needs_stage_3(tmp_path, tiny_cfg, tiny_pairs):
+    pairs = load_pairs(tiny_pairs, "train")
+    with pytest.raises(ValueError, match="stage 3"):
+        train(tmp_path, TrainConfig(stage=1, steps=2, batch=2, patch=32, mirror_weight=1), tiny_cfg, pairs,
+              pairs[:1], torch.device("cpu"))
 
 
 def test_train_script_reports_user_errors(tmp_path):

@@ -5,7 +5,7 @@
    random noise exactly as at inference (the encoder is frozen)
 3. optional DiffIR-style refinement: decoder + estimator on ||GT - Dec(Y, Z_est)||^2 + w ||Z_est - Z_enc||^2
    (w = 0 refines shipped weights, which carry no encoder), optionally with a temporal term on static scenes
-   (see still_loss)
+   (see still_loss) and a pull towards the starting weights' mirror ensemble (see mirror_target)
 
 Each stage writes RUN/stageN.{safetensors,json} every ``save_every`` steps and resumes from it.
 """
@@ -28,6 +28,7 @@ from ..model import checkpoint
 from ..model.config import ModelConfig
 from ..model.diffqe import DiffQE
 from ..model.inference import enhance_planes, to_planes, to_tensor
+from ..model.mirror import mirror_average
 from .metrics import frame_change, patch_dpsnr, psnr
 from .pairs import Pair, PatchSampler
 from .stills import Still, StillSampler
@@ -55,6 +56,10 @@ class TrainConfig:
     temporal_weight: float = 0.0  # stage 3: weight of the flicker term on static scenes (see still_loss)
     still_batch: int = 0  # stage 3: crop pairs of static scenes per step, besides BATCH crops of pairs
     val_stills: int = 8  # whole validation stills for the flicker figure (each is 8 frames: costly on a CPU)
+    flips: int = 2  # crops flipped left-right (2) or also up-down (4); see PatchSampler
+    # stage 3: weight of the reconstruction loss towards the starting weights' four-copy mirror ensemble
+    # (0: none); teaches one pass what four mirrored ones agree on (docs/training.md, step 9)
+    mirror_weight: float = 0.0
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -87,18 +92,36 @@ def recon_loss(out: torch.Tensor, gt: torch.Tensor, y: torch.Tensor, kind: str) 
     return -patch_dpsnr(out.float(), gt, y).mean()
 
 
-def stage_loss(model: DiffQE, stage: int, y, gt, qp, noise, z_weight: float = 1.0, kind: str = "l2") -> torch.Tensor:
+def stage_loss(model: DiffQE, stage: int, y, gt, qp, noise, z_weight: float = 1.0, kind: str = "l2",
+               mirror: torch.Tensor | None = None, mirror_weight: float = 0.0) -> torch.Tensor:
+    """The stage's loss on one batch; in stage 3, MIRROR (the teacher's ensemble output, see mirror_target)
+    is a second target, weighted by MIRROR_WEIGHT."""
     if stage == 1:
         z = model.encoder(y, gt, qp) if model.uses_z else None
         return recon_loss(model.decoder(y, z), gt, y, kind)
     z_est = model.estimator(y, noise)
-    loss = recon_loss(model.decoder(y, z_est), gt, y, kind) if stage == 3 else 0.0
+    loss = 0.0
+    if stage == 3:
+        out = model.decoder(y, z_est)
+        loss = recon_loss(out, gt, y, kind)
+        if mirror is not None:
+            loss = loss + mirror_weight * recon_loss(out, mirror, y, kind)
     weight = 1.0 if stage == 2 else z_weight
     if weight:  # the encoder is frozen: it only supplies the target
         with torch.no_grad():
             z_enc = model.encoder(y, gt, qp)
         loss = loss + weight * F.mse_loss(z_est, z_enc)
     return loss
+
+
+@torch.no_grad()
+def mirror_target(teacher: DiffQE, y: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """The frozen TEACHER's inference output averaged over the four mirror images of each crop (the
+    ``ensemble=4`` of the filter).  It beats one pass of the same weights at every QP and on every source
+    measured (docs/results.md, "Mirror ensemble"), most where one pass invents detail; as a target it shows
+    a single pass what to drop, at no cost at inference."""
+    z = teacher.estimator(y, noise)
+    return mirror_average(lambda x: teacher.decoder(x, z), y, 4).clamp(0, 1)
 
 
 FLICKER_FLOOR = 1e-4  # mean absolute change, [0, 1] units (0.03 code values): a still patch stays finite
@@ -197,7 +220,9 @@ def train(run: Path, cfg: TrainConfig, model_cfg: ModelConfig | None, train_pair
     run.mkdir(parents=True, exist_ok=True)
     stem = run / f"stage{cfg.stage}"
     torch.manual_seed(cfg.seed)
-    sampler = PatchSampler(train_pairs, cfg.patch, cfg.batch, cfg.seed + cfg.stage)
+    sampler = PatchSampler(train_pairs, cfg.patch, cfg.batch, cfg.seed + cfg.stage, cfg.flips)
+    if cfg.mirror_weight and cfg.stage != 3:
+        raise ValueError("the mirror target needs stage 3 (a trained decoder and estimator to start from)")
     stills = None
     if cfg.still_batch:
         if cfg.stage != 3 or not train_stills:
@@ -214,6 +239,8 @@ def train(run: Path, cfg: TrainConfig, model_cfg: ModelConfig | None, train_pair
     else:
         model = _initial_model(run, cfg, model_cfg, init)
     model.to(device).train()
+    # The teacher is always the starting weights, also on resume, so that the target does not drift.
+    teacher = _initial_model(run, cfg, model_cfg, init).to(device).eval() if cfg.mirror_weight else None
     cuda = device.type == "cuda"
     fast = cuda and cfg.precision == "bf16"
     if cuda:
@@ -253,7 +280,8 @@ def train(run: Path, cfg: TrainConfig, model_cfg: ModelConfig | None, train_pair
         noise_gen.manual_seed(cfg.seed * 1_000_003 + step)
         noise = torch.randn(y.shape[0], model.cfg.z_dim, generator=noise_gen, device=device)
         with autocast():
-            loss = stage_loss(model, cfg.stage, y, gt, qp, noise, cfg.z_weight, cfg.loss)
+            mirror = mirror_target(teacher, y, noise) if teacher is not None else None
+            loss = stage_loss(model, cfg.stage, y, gt, qp, noise, cfg.z_weight, cfg.loss, mirror, cfg.mirror_weight)
             if stills:
                 y_a, y_b, still_gt = (torch.from_numpy(a).to(device) for a in stills.sample())
                 still_noise = torch.randn(cfg.still_batch, model.cfg.z_dim, generator=noise_gen, device=device)

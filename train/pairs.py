@@ -131,10 +131,15 @@ class SeededSampler:
 
 
 class PatchSampler(SeededSampler):
-    """Random training crops aligned to the 8x8 block grid (so artefacts keep their phase), with flips."""
+    """Random training crops aligned to the 8x8 block grid (so artefacts keep their phase), with flips:
+    left-right only (FLIPS 2, the recipe of the shipped steps) or also up-down (4: the copies that the mirror
+    ensemble averages; a crop of a multiple of 8 px keeps the grid under either flip)."""
 
-    def __init__(self, pairs: list[Pair], patch: int, batch: int, seed: int = 0) -> None:
+    def __init__(self, pairs: list[Pair], patch: int, batch: int, seed: int = 0, flips: int = 2) -> None:
         super().__init__(patch, batch, seed)
+        if flips not in (2, 4):
+            raise ValueError(f"flips must be 2 (left-right) or 4 (and up-down), got {flips}")
+        self.flips = flips
         self.pairs = [p for p in pairs if min(p.gt.shape) >= patch]
         if not self.pairs:
             raise ValueError(f"no training image is at least {patch}px on its short side")
@@ -153,5 +158,7 @@ class PatchSampler(SeededSampler):
             a, b = pair.decoded[window], pair.gt[window]
             if self.rng.random() < 0.5:
                 a, b = a[:, ::-1], b[:, ::-1]
+            if self.flips == 4 and self.rng.random() < 0.5:
+                a, b = a[::-1], b[::-1]
             y[i, 0], gt[i, 0], qp[i] = a / 255.0, b / 255.0, pair.qp
         return y, gt, qp
