@@ -59,7 +59,9 @@ def settled(a: np.ndarray, b: np.ndarray, tolerance: float, reach: int = REACH) 
     if not calm.any():
         return None
     h, w = a.shape
-    return (calm[:, None, :, None] & (a == b).reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK)).reshape(h, w)
+    # Widen calm to pixel columns first: broadcasting over rows of W is 9x faster than over 8-wide blocks.
+    calm_columns = np.repeat(calm, BLOCK, axis=1)[:, None, :]
+    return ((a == b).reshape(h // BLOCK, BLOCK, w) & calm_columns).reshape(h, w)
 
 
 def stabilise(inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray], centre: int,
@@ -76,18 +78,20 @@ def stabilise(inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray], centr
              if i != centre and (m := settled(grid(xi), xg, tolerance)) is not None]
     if not masks:  # nothing settled (motion, all-intra): the frame's own output
         return y.copy()
-    count = np.ones(x.shape, np.uint8)
+    # Masked sums as products with the mask: a ufunc's where= runs 10-20x slower than the arithmetic.
+    count = np.ones(x.shape, np.min_scalar_type(len(inputs)))  # integer sums: exact at any radius
     if np.issubdtype(x.dtype, np.floating):  # sum deviations from y, so that equal outputs average to y exactly
         deviation = np.zeros(x.shape, np.float32)
         for yi, same in masks:
-            np.add(deviation, yi - y, out=deviation, where=same)
+            deviation += (yi - y) * same
             count += same
         return (y + deviation / count).astype(x.dtype)
-    total = y.astype(np.float32)
+    total = y.astype(np.min_scalar_type(len(inputs) * np.iinfo(x.dtype).max))
     for yi, same in masks:
-        np.add(total, yi, out=total, where=same)
+        total += yi * same
         count += same
-    return np.rint(np.divide(total, count, out=total), out=total).astype(x.dtype)
+    mean = np.divide(total, count, dtype=np.float32)  # integers below 2^24: as exact as summing in float32
+    return np.rint(mean, out=mean).astype(x.dtype)
 
 
 def stabilise_clip(inputs: np.ndarray, outputs: np.ndarray, radius: int, tolerance: float = 1.0) -> np.ndarray:

@@ -67,6 +67,18 @@ def test_float_and_16_bit_planes_keep_their_type(still):
         assert np.abs(out.astype(np.float64) - ref).max() <= (1 if dtype == np.uint16 else 1e-6) + scale * 0.5
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_a_long_window_sums_without_overflow(dtype):
+    """300 frames of white settle every pixel: the mean of 300 whites is white (a sum in 8 or 16 bits, or a
+    count in 8 bits, would wrap)."""
+    peak = np.iinfo(dtype).max
+    x = np.full((300, 16, 16), peak, dtype)
+    y = x.copy()
+    y[150, :, :8] = peak - 3
+    out = stabilise(list(x), list(y), 150, peak / 255)
+    assert out.dtype == dtype and np.array_equal(out, np.full((16, 16), peak, dtype)), out.min()
+
+
 @pytest.fixture(scope="module")
 def still_clip(still) -> vs.VideoNode:
     decoded, _ = still
