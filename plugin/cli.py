@@ -20,6 +20,17 @@ import ffmpeg
 from ..model.mirror import FLIPS
 from .script import SCRIPT
 
+# glibc hands each freed buffer above its mmap threshold back to the kernel and faults it in again on the next
+# allocation; frame-sized NumPy temporaries then spend most of their time in page faults (the temporal
+# stabilisation at 1080p: 23 ms per frame, 8 ms with these).  A fixed threshold above any frame keeps them in
+# the heap.  The user's own settings win.
+MALLOC_TUNING = {"MALLOC_MMAP_THRESHOLD_": str(256 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
+
+
+def vspipe_env() -> dict[str, str]:
+    """The environment vspipe runs in: this one, plus MALLOC_TUNING where it does not set those."""
+    return {**MALLOC_TUNING, **os.environ}
+
 
 class UserError(RuntimeError):
     pass
@@ -126,7 +137,7 @@ def _pipe(src: Path, partial: Path, stream: dict, total: int | None, args: argpa
                 vs_args += ["-a", f"{key}={getattr(args, key)}"]
         vs_log = stack.enter_context(open(Path(tmp) / "vspipe.log", "w+"))
         pipe = subprocess.Popen(["vspipe", "-c", "y4m", *vs_args, str(script), "-"], stdout=subprocess.PIPE,
-                                stderr=vs_log)
+                                stderr=vs_log, env=vspipe_env())
         enc = subprocess.Popen(ffmpeg_command(src, partial, stream, args), stdin=pipe.stdout,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         pipe.stdout.close()

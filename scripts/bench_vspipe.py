@@ -5,8 +5,9 @@ The bare figure runs one backend's estimate + decode on float luma planes alread
 frame.  The pipeline figure is `vspipe -p` on a generated script that feeds the same frames (YUV 4:2:0,
 8-bit, as decoded HEVC) through `diffqe.enhance` to no output: frame <-> array conversion, rounding, chroma
 copy, the temporal stabilisation (model.temporal; ``--temporal 0`` leaves it out) and VapourSynth's
-scheduling included.  Issue 7's target: the pipeline keeps >= 90 % at 1080p.  The stabilisation's own cost is
-also timed alone, on one CPU thread, for a moving scene (the sample's pan, so smooth when scaled up that most
+scheduling included, under the allocator settings `diffqe enhance` gives vspipe (plugin.cli.MALLOC_TUNING;
+the script re-runs itself with them).  Issue 7's target: the pipeline keeps >= 90 % at 1080p.  The
+stabilisation's own cost is also timed alone, on one CPU thread, for a moving scene (the sample's pan, so smooth when scaled up that most
 blocks stay within a code value: near the worst case) and a static one (one frame with one-value coding
 touches: every pixel averaged).
 
@@ -16,6 +17,7 @@ touches: every pixel averaged).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -30,6 +32,7 @@ from PIL import Image
 from diffqe.model.diffqe import default_noise
 from diffqe.model.temporal import stabilise
 from diffqe.plugin import backends
+from diffqe.plugin.cli import MALLOC_TUNING, vspipe_env
 from diffqe.train.codec import read_video_luma
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "sample.mp4"
@@ -105,7 +108,7 @@ def pipeline_fps(backend: str, frames: np.ndarray, count: int, temporal: int) ->
         script = Path(tmp) / "bench.vpy"
         script.write_text(SCRIPT.format(frames=str(Path(tmp) / "frames.npy"), w=w, h=h, n=count, backend=backend,
                                        temporal=temporal))
-        result = subprocess.run(["vspipe", "-p", str(script), "--"], capture_output=True, text=True)
+        result = subprocess.run(["vspipe", "-p", str(script), "--"], capture_output=True, text=True, env=vspipe_env())
     # vspipe's last progress line: "Output 200 frames in 8.20 seconds (24.39 fps)"
     match = re.search(r"Output \d+ frames in [\d.]+ seconds \(([\d.]+) fps\)", result.stderr)
     if result.returncode or not match:
@@ -120,6 +123,8 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=200)
     ap.add_argument("--temporal", type=int, default=2, help="the filter's temporal radius (0: off)")
     args = ap.parse_args()
+    if not MALLOC_TUNING.keys() <= os.environ.keys():  # measure in-process as `diffqe enhance` runs vspipe
+        os.execve(sys.executable, [sys.executable, *sys.argv], vspipe_env())
     w, h = (int(v) for v in args.size.split("x"))
     frames = sample_frames(w, h)
     bare = bare_fps(args.backend, frames, args.frames)

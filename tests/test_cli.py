@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -116,3 +117,13 @@ def test_bad_input_is_a_clear_error_and_leaves_nothing(tmp_path, kind):
             "corrupt": "not a readable video", "same": "must not be the input"}[kind] in result.stderr
     assert (src.read_bytes() if src.exists() else None) == before, "the input is never touched"
     assert sorted(p.name for p in tmp_path.iterdir()) == (["in.mp4"] if before is not None else [])
+
+
+def test_vspipe_gets_the_allocator_tuning_and_the_users_settings_win(monkeypatch):
+    from diffqe.plugin.cli import MALLOC_TUNING, vspipe_env
+
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "12345")
+    env = vspipe_env()
+    assert env["MALLOC_MMAP_THRESHOLD_"] == MALLOC_TUNING["MALLOC_MMAP_THRESHOLD_"]
+    assert env["MALLOC_TRIM_THRESHOLD_"] == "12345" and env["PATH"] == os.environ["PATH"]
