@@ -4,12 +4,14 @@
 # other photo, at QP 22/32/42, with the dPSNR loss, reconstruction only (--z-weight 0: shipped weights carry no
 # encoder).  Writes OUT/corpus, OUT/subset (links), OUT/pairs, OUT/run and the fp16 weights OUT/diffqe.
 #
-#   bash scripts/refine_recipe.sh INIT OUT [MINUTES [SOFT_FRACTION [RECOMPRESSED_FRACTION]]]
+#   bash scripts/refine_recipe.sh INIT OUT [MINUTES [SOFT_FRACTION [RECOMPRESSED_FRACTION [TRAIN_ARG ...]]]]
 #
 # Step 2 ran with fractions 0 0 (levels only, 24 minutes), step 3 with 0.5 0 from step 2's weights, step 4
-# with 0.5 0.5 from step 3's (30 minutes each).  Rerunning the same command resumes.
+# with 0.5 0.5 from step 3's (30 minutes each), step 9 as step 4 from step 4's weights, 40 minutes, with the
+# extra train.py arguments --flips 4 --mirror-weight 1.  Rerunning the same command resumes.
 set -euo pipefail
 init=$1 out=$2 minutes=${3:-30} soft=${4:-0.5} recompressed=${5:-0.5}
+extra=("${@:6}")
 py=${PYTHON:-python}
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -29,5 +31,5 @@ done
 
 $py "$here/make_pairs.py" --corpus "$out/subset" --out "$out/pairs" --qps 22,32,42
 $py "$here/train.py" --pairs "$out/pairs/manifest.json" --run "$out/run" --stage 3 --init "$init" --z-weight 0 \
-    --loss dpsnr --lr 1e-4 --batch 12 --patch 64 --minutes "$minutes" --val-every 500 --val-images 24
+    --loss dpsnr --lr 1e-4 --batch 12 --patch 64 --minutes "$minutes" --val-every 500 --val-images 24 "${extra[@]}"
 $py "$here/ship_checkpoint.py" "$out/run/stage3" --out "$out/diffqe"
