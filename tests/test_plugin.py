@@ -76,7 +76,7 @@ def test_tiles_agree_with_the_whole_frame(sample):
                                      format=big.format.id)
     reference = np.array(reference.get_frame(2)[0]).astype(int)
     # The channel attention pools per tile, so values inside a tile move by a code value or two (measured with
-    # the shipped weights: 5 % of pixels, at most 2; against the lossless reference 38.068 dB whole, 38.093
+    # step 4's weights: 5 % of pixels, at most 2; against the lossless reference 38.068 dB whole, 38.093
     # tiled); seams must not show: the tile borders differ no more often than the tiles' interiors.
     differ = whole != tiled
     assert np.abs(whole - tiled).max() <= 4 and differ.mean() < 0.2
