@@ -22,8 +22,8 @@ from .script import SCRIPT
 
 # glibc hands each freed buffer above its mmap threshold back to the kernel and faults it in again on the next
 # allocation; frame-sized NumPy temporaries then spend most of their time in page faults (the temporal
-# stabilisation at 1080p: 25-30 ms per frame, 13-15 with these).  A fixed threshold above any frame keeps them in
-# the heap.  The user's own settings win.
+# stabilisation at 1080p: 25-30 ms per frame, 13-15 with these).  A fixed threshold above any frame keeps
+# them in the heap.  The user's own settings win.
 MALLOC_TUNING = {"MALLOC_MMAP_THRESHOLD_": str(256 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
 
 
