@@ -6,10 +6,10 @@ frame.  The pipeline figure is `vspipe -p` on a generated script that feeds the 
 8-bit, as decoded HEVC) through `diffqe.enhance` to no output: frame <-> array conversion, rounding, chroma
 copy, the temporal stabilisation (model.temporal; ``--temporal 0`` leaves it out) and VapourSynth's
 scheduling included, under the allocator settings `diffqe enhance` gives vspipe (plugin.cli.MALLOC_TUNING;
-the script re-runs itself with them).  Issue 7's target: the pipeline keeps >= 90 % at 1080p.  The
-stabilisation's own cost is also timed alone, on one CPU thread, for a moving scene (the sample's pan, so smooth when scaled up that most
-blocks stay within a code value: near the worst case) and a static one (one frame with one-value coding
-touches: every pixel averaged).
+the script re-runs itself with them, so vspipe inherits them).  Issue 7's target: the pipeline keeps
+>= 90 % at 1080p.  The stabilisation's own cost is also timed alone, on one CPU thread, for a moving scene
+(the sample's pan, so smooth when scaled up that most blocks stay within a code value: near the worst case)
+and a static one (one frame with one-value coding touches: every pixel averaged).
 
   python scripts/bench_vspipe.py [--backend torch] [--size 1920x1080] [--frames 200] [--temporal 2]
 """
@@ -108,7 +108,7 @@ def pipeline_fps(backend: str, frames: np.ndarray, count: int, temporal: int) ->
         script = Path(tmp) / "bench.vpy"
         script.write_text(SCRIPT.format(frames=str(Path(tmp) / "frames.npy"), w=w, h=h, n=count, backend=backend,
                                        temporal=temporal))
-        result = subprocess.run(["vspipe", "-p", str(script), "--"], capture_output=True, text=True, env=vspipe_env())
+        result = subprocess.run(["vspipe", "-p", str(script), "--"], capture_output=True, text=True)
     # vspipe's last progress line: "Output 200 frames in 8.20 seconds (24.39 fps)"
     match = re.search(r"Output \d+ frames in [\d.]+ seconds \(([\d.]+) fps\)", result.stderr)
     if result.returncode or not match:
