@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..model.checkpoint import atomic_write
+from ..model.inference import MAX_STRENGTH
 from ..model.mirror import FLIPS
 from .cli import UserError, frame_count, partial_path, probe_video
 
@@ -33,8 +34,8 @@ VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".m4v", ".hevc", ".h265", ".265", ".ts
 LIST_SUFFIXES = {".txt", ".list", ".lst"}
 STATE_NAME = ".diffqe-batch.json"
 # Options passed through to every `diffqe enhance`; also the keys a TOML job file may set.
-ENHANCE_OPTIONS = ("backend", "checkpoint", "tile", "overlap", "seed", "ensemble", "temporal", "codec", "crf", "preset",
-                   "lossless")
+ENHANCE_OPTIONS = ("backend", "checkpoint", "tile", "overlap", "seed", "ensemble", "strength", "temporal", "codec",
+                   "crf", "preset", "lossless")
 BATCH_OPTIONS = ("name", "jobs", "executor", "address", "cpus_per_file", "gpus_per_file", "report")
 
 
@@ -364,7 +365,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if key == "lossless":
             ap.add_argument(flag, action="store_true", default=None, help="FFV1 lossless video")
         else:
-            kind = int if key in ("tile", "overlap", "seed", "ensemble", "temporal") else float if key == "crf" else str
+            kind = int if key in ("tile", "overlap", "seed", "ensemble", "temporal") else float if key in ("crf", "strength") else str
             ap.add_argument(flag, type=kind, help="as for diffqe enhance")
     args = ap.parse_args(argv)
     defaults = {"name": "{stem}.mkv", "jobs": 1, "executor": "ray", "cpus_per_file": 1.0, "gpus_per_file": 0.0}
@@ -385,6 +386,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         raise UserError(f"ensemble must be one of {', '.join(map(str, FLIPS))}, got {args.ensemble}")
     if args.temporal is not None and args.temporal < 0:
         raise UserError(f"temporal must be >= 0 (a radius in frames), got {args.temporal}")
+    if args.strength is not None and not 0 <= args.strength <= MAX_STRENGTH:
+        raise UserError(f"strength must be between 0 and {MAX_STRENGTH}, got {args.strength}")
     if args.quiet:
         args.progress = "none"
     return args

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import ffmpeg
 
+from ..model.inference import MAX_STRENGTH
 from ..model.mirror import FLIPS
 from .script import SCRIPT
 
@@ -129,7 +130,8 @@ def _pipe(src: Path, partial: Path, stream: dict, total: int | None, args: argpa
         script.write_text(SCRIPT)
         # vspipe runs the script with its folder (a temporary one) as the working directory: paths go absolute.
         vs_args = ["-a", f"input={src.resolve()}", "-a", f"seed={args.seed}", "-a", f"overlap={args.overlap}",
-                   "-a", f"ensemble={args.ensemble}", "-a", f"temporal={args.temporal}"]
+                   "-a", f"ensemble={args.ensemble}", "-a", f"strength={args.strength}",
+                   "-a", f"temporal={args.temporal}"]
         if args.checkpoint:
             vs_args += ["-a", f"checkpoint={Path(args.checkpoint).resolve()}"]
         for key in ("backend", "tile"):
@@ -177,6 +179,8 @@ def parse_enhance(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ensemble", type=int, choices=tuple(FLIPS), default=1,
                    help="average over this many mirrored copies of each frame (slower; spares high-quality input)")
+    p.add_argument("--strength", type=float, default=1.0,
+                   help="scale the model's correction, 0 to 2 (default 1; lower for sources that were clean or soft)")
     p.add_argument("--temporal", type=int, default=2, metavar="RADIUS",
                    help="stabilise static regions over this many frames either side (default 2; 0: off)")
     p.add_argument("--codec", default="libx265", help="ffmpeg video encoder (default libx265)")
@@ -190,6 +194,8 @@ def parse_enhance(argv: list[str]) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.temporal < 0:
         p.error(f"--temporal: a radius in frames, >= 0 (got {args.temporal})")
+    if not 0 <= args.strength <= MAX_STRENGTH:
+        p.error(f"--strength: between 0 and {MAX_STRENGTH} (got {args.strength})")
     if args.quiet:
         args.progress = "none"
     return args

@@ -10,6 +10,7 @@ import torch
 import vapoursynth as vs
 
 from ..model.diffqe import default_noise
+from ..model.inference import MAX_STRENGTH, scale_correction
 from ..model.mirror import FLIPS, mirror_average
 from ..model.temporal import stabilise
 from . import backends
@@ -53,6 +54,7 @@ def enhance(
     overlap: int = 16,
     seed: int = 0,
     ensemble: int = 1,
+    strength: float = 1.0,
     temporal: int = 2,
     engine_dir: str | Path | None = None,
 ) -> vs.VideoNode:
@@ -74,6 +76,10 @@ def enhance(
                        + left-right; + up-down and both), with one Z.  Costs that many decoder passes; backs off
                        where the decoder would invent detail, which spares high-quality input and screens
                        (docs/results.md, "Mirror ensemble").
+    :param strength:   scales the model's correction: the output is the input plus STRENGTH times what the model
+                       changes, 0 to 2.  1 (the default) is the model as trained; below 1 for sources that were
+                       of high quality or soft before this encode, above 1 for heavy artefacts
+                       (docs/results.md, "Strength").
     :param temporal:   radius in frames of the temporal stabilisation (model.temporal): a pixel whose input is
                        the same in a frame within this radius, with nothing in the 8x8 blocks within 16 px changed
                        by more than one 8-bit code value, gets the mean of those frames' outputs, so static scenes
@@ -92,6 +98,8 @@ def enhance(
         raise vs.Error(f"diffqe.enhance: overlap must be >= 0, got {overlap}")
     if ensemble not in FLIPS:
         raise vs.Error(f"diffqe.enhance: ensemble must be one of {', '.join(map(str, FLIPS))}, got {ensemble}")
+    if not 0 <= strength <= MAX_STRENGTH:
+        raise vs.Error(f"diffqe.enhance: strength must be between 0 and {MAX_STRENGTH}, got {strength}")
     if temporal < 0:
         raise vs.Error(f"diffqe.enhance: temporal must be >= 0 (a radius in frames), got {temporal}")
     try:
@@ -116,14 +124,15 @@ def enhance(
 
     def infer(luma: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         if whole_frame:
-            return whole_frame(luma, peak, noise, ensemble)
+            return whole_frame(luma, peak, noise, ensemble, strength)
         x = (luma.astype(np.float32) / np.float32(peak))[None, None]
         z = runner.estimate(x, noise) if runner.uses_z else None
 
         def decode(m: torch.Tensor) -> torch.Tensor:  # CPU tensors share the arrays' memory
             return torch.from_numpy(decode_tiled(lambda t: runner.decode(t, z), m.numpy(), tile_hw, overlap, min_side))
 
-        y = mirror_average(decode, torch.from_numpy(x), ensemble).numpy()[0, 0]
+        x = torch.from_numpy(x)
+        y = scale_correction(x, mirror_average(decode, x, ensemble), strength).numpy()[0, 0]
         return (y if is_float else np.clip(np.rint(y * peak), 0, peak).astype(luma.dtype)), z
 
     def process(n: int, f: vs.VideoFrame) -> vs.VideoFrame:

@@ -28,6 +28,7 @@ def output_from_args(args: dict) -> None:
         overlap=int(args.get("overlap", 16)),
         seed=int(args.get("seed", 0)),
         ensemble=int(args.get("ensemble", 1)),
+        strength=float(args.get("strength", 1)),
         temporal=int(args.get("temporal", 2)),
     )
     clip.set_output()

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..model.diffqe import DiffQE
+from ..model.inference import scale_correction
 from ..model.mirror import mirror_average
 from .backends import Backend
 
@@ -66,14 +67,14 @@ class TorchRunner:
         x = y.to(self.dtype).contiguous(memory_format=torch.channels_last)
         return self.model.decoder(x, None if z is None else z.to(self.dtype)).float()
 
-    def _frame(self, plane: torch.Tensor, noise: torch.Tensor, peak: float,
-               ensemble: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _frame(self, plane: torch.Tensor, noise: torch.Tensor, peak: float, ensemble: int,
+               strength: float) -> tuple[torch.Tensor, torch.Tensor | None]:
         codes = plane.dtype
         if codes == torch.int16:  # uint16 codes travel as int16 (torch's uint16 lacks CUDA kernels)
             plane = plane.to(torch.int32) & 0xFFFF
         y = (plane.float() / peak)[None, None]
         z = self._estimate(y, noise) if self.uses_z else None
-        out = mirror_average(lambda t: self._decode(t, z), y, ensemble)[0, 0]
+        out = scale_correction(y, mirror_average(lambda t: self._decode(t, z), y, ensemble), strength)[0, 0]
         if codes.is_floating_point:
             return out, z
         out = (out * peak).round().clamp(0, peak)
@@ -100,16 +101,17 @@ class TorchRunner:
         return self._run(("decode",), self._decode, self._in(y), *zs).cpu().numpy()
 
     @torch.inference_mode()
-    def enhance_frame(self, plane: np.ndarray, peak: float, noise: np.ndarray,
-                      ensemble: int = 1) -> tuple[np.ndarray, np.ndarray | None]:
+    def enhance_frame(self, plane: np.ndarray, peak: float, noise: np.ndarray, ensemble: int = 1,
+                      strength: float = 1.0) -> tuple[np.ndarray, np.ndarray | None]:
         """A whole frame as VapourSynth holds it (a uint8, uint16 or float32 [H,W] plane) -> (the enhanced plane
-        in the same type, Z or None), averaged over ``ensemble`` mirrored copies (model.mirror).  Scaling,
+        in the same type, Z or None), averaged over ``ensemble`` mirrored copies (model.mirror), the correction
+        scaled by ``strength`` (model.inference.scale_correction).  Scaling,
         rounding and clipping run on the GPU, inside the graph: only the plane's own bytes cross the bus, and
         the frame callback, which VapourSynth's Python filters run one at a time, does little else."""
         codes = plane.view(np.int16) if plane.dtype == np.uint16 else plane
         with warnings.catch_warnings():  # VapourSynth's planes are read-only; the tensor is only read
             warnings.simplefilter("ignore", UserWarning)
             x = self._in(codes)
-        out, z = self._run(("frame", peak, ensemble), lambda a, n: self._frame(a, n, peak, ensemble), x,
-                           self._in(noise))
+        out, z = self._run(("frame", peak, ensemble, strength),
+                           lambda a, n: self._frame(a, n, peak, ensemble, strength), x, self._in(noise))
         return out.cpu().numpy().view(plane.dtype), None if z is None else z.cpu().numpy()

@@ -7,6 +7,7 @@ clips encoded on the fly with x265; every enhancer sees the same encodes.
       --checkpoint noest=runs/noest/stage1 --ffmpeg-filter deblock=deblock=filter=weak:block=8 --out docs/eval.md
   python scripts/evaluate.py --images data/corpus/val --qps "" --static 6     # the flicker check alone
   python scripts/evaluate.py --images data/corpus/val --ensemble 1,4           # with and without the mirror ensemble
+  python scripts/evaluate.py --images data/corpus/val --strength 1,0.75        # the correction scaled
   python scripts/evaluate.py --images data/corpus/val --qps "" --static 6 --temporal 0,2   # and the stabilisation
   python scripts/evaluate.py --images a.png b.png --fade 1 --qps "" --crf 28 --temporal 0,2     # on fades
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 from _common import run
 
 from diffqe.model import checkpoint
+from diffqe.model.inference import MAX_STRENGTH
 from diffqe.model.mirror import FLIPS
 from diffqe.train.evaluate import (Condition, evaluate, faded, ffmpeg_enhancer, load_sources, markdown,
                                    model_enhancers, temporal_change)
@@ -29,6 +31,10 @@ from diffqe.train.pairs import PAPER_QPS
 
 def ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v]
+
+
+def floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",") if v]
 
 
 def named(text: str) -> tuple[str, str]:
@@ -59,6 +65,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ensemble", type=ints, default=[1],
                     help="mirror-ensemble sizes to run each checkpoint at, e.g. 1,4 (rows 'NAME' and 'NAME x4')")
+    ap.add_argument("--strength", type=floats, default=[1.0],
+                    help="correction scales to run each checkpoint at, e.g. 1,0.75 (rows 'NAME' and 'NAME s0.75')")
     ap.add_argument("--temporal", type=ints, default=[0],
                     help="temporal-stabilisation radii to run each checkpoint at, e.g. 0,2 (rows 'NAME' and 'NAME t2')")
     ap.add_argument("--out", type=Path, help="write the markdown table here (default: stdout)")
@@ -67,13 +75,16 @@ def main() -> int:
         ap.error(f"--ensemble: sizes must be among {', '.join(map(str, FLIPS))}")
     if min(args.temporal) < 0:
         ap.error("--temporal: radii must be >= 0")
+    if not all(0 <= s <= MAX_STRENGTH for s in args.strength):
+        ap.error(f"--strength: scales must be between 0 and {MAX_STRENGTH}")
     device = pick_device(args.device)
     enhancers = {}
     for name, stem in args.checkpoint or [("shipped", str(checkpoint.SHIPPED))]:
         model = checkpoint.load(Path(stem))[0].to(device)
         for k in args.ensemble:
-            for r, enhancer in model_enhancers(model, args.seed, k, args.temporal).items():
-                enhancers[name + (f" x{k}" if k > 1 else "") + (f" t{r}" if r else "")] = enhancer
+            for (s, r), enhancer in model_enhancers(model, args.seed, k, args.temporal, args.strength).items():
+                enhancers[name + (f" x{k}" if k > 1 else "") + (f" s{s:g}" if s != 1 else "")
+                          + (f" t{r}" if r else "")] = enhancer
     enhancers |= {name: ffmpeg_enhancer(vf) for name, vf in args.ffmpeg_filter}
     sources = load_sources(args.images, args.clips, args.max_frames, args.clip_downscale)
     if args.fade:

@@ -97,6 +97,18 @@ def test_temporal_stabilisation_reaches_the_filter(tmp_path):
     assert bad.returncode == 2 and "--temporal" in bad.stderr and not (tmp_path / "bad.mkv").exists()
 
 
+def test_strength_reaches_the_filter(tmp_path):
+    """--strength 0 leaves the luma as decoded (lossless output); a strength outside 0..2 is refused up front."""
+    out = tmp_path / "s0.mkv"
+    result = diffqe("enhance", SAMPLES / "sample.mp4", out, "--backend", "ort-cpu", "--lossless", "--quiet",
+                    "--strength", "0")
+    assert result.returncode == 0, result.stderr
+    enhanced, decoded = read_video_luma(out), read_video_luma(SAMPLES / "sample.mp4")
+    assert len(enhanced) == 8 and all(np.array_equal(a, b) for a, b in zip(enhanced, decoded))
+    bad = diffqe("enhance", SAMPLES / "sample.mp4", tmp_path / "bad.mkv", "--strength", "3")
+    assert bad.returncode == 2 and "--strength" in bad.stderr and not (tmp_path / "bad.mkv").exists()
+
+
 @pytest.mark.parametrize("kind", ["missing", "corrupt", "same", "rgb", "audio-only"])
 def test_bad_input_is_a_clear_error_and_leaves_nothing(tmp_path, kind):
     src = tmp_path / "in.mp4"

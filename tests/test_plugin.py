@@ -104,6 +104,20 @@ def test_mirror_ensemble_is_what_the_model_gives_and_mirror_symmetric(sample):
     assert np.abs(whole_frame - luma[4, False]).max() <= 1
 
 
+@pytest.mark.parametrize("backend", ["ort-cpu", "torch-cpu"])
+def test_strength_scales_the_correction(sample, backend):
+    """strength=0 gives the input back; 0.5 changes each pixel by half what the model changes it by (up to
+    rounding), on the float path and the whole-frame path alike."""
+    y = np.array(sample.get_frame(2)[0]).astype(int)
+    full, half, none = (np.array(enhance(sample, backend=backend, strength=s, temporal=0).get_frame(2)[0]).astype(int)
+                        for s in (1, 0.5, 0))
+    assert np.array_equal(none, y)
+    assert np.abs(full - y).max() >= 2
+    assert np.abs((half - y) - (full - y) / 2).max() <= 1
+    with pytest.raises(vs.Error, match="strength must be between 0 and 2"):
+        enhance(sample, backend=backend, strength=2.5)
+
+
 @pytest.mark.parametrize(
     "make, message",
     [

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from ..model.diffqe import DiffQE
-from ..model.inference import enhance_planes
+from ..model.inference import restore, scale_correction, to_planes, to_tensor
 from ..model.temporal import dilate, stabilise_clip
 from .codec import decode_luma, encode_hevc, read_video_luma
 from .corpus import find_images, load_luma
@@ -85,18 +85,21 @@ class Score:
 Enhancer = Callable[[np.ndarray], np.ndarray]
 
 
-def model_enhancers(model: DiffQE, seed: int, ensemble: int, radii: list[int]) -> dict[int, Enhancer]:
-    """Per radius, the model per frame then stabilised over that many frames either side (model.temporal), as
-    the filter.  The radii share one model pass per input: ``evaluate`` and ``temporal_change`` hand every
-    enhancer the same array."""
-    last: list = [None, None]  # the last input array and the model's output for it
+def model_enhancers(model: DiffQE, seed: int, ensemble: int, radii: list[int],
+                    strengths: list[float]) -> dict[tuple[float, int], Enhancer]:
+    """Per (strength, radius), the model per frame with its correction scaled (model.inference) then stabilised
+    over that many frames either side (model.temporal), as the filter.  All of them share one model pass per
+    input: ``evaluate`` and ``temporal_change`` hand every enhancer the same array."""
+    last: list = [None, None, None]  # the last input array, as a tensor, and the model's output for it
 
-    def per_frame(planes: np.ndarray) -> np.ndarray:
+    def per_frame(planes: np.ndarray, strength: float) -> np.ndarray:
         if last[0] is not planes:
-            last[:] = [planes, enhance_planes(model, planes, seed=seed, ensemble=ensemble)]
-        return last[1]
+            y = to_tensor(planes, 255, next(model.parameters()).device)
+            last[:] = [planes, y, restore(model, y, seed=seed, ensemble=ensemble)]
+        return to_planes(scale_correction(last[1], last[2], strength), 255, planes.dtype)
 
-    return {r: (lambda planes, r=r: stabilise_clip(planes, per_frame(planes), r)) for r in radii}
+    return {(s, r): (lambda planes, s=s, r=r: stabilise_clip(planes, per_frame(planes, s), r))
+            for s in strengths for r in radii}
 
 
 def ffmpeg_enhancer(video_filter: str) -> Enhancer:
