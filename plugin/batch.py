@@ -365,7 +365,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if key == "lossless":
             ap.add_argument(flag, action="store_true", default=None, help="FFV1 lossless video")
         else:
-            kind = int if key in ("tile", "overlap", "seed", "ensemble", "temporal") else float if key in ("crf", "strength") else str
+            kind = (int if key in ("tile", "overlap", "seed", "ensemble", "temporal")
+                    else float if key in ("crf", "strength") else str)
             ap.add_argument(flag, type=kind, help="as for diffqe enhance")
     args = ap.parse_args(argv)
     defaults = {"name": "{stem}.mkv", "jobs": 1, "executor": "ray", "cpus_per_file": 1.0, "gpus_per_file": 0.0}

@@ -77,9 +77,9 @@ def enhance(
                        where the decoder would invent detail, which spares high-quality input and screens
                        (docs/results.md, "Mirror ensemble").
     :param strength:   scales the model's correction: the output is the input plus STRENGTH times what the model
-                       changes, 0 to 2.  1 (the default) is the model as trained; below 1 for sources that were
-                       of high quality or soft before this encode, above 1 for heavy artefacts
-                       (docs/results.md, "Strength").
+                       changes, 0 to 2.  1 (the default) is the model as trained; below 1 for high-quality
+                       encodes and screen content, above 1 only for clean photographic sources coded at QP 27
+                       or worse (docs/results.md, "Strength").
     :param temporal:   radius in frames of the temporal stabilisation (model.temporal): a pixel whose input is
                        the same in a frame within this radius, with nothing in the 8x8 blocks within 16 px changed
                        by more than one 8-bit code value, gets the mean of those frames' outputs, so static scenes

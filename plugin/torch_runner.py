@@ -105,9 +105,9 @@ class TorchRunner:
                       strength: float = 1.0) -> tuple[np.ndarray, np.ndarray | None]:
         """A whole frame as VapourSynth holds it (a uint8, uint16 or float32 [H,W] plane) -> (the enhanced plane
         in the same type, Z or None), averaged over ``ensemble`` mirrored copies (model.mirror), the correction
-        scaled by ``strength`` (model.inference.scale_correction).  Scaling,
-        rounding and clipping run on the GPU, inside the graph: only the plane's own bytes cross the bus, and
-        the frame callback, which VapourSynth's Python filters run one at a time, does little else."""
+        scaled by ``strength`` (model.inference.scale_correction).  Scaling, rounding and clipping run on the GPU,
+        inside the graph: only the plane's own bytes cross the bus, and the frame callback, which VapourSynth's
+        Python filters run one at a time, does little else."""
         codes = plane.view(np.int16) if plane.dtype == np.uint16 else plane
         with warnings.catch_warnings():  # VapourSynth's planes are read-only; the tensor is only read
             warnings.simplefilter("ignore", UserWarning)
