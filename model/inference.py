@@ -9,7 +9,7 @@ from .diffqe import DiffQE
 from .mirror import mirror_average
 
 
-MAX_STRENGTH = 2.0  # the largest correction scale offered: beyond it the model's own errors dominate
+MAX_STRENGTH = 2.0  # the largest correction scale offered: twice what the model was trained to apply
 
 
 def scale_correction(x: torch.Tensor, out: torch.Tensor, strength: float) -> torch.Tensor:

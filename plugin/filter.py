@@ -125,13 +125,12 @@ def enhance(
     def infer(luma: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         if whole_frame:
             return whole_frame(luma, peak, noise, ensemble, strength)
-        x = (luma.astype(np.float32) / np.float32(peak))[None, None]
-        z = runner.estimate(x, noise) if runner.uses_z else None
+        x = torch.from_numpy(luma.astype(np.float32) / np.float32(peak))[None, None]
+        z = runner.estimate(x.numpy(), noise) if runner.uses_z else None
 
         def decode(m: torch.Tensor) -> torch.Tensor:  # CPU tensors share the arrays' memory
             return torch.from_numpy(decode_tiled(lambda t: runner.decode(t, z), m.numpy(), tile_hw, overlap, min_side))
 
-        x = torch.from_numpy(x)
         y = scale_correction(x, mirror_average(decode, x, ensemble), strength).numpy()[0, 0]
         return (y if is_float else np.clip(np.rint(y * peak), 0, peak).astype(luma.dtype)), z
 

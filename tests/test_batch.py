@@ -128,8 +128,8 @@ def test_job_file_list_file_and_naming_rule(tmp_path, library):
 
 
 def test_options_are_checked_up_front_and_zeros_passed_on(tmp_path):
-    """A bad --ensemble or --strength is a command-line error before any file starts; options set to 0 (no stabilisation, no
-    overlap) reach each file's `diffqe enhance` rather than falling back to its defaults."""
+    """A bad --ensemble or --strength is a command-line error before any file starts; options set to 0 (no
+    stabilisation, no overlap) reach each file's `diffqe enhance` rather than falling back to its defaults."""
     bad = batch(SAMPLES / "sample.mp4", "-o", tmp_path / "out", "--ensemble", "3")
     assert bad.returncode == 2 and "ensemble must be one of 1, 2, 4" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "out").exists()

@@ -90,13 +90,15 @@ def model_enhancers(model: DiffQE, seed: int, ensemble: int, radii: list[int],
     """Per (strength, radius), the model per frame with its correction scaled (model.inference) then stabilised
     over that many frames either side (model.temporal), as the filter.  All of them share one model pass per
     input: ``evaluate`` and ``temporal_change`` hand every enhancer the same array."""
-    last: list = [None, None, None]  # the last input array, as a tensor, and the model's output for it
+    last: dict = {"input": None}  # the last input array: its tensor, the model's output, rounded per strength
 
     def per_frame(planes: np.ndarray, strength: float) -> np.ndarray:
-        if last[0] is not planes:
+        if last["input"] is not planes:
             y = to_tensor(planes, 255, next(model.parameters()).device)
-            last[:] = [planes, y, restore(model, y, seed=seed, ensemble=ensemble)]
-        return to_planes(scale_correction(last[1], last[2], strength), 255, planes.dtype)
+            last.update(input=planes, y=y, out=restore(model, y, seed=seed, ensemble=ensemble), rounded={})
+        if strength not in last["rounded"]:  # each radius reads the same rounded output
+            last["rounded"][strength] = to_planes(scale_correction(last["y"], last["out"], strength), 255, planes.dtype)
+        return last["rounded"][strength]
 
     return {(s, r): (lambda planes, s=s, r=r: stabilise_clip(planes, per_frame(planes, s), r))
             for s in strengths for r in radii}
