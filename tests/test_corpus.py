@@ -1,11 +1,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import run_script
+from diffqe.train.clips import lossless_luma
+from diffqe.train.codec import CodecError, read_video_luma
 from diffqe.train.corpus import rgb_to_luma
 from diffqe.train.metrics import psnr
 from diffqe.train.pairs import choose_qps, load_pairs, make_pairs
@@ -99,3 +103,25 @@ def test_pairs_are_reproducible_and_resumable(tmp_path, reference_frames):
     assert stamp == {f: f.stat().st_mtime_ns for f in (tmp_path / "pairs").rglob("*.png")}, "resume re-encoded"
     for p in train:  # decoded pairs differ from GT, more at the higher QP
         assert np.array_equal(first[p.name], p.decoded) and not np.array_equal(p.decoded, p.gt)
+
+
+def test_validation_clip_becomes_lossless_luma_and_is_not_rewritten(tmp_path, reference_frames):
+    """A 4:2:0 colour clip (as the packages' H.264 and MPEG-4 clips are) gives back its exact luma, only the
+    frames asked for; an existing clip is kept; a corrupt file is refused with nothing left behind."""
+    h, w = reference_frames[0].shape
+    src = tmp_path / "colour.mkv"
+    yuv = b"".join(f.tobytes() + bytes([100]) * (h * w // 2) for f in reference_frames[:5])
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{w}x{h}", "-i", "-",
+                    "-c:v", "ffv1", str(src)], input=yuv, check=True)
+    out = tmp_path / "clips"
+    out.mkdir()
+    clip = lossless_luma(src, out, frames=3)
+    got = read_video_luma(clip)
+    assert len(got) == 3 and all((g == f).all() for g, f in zip(got, reference_frames))
+    stamp = clip.stat().st_mtime_ns
+    assert lossless_luma(src, out, frames=3) == clip and clip.stat().st_mtime_ns == stamp
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
+    with pytest.raises(CodecError, match="broken.mp4"):
+        lossless_luma(bad, out, frames=3)
+    assert sorted(p.name for p in out.iterdir()) == ["colour.mkv"]
