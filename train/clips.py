@@ -55,8 +55,8 @@ def lossless_luma(src: Path, out: Path, frames: int) -> Path:
     if target.exists():
         return target
     partial = out / f"{src.stem}.partial.mkv"
-    cmd = ["ffmpeg", "-v", "error", "-y", "-i", str(src), "-frames:v", str(frames), "-vf", "format=yuv420p,extractplanes=y",
-           "-c:v", "ffv1", str(partial)]
+    cmd = ["ffmpeg", "-v", "error", "-y", "-i", str(src), "-frames:v", str(frames),
+           "-vf", "format=yuv420p,extractplanes=y", "-c:v", "ffv1", str(partial)]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
         partial.unlink(missing_ok=True)
