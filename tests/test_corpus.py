@@ -107,7 +107,8 @@ def test_pairs_are_reproducible_and_resumable(tmp_path, reference_frames):
 
 def test_validation_clip_becomes_lossless_luma_and_is_not_rewritten(tmp_path, reference_frames):
     """A 4:2:0 colour clip (as the packages' H.264 and MPEG-4 clips are) gives back its exact luma, only the
-    frames asked for; an existing clip is kept; a corrupt file is refused with nothing left behind."""
+    frames asked for; an existing clip is kept, made again when asked for another frame count, kept when it
+    holds all of a shorter source; a corrupt file is refused with nothing left behind."""
     h, w = reference_frames[0].shape
     src = tmp_path / "colour.mkv"
     yuv = b"".join(f.tobytes() + bytes([100]) * (h * w // 2) for f in reference_frames[:5])
@@ -120,6 +121,10 @@ def test_validation_clip_becomes_lossless_luma_and_is_not_rewritten(tmp_path, re
     assert len(got) == 3 and all((g == f).all() for g, f in zip(got, reference_frames))
     stamp = clip.stat().st_mtime_ns
     assert lossless_luma(src, out, frames=3) == clip and clip.stat().st_mtime_ns == stamp
+    assert len(read_video_luma(lossless_luma(src, out, frames=4))) == 4
+    assert len(read_video_luma(lossless_luma(src, out, frames=9))) == 5  # the whole source
+    stamp = clip.stat().st_mtime_ns
+    assert lossless_luma(src, out, frames=9) == clip and clip.stat().st_mtime_ns == stamp
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
     with pytest.raises(CodecError, match="broken.mp4"):

@@ -13,7 +13,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from diffqe.train.codec import CodecError
+from diffqe.train.codec import CodecError, read_video_luma
 from diffqe.train.corpus import fetch_debian_images
 
 OPENCV_CLIPS = ("vtest.avi", "Megamind.avi", "tree.avi")
@@ -50,10 +50,14 @@ def fetch_opencv_clips(cache: Path) -> list[Path]:
 def lossless_luma(src: Path, out: Path, frames: int) -> Path:
     """The first ``frames`` frames of ``src`` as 8-bit luma in FFV1, written under a temporary name and renamed
     when complete.  The Y plane is taken as the decoder gives it (``extractplanes``); a plain ``format=gray``
-    would stretch limited-range luma to 0..255.  RGB codecs (Cinepak) go through limited-range YUV first."""
+    would stretch limited-range luma to 0..255.  RGB codecs (Cinepak) go through limited-range YUV first.
+    An existing clip is kept only if it holds that many frames (or all of a shorter source): one made with
+    another ``frames`` is made again, so that evaluate.py --max-frames sees what it asks for."""
     target = out / f"{src.stem}.mkv"
     if target.exists():
-        return target
+        have = len(read_video_luma(target, frames + 1))
+        if have == frames or have == len(read_video_luma(src, frames)):
+            return target
     partial = out / f"{src.stem}.partial.mkv"
     cmd = ["ffmpeg", "-v", "error", "-y", "-i", str(src), "-frames:v", str(frames),
            "-vf", "format=yuv420p,extractplanes=y", "-c:v", "ffv1", str(partial)]
