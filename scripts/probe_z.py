@@ -1,15 +1,25 @@
 #!/usr/bin/env python3
-"""Does the estimated Z follow the input?  For reference images coded at several QPs: how much Z varies
+r"""Does the estimated Z follow the input?  For reference images coded at several QPs: how much Z varies
 across inputs and across starting-noise seeds, and dPSNR with each input's own Z against the mean Z of all
 inputs (the same decoder, Z held constant).  If the two match, the estimator passes no information about the
 input and the model behaves as a blind decoder.
 
+With --fit-steps N it also bounds what an estimator that knew the QP could give this decoder: one Z per QP
+(and, as the control, one Z for all QPs) fitted by gradient descent through the frozen decoder on half the
+sources, scored on the other half, then the halves swapped.  Frames of one clip named NAME_frameK.png count
+as one source, so that they stay on one side.
+
   python scripts/probe_z.py --images data/corpus/val [--checkpoint STEM] [--qps 22,32,42] [--crop 320]
+      [--fit-steps 150]
+  for c in vtest Megamind tree carphone_pristine bikes bigbuckbunny; do
+      ffmpeg -i data/clips/$c.mkv -vf select='not(mod(n\,6))' -vsync 0 -frames:v 2 -start_number 0 frames/${c}_frame%d.png; done
+  python scripts/probe_z.py --images frames --crop 100000 --seeds 2 --fit-steps 150
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +31,54 @@ from diffqe.model import checkpoint
 from diffqe.model.diffqe import default_noise
 from diffqe.model.inference import to_planes, to_tensor
 from diffqe.train.codec import compress_luma
-from diffqe.train.metrics import best_scale, psnr
+from diffqe.train.metrics import best_scale, patch_dpsnr, psnr
 
 ORACLE = "own Z, oracle strength"
+FIT_ALL, FIT_QP = "Z fitted on other sources, all QPs", "Z fitted on other sources, per QP"
+
+
+def fit_z(model, pairs: list[tuple[np.ndarray, torch.Tensor]], z0: torch.Tensor, steps: int, seed: int,
+          crop: int = 96, batch: int = 4) -> torch.Tensor:
+    """One Z for all of PAIRS (reference, decoded tensor), through the frozen decoder: Adam on the training
+    loss (minus the mean dPSNR of random 8-aligned crops), from Z0."""
+    rng = np.random.default_rng(seed)
+    z = z0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=0.02)
+    for _ in range(steps):
+        gts, ys = [], []
+        for i in rng.integers(len(pairs), size=batch):
+            gt, y = pairs[i]
+            c = min(crop, *gt.shape) // 8 * 8
+            r, q = (rng.integers(0, (n - c) // 8 + 1) * 8 for n in gt.shape)
+            gts.append(to_tensor(gt[r : r + c, q : q + c], 255))
+            ys.append(y[..., r : r + c, q : q + c])
+        c = min(t.shape[-1] for t in ys), min(t.shape[-2] for t in ys)
+        gt_b = torch.cat([t[..., : c[1], : c[0]] for t in gts])
+        y_b = torch.cat([t[..., : c[1], : c[0]] for t in ys])
+        loss = -patch_dpsnr(model.decoder(y_b, z.expand(len(y_b), -1)), gt_b, y_b).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return z.detach()
+
+
+def fitted_gains(model, inputs, z_mean: torch.Tensor, qps: list[int], steps: int) -> dict[tuple[str, int], list[float]]:
+    """dPSNR of every input decoded with Zs fitted (fit_z) on the sources of the other fold."""
+    model.requires_grad_(False)
+    sources = sorted({src for src, *_ in inputs})
+    gains: dict[tuple[str, int], list[float]] = {}
+    for fold in (0, 1):
+        held = {s for i, s in enumerate(sources) if i % 2 == fold}
+        fit = [(gt, y, qp) for src, gt, _, qp, y, _ in inputs if src not in held]
+        zs = {FIT_ALL: {None: fit_z(model, [(g, y) for g, y, _ in fit], z_mean, steps, fold)}}
+        zs[FIT_QP] = {q: fit_z(model, [(g, y) for g, y, qp in fit if qp == q], z_mean, steps, fold) for q in qps}
+        with torch.inference_mode():
+            for src, gt, decoded, qp, y, _ in inputs:
+                if src in held:
+                    for name, z in ((FIT_ALL, zs[FIT_ALL][None]), (FIT_QP, zs[FIT_QP][qp])):
+                        out = to_planes(model.decoder(y, z), 255, gt.dtype)[0]
+                        gains.setdefault((name, qp), []).append(psnr(out, gt) - psnr(decoded, gt))
+    return gains
 
 
 def main() -> int:
@@ -33,12 +88,13 @@ def main() -> int:
     ap.add_argument("--qps", default="22,32,42")
     ap.add_argument("--crop", type=int, default=320, help="top-left crop of each image (speed)")
     ap.add_argument("--seeds", type=int, default=6)
+    ap.add_argument("--fit-steps", type=int, default=0, help="steps of each fitted Z (0: no fitted rows)")
     args = ap.parse_args()
     model, _ = checkpoint.load(args.checkpoint)
     if not model.uses_z:
         raise ValueError(f"{args.checkpoint}: the NoEst variant has no Z")
     qps = [int(q) for q in args.qps.split(",")]
-    inputs = []  # (reference, decoded, QP, input tensor, Z for seeds 0..N-1; seed 0 is the filter's default)
+    inputs = []  # (source, reference, decoded, QP, input, Z for seeds 0..N-1; seed 0 is the filter's default)
     with torch.inference_mode():
         for path in sorted(args.images.glob("*.png")):
             gt = np.asarray(Image.open(path))[: args.crop, : args.crop]
@@ -46,22 +102,26 @@ def main() -> int:
                 decoded = compress_luma(gt, qp)
                 y = to_tensor(decoded, 255, torch.device("cpu"))
                 zs = torch.cat([model.estimator(y, default_noise(model.cfg.z_dim, 1, s)) for s in range(args.seeds)])
-                inputs.append((gt, decoded, qp, y, zs))
+                inputs.append((re.sub(r"_frame\d+$", "", path.stem), gt, decoded, qp, y, zs))
         z_all = torch.cat([zs[:1] for *_, zs in inputs])
         z_mean = z_all.mean(0, keepdim=True)
         print(f"{len(inputs)} inputs; mean |Z| {z_all.abs().mean():.4f}; std of Z across inputs {z_all.std(0).mean():.5f}, "
               f"across {args.seeds} seeds {np.mean([zs.std(0).mean().item() for *_, zs in inputs]):.5f} (means over dims)")
         gains: dict[tuple[str, int], list[float]] = {}
         factors: dict[int, list[float]] = {}
-        for gt, decoded, qp, y, zs in inputs:
+        for _, gt, decoded, qp, y, zs in inputs:
             res = model.decoder(y, zs[:1]) - y
             best = best_scale(res, to_tensor(gt, 255, torch.device("cpu")) - y).item()
             factors.setdefault(qp, []).append(best)
             for name, out in (("own Z", y + res), ("mean Z", model.decoder(y, z_mean)), (ORACLE, y + best * res)):
                 out = to_planes(out, 255, gt.dtype)[0]
                 gains.setdefault((name, qp), []).append(psnr(out, gt) - psnr(decoded, gt))
+    rows = ["own Z", "mean Z", ORACLE]
+    if args.fit_steps:
+        gains.update(fitted_gains(model, inputs, z_mean, qps, args.fit_steps))
+        rows += [FIT_ALL, FIT_QP]
     print("| Z | " + " | ".join(f"QP {q}" for q in qps) + " |\n|---|" + "---:|" * len(qps))
-    for name in ("own Z", "mean Z", ORACLE):
+    for name in rows:
         print(f"| {name} | " + " | ".join(f"{np.mean(gains[(name, q)]):+.4f}" for q in qps) + " |")
     print("best factor, mean (min..max): " + ", ".join(
         f"QP {q} {np.mean(f):.2f} ({min(f):.2f}..{max(f):.2f})" for q, f in factors.items()))

@@ -8,7 +8,8 @@
 #
 # Step 2 ran with fractions 0 0 (levels only, 24 minutes), step 3 with 0.5 0 from step 2's weights, step 4
 # with 0.5 0.5 from step 3's (30 minutes each), step 9 as step 4 from step 4's weights, 40 minutes, with the
-# extra train.py arguments --flips 4 --mirror-weight 1.  Rerunning the same command resumes.
+# extra train.py arguments --flips 4 --mirror-weight 1.  QPS=22,27,32,37,42 codes the pairs at other QPs (the
+# GPU refinement of scripts/device_refine.sh).  Rerunning the same command resumes.
 set -euo pipefail
 init=$1 out=$2 minutes=${3:-30} soft=${4:-0.5} recompressed=${5:-0.5}
 extra=("${@:6}")
@@ -29,7 +30,7 @@ for f in "$(realpath "$out/corpus/train")"/*.png; do
     esac
 done
 
-$py "$here/make_pairs.py" --corpus "$out/subset" --out "$out/pairs" --qps 22,32,42
+$py "$here/make_pairs.py" --corpus "$out/subset" --out "$out/pairs" --qps "${QPS:-22,32,42}"
 $py "$here/train.py" --pairs "$out/pairs/manifest.json" --run "$out/run" --stage 3 --init "$init" --z-weight 0 \
     --loss dpsnr --lr 1e-4 --batch 12 --patch 64 --minutes "$minutes" --val-every 500 --val-images 24 "${extra[@]}"
 $py "$here/ship_checkpoint.py" "$out/run/stage3" --out "$out/diffqe"
