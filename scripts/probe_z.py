@@ -66,6 +66,9 @@ def fitted_gains(model, inputs, z_mean: torch.Tensor, qps: list[int], steps: int
     """dPSNR of every input decoded with Zs fitted (fit_z) on the sources of the other fold."""
     model.requires_grad_(False)
     sources = sorted({src for src, *_ in inputs})
+    if len(sources) < 2:
+        raise ValueError(f"--fit-steps fits on one half of the sources and scores the other: it needs two or more "
+                         f"sources, found {sources} (the frames of one clip, NAME_frameK.png, are one source)")
     gains: dict[tuple[str, int], list[float]] = {}
     for fold in (0, 1):
         held = {s for i, s in enumerate(sources) if i % 2 == fold}

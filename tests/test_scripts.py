@@ -85,6 +85,20 @@ def test_probe_z_compares_own_and_mean_z(tmp_path, reference_frames):
     assert re.search(r"^best factor, mean \(min\.\.max\): QP 27 [\d.]+ \([\d.]+\.\.[\d.]+\), QP 42", result.stdout, re.M)
 
 
+def test_probe_z_fits_zs_on_the_other_sources(tmp_path, reference_frames):
+    """The fitted rows need two sources; the frames of one clip count as one."""
+    for name, frame in (("clip_frame0", 0), ("clip_frame1", 4)):
+        Image.fromarray(reference_frames[frame]).save(tmp_path / f"{name}.png")
+    args = ("--images", tmp_path, "--qps", "27,42", "--crop", "96", "--seeds", "1", "--fit-steps", "2")
+    result = run_script("probe_z.py", *args)
+    assert result.returncode == 2 and "needs two or more sources, found ['clip']" in result.stderr, result.stderr
+    (tmp_path / "clip_frame1.png").rename(tmp_path / "other.png")
+    result = run_script("probe_z.py", *args)
+    assert result.returncode == 0, result.stderr
+    fitted = re.findall(r"^\| Z fitted on other sources, (all QPs|per QP) \| [-+][\d.]+ \| [-+][\d.]+ \|$", result.stdout, re.M)
+    assert fitted == ["all QPs", "per QP"], result.stdout
+
+
 def test_probe_quality_reports_qp_prediction_and_strengths(tmp_path, reference_frames):
     from diffqe.train.pairs import make_pairs
 
