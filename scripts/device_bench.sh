@@ -14,7 +14,8 @@ cd "$root"
     python3 scripts/bench.py --variants 2,3 --budget-s 200 --out "$out/bench.md"
     for size in ${SIZES:-1920x1080 3840x2160}; do
         for temporal in 2 0; do
-            python3 scripts/bench_vspipe.py --backend "$backend" --size "$size" --frames "${FRAMES:-300}" --temporal "$temporal"
+            python3 scripts/bench_vspipe.py --backend "$backend" --size "$size" --frames "${FRAMES:-300}" \
+                --temporal "$temporal"
         done
     done
 } 2>&1 | tee -a "$out/log.txt"

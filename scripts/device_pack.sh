@@ -11,8 +11,9 @@ py=${PYTHON:-python}
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 carry="$here/../.carry"
 mkdir -p "$carry/whl" "$carry/vs"
-[ -f "$carry/refine/corpus/manifest.json" ] || $py "$here/make_corpus.py" --debian --max-side "${MAX_SIDE:-448}" --soft-fraction 0.5 \
-    --recompressed-fraction 0.5 --out "$carry/refine/corpus" --debian-cache "${DEBIAN_CACHE:-data/debian}"
+[ -f "$carry/refine/corpus/manifest.json" ] || $py "$here/make_corpus.py" --debian --max-side "${MAX_SIDE:-448}" \
+    --soft-fraction 0.5 --recompressed-fraction 0.5 --out "$carry/refine/corpus" \
+    --debian-cache "${DEBIAN_CACHE:-data/debian}"
 wheel() {  # wheel FOLDER NAME==VERSION: a Python 3.12 x86-64 wheel, as the device machine runs
     ls "$1"/"${2%%==*}"-"${2##*==}"-*.whl >/dev/null 2>&1 || $py -m pip download -q --no-deps --only-binary=:all: \
         --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
@@ -27,5 +28,6 @@ for call in "device_refine.sh: refine whl" "device_bench.sh: whl vs"; do
     size=$tree
     for folder in ${call#*: }; do size=$((size + $(du -sb "$carry/$folder" | cut -f1))); done
     echo "device_pack: ${call%%:*} travels with $((size >> 20)) MiB (the device tool carries 64 MiB)" >&2
-    [ $((size >> 20)) -le 62 ] || { echo "device_pack: too large to travel; lower MAX_SIDE or empty .carry" >&2; exit 1; }
+    [ $((size >> 20)) -le 62 ] || { echo "device_pack: too large to travel; remove what a CPU rehearsal left in" \
+        ".carry/refine (pairs, subset, run) or rebuild the corpus with a lower MAX_SIDE" >&2; exit 1; }
 done

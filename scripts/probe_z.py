@@ -12,7 +12,8 @@ as one source, so that they stay on one side.
   python scripts/probe_z.py --images data/corpus/val [--checkpoint STEM] [--qps 22,32,42] [--crop 320]
       [--fit-steps 150]
   for c in vtest Megamind tree carphone_pristine bikes bigbuckbunny; do
-      ffmpeg -i data/clips/$c.mkv -vf select='not(mod(n\,6))' -vsync 0 -frames:v 2 -start_number 0 frames/${c}_frame%d.png; done
+      ffmpeg -i data/clips/$c.mkv -vf select='not(mod(n\,6))' -vsync 0 -frames:v 2 -start_number 0 \
+          frames/${c}_frame%d.png; done
   python scripts/probe_z.py --images frames --crop 100000 --seeds 2 --fit-steps 150
 """
 

@@ -95,7 +95,8 @@ def test_probe_z_fits_zs_on_the_other_sources(tmp_path, reference_frames):
     (tmp_path / "clip_frame1.png").rename(tmp_path / "other.png")
     result = run_script("probe_z.py", *args)
     assert result.returncode == 0, result.stderr
-    fitted = re.findall(r"^\| Z fitted on other sources, (all QPs|per QP) \| [-+][\d.]+ \| [-+][\d.]+ \|$", result.stdout, re.M)
+    row = r"^\| Z fitted on other sources, (all QPs|per QP) \| [-+][\d.]+ \| [-+][\d.]+ \|$"
+    fitted = re.findall(row, result.stdout, re.M)
     assert fitted == ["all QPs", "per QP"], result.stdout
 
 
