@@ -38,24 +38,26 @@ ORACLE = "own Z, oracle strength"
 FIT_ALL, FIT_QP = "Z fitted on other sources, all QPs", "Z fitted on other sources, per QP"
 
 
-def fit_z(model, pairs: list[tuple[np.ndarray, torch.Tensor]], z0: torch.Tensor, steps: int, seed: int,
+def gain(out: torch.Tensor, gt: np.ndarray, decoded: np.ndarray) -> float:
+    """dPSNR (dB) of a decoder output in [0, 1], rounded to code values as the filter rounds."""
+    return psnr(to_planes(out, 255, gt.dtype)[0], gt) - psnr(decoded, gt)
+
+
+def fit_z(model, pairs: list[tuple[torch.Tensor, torch.Tensor]], z0: torch.Tensor, steps: int, seed: int,
           crop: int = 96, batch: int = 4) -> torch.Tensor:
-    """One Z for all of PAIRS (reference, decoded tensor), through the frozen decoder: Adam on the training
-    loss (minus the mean dPSNR of random 8-aligned crops), from Z0."""
+    """One Z for all of PAIRS (reference, decoded; [1,1,H,W] tensors), through the frozen decoder: Adam on the
+    training loss (minus the mean dPSNR of random 8-aligned square crops, as large as the smallest image
+    allows up to CROP), from Z0."""
     rng = np.random.default_rng(seed)
+    c = min(crop, *(min(gt.shape[-2:]) for gt, _ in pairs)) // 8 * 8
     z = z0.clone().requires_grad_(True)
     opt = torch.optim.Adam([z], lr=0.02)
     for _ in range(steps):
-        gts, ys = [], []
+        crops = []
         for i in rng.integers(len(pairs), size=batch):
-            gt, y = pairs[i]
-            c = min(crop, *gt.shape) // 8 * 8
-            r, q = (rng.integers(0, (n - c) // 8 + 1) * 8 for n in gt.shape)
-            gts.append(to_tensor(gt[r : r + c, q : q + c], 255))
-            ys.append(y[..., r : r + c, q : q + c])
-        c = min(t.shape[-1] for t in ys), min(t.shape[-2] for t in ys)
-        gt_b = torch.cat([t[..., : c[1], : c[0]] for t in gts])
-        y_b = torch.cat([t[..., : c[1], : c[0]] for t in ys])
+            r, q = (rng.integers(0, (n - c) // 8 + 1) * 8 for n in pairs[i][0].shape[-2:])
+            crops.append([t[..., r : r + c, q : q + c] for t in pairs[i]])
+        gt_b, y_b = (torch.cat(ts) for ts in zip(*crops))
         loss = -patch_dpsnr(model.decoder(y_b, z.expand(len(y_b), -1)), gt_b, y_b).mean()
         opt.zero_grad()
         loss.backward()
@@ -73,15 +75,14 @@ def fitted_gains(model, inputs, z_mean: torch.Tensor, qps: list[int], steps: int
     gains: dict[tuple[str, int], list[float]] = {}
     for fold in (0, 1):
         held = {s for i, s in enumerate(sources) if i % 2 == fold}
-        fit = [(gt, y, qp) for src, gt, _, qp, y, _ in inputs if src not in held]
-        zs = {FIT_ALL: {None: fit_z(model, [(g, y) for g, y, _ in fit], z_mean, steps, fold)}}
-        zs[FIT_QP] = {q: fit_z(model, [(g, y) for g, y, qp in fit if qp == q], z_mean, steps, fold) for q in qps}
+        fit = [(to_tensor(gt, 255), y, qp) for src, gt, _, qp, y, _ in inputs if src not in held]
+        z_all = fit_z(model, [(g, y) for g, y, _ in fit], z_mean, steps, fold)
+        z_qp = {q: fit_z(model, [(g, y) for g, y, qp in fit if qp == q], z_mean, steps, fold) for q in qps}
         with torch.inference_mode():
             for src, gt, decoded, qp, y, _ in inputs:
                 if src in held:
-                    for name, z in ((FIT_ALL, zs[FIT_ALL][None]), (FIT_QP, zs[FIT_QP][qp])):
-                        out = to_planes(model.decoder(y, z), 255, gt.dtype)[0]
-                        gains.setdefault((name, qp), []).append(psnr(out, gt) - psnr(decoded, gt))
+                    for name, z in ((FIT_ALL, z_all), (FIT_QP, z_qp[qp])):
+                        gains.setdefault((name, qp), []).append(gain(model.decoder(y, z), gt, decoded))
     return gains
 
 
@@ -118,8 +119,7 @@ def main() -> int:
             best = best_scale(res, to_tensor(gt, 255, torch.device("cpu")) - y).item()
             factors.setdefault(qp, []).append(best)
             for name, out in (("own Z", y + res), ("mean Z", model.decoder(y, z_mean)), (ORACLE, y + best * res)):
-                out = to_planes(out, 255, gt.dtype)[0]
-                gains.setdefault((name, qp), []).append(psnr(out, gt) - psnr(decoded, gt))
+                gains.setdefault((name, qp), []).append(gain(out, gt, decoded))
     rows = ["own Z", "mean Z", ORACLE]
     if args.fit_steps:
         gains.update(fitted_gains(model, inputs, z_mean, qps, args.fit_steps))
