@@ -156,6 +156,35 @@ def test_train_script_takes_a_model_config_and_a_variant(tmp_path, tiny_cfg, tin
     assert (cfg.variant, cfg.input_unshuffle, cfg.decoder_channels) == ("noest", 2, tiny_cfg.decoder_channels)
 
 
+def test_half_resolution_decoder_is_transplanted_close_to_the_full_one(tmp_path, tiny_cfg, tiny_pairs):
+    """Stage 3 with the half-resolution network from full-resolution weights: the levels below the first
+    carry over unchanged, and the least-squares head and tail bring the half decoder's output on crops it
+    was not fitted on closer to the full decoder's than the identity (the untrained tail) is."""
+    torch.manual_seed(0)
+    full = DiffQE(tiny_cfg).eval()
+    torch.nn.init.normal_(full.decoder.tail.weight, std=0.05)  # a decoder that changes its input
+    checkpoint.save(tmp_path / "full", full)
+    config = tmp_path / "half.json"
+    config.write_text(json.dumps(json.loads(tiny_cfg.to_json()) | {"input_unshuffle": 2,
+                                                                   "decoder_channels": [16, 32]}))
+    result = run_script("train.py", "--pairs", tiny_pairs, "--run", tmp_path / "r", "--stage", "3", "--init",
+                        tmp_path / "full", "--model-config", config, "--z-weight", "0", "--mirror-weight", "1",
+                        "--steps", "1", "--lr", "1e-12", "--batch", "2", "--patch", "32", "--val-images", "1")
+    assert result.returncode == 0, result.stderr
+    fit = json.loads((tmp_path / "r" / "log.jsonl").read_text().splitlines()[0])["transplant"]
+    half = checkpoint.load(tmp_path / "r" / "stage3")[0].eval()
+    assert (half.cfg.input_unshuffle, half.cfg.decoder_channels) == (2, (16, 32))
+    torch.testing.assert_close(half.decoder.head[2].state_dict(), full.decoder.down[0][3].state_dict(),
+                               rtol=0, atol=1e-9)  # lr 1e-12: one step leaves the carried weights as they were
+    y = torch.from_numpy(PatchSampler(load_pairs(tiny_pairs, "val"), 64, 4, seed=7).sample()[0])
+    with torch.no_grad():
+        z = full.estimate(y)
+        want, got = full.decoder(y, z) - y, half.decoder(y, z) - y
+    unexplained = float((got - want).square().mean() / want.square().mean())
+    print("transplant fit", fit, "held-out unexplained", unexplained)
+    assert unexplained < 0.9 and fit["tail_unexplained"] < 0.9, (fit, unexplained)
+
+
 @pytest.fixture(scope="module")
 def tiny_stills(tmp_path_factory, reference_frames):
     """Crops of the reference clip as stills coded random-access at CRF 28: x265 re-codes a few blocks of two

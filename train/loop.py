@@ -32,6 +32,7 @@ from ..model.mirror import mirror_average
 from .metrics import frame_change, patch_dpsnr, psnr
 from .pairs import Pair, PatchSampler
 from .stills import Still, StillSampler
+from .transplant import half_resolution_from
 
 
 @dataclass
@@ -124,6 +125,9 @@ def mirror_target(teacher: DiffQE, y: torch.Tensor, noise: torch.Tensor) -> torc
     return mirror_average(lambda x: teacher.decoder(x, z), y, 4).clamp(0, 1)
 
 
+# Half-resolution positions the transplanted decoder's new head and tail are fitted on (train/transplant.py),
+# in training crops: 262k rows for the tail's 577 unknowns per output plane.
+TRANSPLANT_POSITIONS = 2**18
 FLICKER_FLOOR = 1e-4  # mean absolute change, [0, 1] units (0.03 code values): a still patch stays finite
 
 
@@ -193,19 +197,36 @@ def _log(run: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def _initial_model(run: Path, cfg: TrainConfig, model_cfg: ModelConfig | None, init: Path | None) -> DiffQE:
-    """Stage 1 starts fresh (MODEL_CFG is required there); a later stage from INIT or RUN/stage{N-1}.
-    Where MODEL_CFG names another variant (NoDiff's estimator on the full model's stage 1), only the encoder
-    and decoder carry over."""
-    if cfg.stage == 1:
-        return DiffQE(model_cfg)
+def _starting_weights(run: Path, cfg: TrainConfig, init: Path | None) -> Path:
+    """Where a stage after the first starts: INIT or RUN/stage{N-1}."""
     previous = init or run / f"stage{cfg.stage - 1}"
     if not previous.with_suffix(".json").exists():
         raise FileNotFoundError(f"stage {cfg.stage} starts from {previous}.safetensors; train stage {cfg.stage - 1} first")
-    model = checkpoint.load(previous)[0]
-    if model_cfg is None or model.cfg.variant == model_cfg.variant:
+    return previous
+
+
+def _initial_model(run: Path, cfg: TrainConfig, model_cfg: ModelConfig | None, init: Path | None,
+                   train_pairs: list[Pair]) -> DiffQE:
+    """Stage 1 starts fresh (MODEL_CFG is required there); a later stage from the starting weights.
+    Where MODEL_CFG names the half-resolution decoder and the starting weights are full-resolution, the
+    decoder is transplanted (train/transplant.py), its new head and tail fitted on crops of TRAIN_PAIRS;
+    where it names another variant (NoDiff's estimator on the full model's stage 1), only the encoder and
+    decoder carry over."""
+    if cfg.stage == 1:
+        return DiffQE(model_cfg)
+    model = checkpoint.load(_starting_weights(run, cfg, init))[0]
+    if model_cfg is None:
         return model
-    other = DiffQE(replace(model.cfg, variant=model_cfg.variant))
+    if model_cfg.input_unshuffle != model.cfg.input_unshuffle:
+        count = -(-4 * TRANSPLANT_POSITIONS // cfg.patch**2)
+        crops = PatchSampler(train_pairs, cfg.patch, count, cfg.seed, cfg.flips).sample()[0]
+        model, fit = half_resolution_from(model, torch.from_numpy(crops))
+        _log(run, {"transplant": fit})
+    if replace(model.cfg, variant=model_cfg.variant) != model_cfg:
+        raise ValueError(f"the starting weights' network {model.cfg} is not the one asked for, {model_cfg}")
+    if model.cfg.variant == model_cfg.variant:
+        return model
+    other = DiffQE(model_cfg)
     shared = {k: v for k, v in model.state_dict().items() if k.startswith(("encoder.", "decoder."))}
     other.load_state_dict(shared, strict=False)
     return other
@@ -237,10 +258,11 @@ def train(run: Path, cfg: TrainConfig, model_cfg: ModelConfig | None, train_pair
             stills.restore(meta["still_sampler"])
         print(f"resuming stage {cfg.stage} from {stem} at step {step}", file=sys.stderr)
     else:
-        model = _initial_model(run, cfg, model_cfg, init)
+        model = _initial_model(run, cfg, model_cfg, init, train_pairs)
     model.to(device).train()
-    # The teacher is always the starting weights, also on resume, so that the target does not drift.
-    teacher = _initial_model(run, cfg, model_cfg, init).to(device).eval() if cfg.mirror_weight else None
+    # The teacher is always the starting weights as they were trained, also on resume (the target does not
+    # drift) and when the student is another network (a transplanted decoder learns what the full one did).
+    teacher = checkpoint.load(_starting_weights(run, cfg, init))[0].to(device) if cfg.mirror_weight else None
     cuda = device.type == "cuda"
     fast = cuda and cfg.precision == "bf16"
     if cuda:

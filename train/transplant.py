@@ -1,0 +1,84 @@
+"""Start a half-resolution decoder (``input_unshuffle`` = 2) from a trained full-resolution one.
+
+The half-resolution UNet's levels are the full one's levels below the first: its level i has the channels
+of the full one's level i + 1, at the same scale of the frame.  So every weight carries over except the
+two that touch the frame (the head's convolution, now 4 unshuffled planes in, and the tail, 4 planes out)
+and the full one's finest up-fusion, which has no counterpart.  Those two convolutions are fitted by least
+squares on real decoded crops: the head to what the full decoder's second level computes from the frame
+(its first convolution, before the activation), then the tail to the full decoder's residual.  So the
+transplanted decoder starts close to the full one, and distillation (stage 3 with ``--mirror-weight``, whose
+teacher is the full model) teaches the rest (docs/training.md, step 12).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+
+from ..model.diffqe import DiffQE
+
+# Ridge on the normal equations, relative to their mean diagonal: keeps the solve stable where features are
+# nearly collinear (a 3x3 window of smooth content) without pulling the fit measurably away from least squares.
+RIDGE = 1e-6
+
+
+def _moved(state: dict[str, torch.Tensor], old: str, new: str) -> dict[str, torch.Tensor]:
+    """The tensors under prefix OLD, renamed to prefix NEW."""
+    return {new + k.removeprefix(old): v for k, v in state.items() if k.startswith(old)}
+
+
+def _fit_conv3x3(conv: torch.nn.Conv2d, inputs: torch.Tensor, targets: torch.Tensor) -> float:
+    """Set CONV (3x3, zero padding 1) to the least-squares map from INPUTS [N,Cin,H,W] to TARGETS
+    [N,Cout,H,W]; returns the fit's residual as a fraction of the targets' variance."""
+    x = F.unfold(inputs.double(), 3, padding=1).transpose(1, 2).reshape(-1, conv.in_channels * 9)
+    x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
+    y = targets.double().flatten(2).transpose(1, 2).reshape(-1, conv.out_channels)
+    gram = x.T @ x
+    gram += RIDGE * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype)
+    solution = torch.linalg.solve(gram, x.T @ y)
+    conv.weight.copy_(solution[:-1].T.reshape_as(conv.weight))
+    conv.bias.copy_(solution[-1])
+    return float(((x @ solution - y).square().mean() / y.var(dim=0).mean()).item())
+
+
+@torch.no_grad()
+def half_resolution_from(full: DiffQE, crops: torch.Tensor) -> tuple[DiffQE, dict[str, float]]:
+    """A DiffQE with ``input_unshuffle`` 2 and the decoder levels of FULL below its first; the estimator
+    (and the encoder, if FULL has one) as they are.  CROPS [N,1,H,W] in [0,1] (decoded luma, sides a
+    multiple of 8) are what the new head and tail are fitted on; returns the model and each fit's
+    unexplained share of variance."""
+    cfg = full.cfg
+    if cfg.input_unshuffle != 1 or len(cfg.decoder_channels) < 3:
+        raise ValueError(f"needs a full-resolution decoder of 3 or more levels, got input_unshuffle "
+                         f"{cfg.input_unshuffle} and decoder_channels {cfg.decoder_channels}")
+    if crops.shape[-1] % 8 or crops.shape[-2] % 8:
+        raise ValueError(f"crop sides must be multiples of 8, got {tuple(crops.shape[-2:])}")
+    full = full.eval()
+    half = DiffQE(replace(cfg, input_unshuffle=2, decoder_channels=cfg.decoder_channels[1:])).eval()
+    old = full.state_dict()
+    state = {k: v for k, v in old.items() if not k.startswith("decoder.")}
+    # head = conv, act, residual unit; down[i] = max-pool, conv, act, residual unit.
+    state |= _moved(old, "decoder.down.0.3.", "decoder.head.2.")
+    for i in range(1, len(cfg.decoder_channels) - 1):
+        state |= _moved(old, f"decoder.down.{i}.", f"decoder.down.{i - 1}.")
+    # up[j] fuses level L-2-j: the half UNet keeps all but the last, which fused the full level.
+    for j in range(len(cfg.decoder_channels) - 2):
+        state |= _moved(old, f"decoder.up.{j}.", f"decoder.up.{j}.")
+    missing, unexpected = half.load_state_dict(state, strict=False)
+    assert not unexpected and sorted(missing) == sorted(
+        f"decoder.{k}" for k in ("head.0.weight", "head.0.bias", "tail.weight", "tail.bias")
+    ), (missing, unexpected)
+
+    big, small = full.decoder, half.decoder
+    z = full.estimate(crops)
+    first = big.down[0][1](big.down[0][0](big.head(crops)))  # the full decoder's level 2 before its activation
+    head_error = _fit_conv3x3(small.head[0], F.pixel_unshuffle(crops, 2), first)
+    skips = small.levels(crops)
+    f = skips.pop()
+    for up in small.up:
+        f = up(f, skips.pop(), z)
+    residual = big(crops, z) - crops  # flat crops give 0, which the tail should give there too
+    tail_error = _fit_conv3x3(small.tail, f, F.pixel_unshuffle(residual, 2))
+    return half, {"head_unexplained": head_error, "tail_unexplained": tail_error}
