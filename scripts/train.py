@@ -51,6 +51,8 @@ def main() -> int:
                     help="crop flips: 2 left-right (the shipped steps), 4 also up-down (the mirror ensemble's copies)")
     ap.add_argument("--mirror-weight", type=float, default=0.0,
                     help="stage 3: weight of a second target, the starting weights' four-copy mirror ensemble")
+    ap.add_argument("--mirror-copies", type=int, choices=(1, 2, 4), default=4,
+                    help="stage 3 with --mirror-weight: mirrored copies the teacher averages (1: its plain output)")
     ap.add_argument("--model-config", type=Path, help="JSON with ModelConfig fields (stage 1; --variant overrides its variant)")
     ap.add_argument("--device", default="auto")
     defaults = TrainConfig()

@@ -169,9 +169,15 @@ def test_half_resolution_decoder_is_transplanted_close_to_the_full_one(tmp_path,
                                                                    "decoder_channels": [16, 32]}))
     result = run_script("train.py", "--pairs", tiny_pairs, "--run", tmp_path / "r", "--stage", "3", "--init",
                         tmp_path / "full", "--model-config", config, "--z-weight", "0", "--mirror-weight", "1",
-                        "--steps", "1", "--lr", "1e-12", "--batch", "2", "--patch", "32", "--val-images", "1")
+                        "--mirror-copies", "1", "--steps", "1", "--lr", "1e-12", "--batch", "2", "--patch", "32",
+                        "--val-images", "1")
     assert result.returncode == 0, result.stderr
     fit = json.loads((tmp_path / "r" / "log.jsonl").read_text().splitlines()[0])["transplant"]
+    config.write_text(json.dumps(json.loads(config.read_text()) | {"z_dim": 8}))  # a network the weights are not
+    refused = run_script("train.py", "--pairs", tiny_pairs, "--run", tmp_path / "other", "--stage", "3", "--init",
+                         tmp_path / "full", "--model-config", config, "--patch", "32")
+    assert refused.returncode == 2 and "differs from --model-config's in {'z_dim': (16, 8)}" in refused.stderr, \
+        refused.stderr
     half = checkpoint.load(tmp_path / "r" / "stage3")[0].eval()
     assert (half.cfg.input_unshuffle, half.cfg.decoder_channels) == (2, (16, 32))
     torch.testing.assert_close(half.decoder.head[2].state_dict(), full.decoder.down[0][3].state_dict(),

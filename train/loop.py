@@ -17,7 +17,7 @@ import math
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +61,9 @@ class TrainConfig:
     # stage 3: weight of the reconstruction loss towards the starting weights' four-copy mirror ensemble
     # (0: none); teaches one pass what four mirrored ones agree on (docs/training.md, step 9)
     mirror_weight: float = 0.0
+    # mirrored copies the teacher averages (4, 2, or 1: its plain output, a quarter of the teacher's time, for
+    # distilling a shipped model that already learnt its ensemble into another network: step 12)
+    mirror_copies: int = 4
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -116,13 +119,13 @@ def stage_loss(model: DiffQE, stage: int, y, gt, qp, noise, z_weight: float = 1.
 
 
 @torch.no_grad()
-def mirror_target(teacher: DiffQE, y: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """The frozen TEACHER's inference output averaged over the four mirror images of each crop (the
+def mirror_target(teacher: DiffQE, y: torch.Tensor, noise: torch.Tensor, copies: int = 4) -> torch.Tensor:
+    """The frozen TEACHER's inference output averaged over COPIES mirror images of each crop (4: the
     ``ensemble=4`` of the filter).  It beats one pass of the same weights at every QP and on every source
     measured (docs/results.md, "Mirror ensemble"), most where one pass invents detail; as a target it shows
     a single pass what to drop, at no cost at inference."""
     z = teacher.estimator(y, noise)
-    return mirror_average(lambda x: teacher.decoder(x, z), y, 4).clamp(0, 1)
+    return mirror_average(lambda x: teacher.decoder(x, z), y, copies).clamp(0, 1)
 
 
 # Half-resolution positions the transplanted decoder's new head and tail are fitted on (train/transplant.py),
@@ -222,8 +225,11 @@ def _initial_model(run: Path, cfg: TrainConfig, model_cfg: ModelConfig | None, i
         crops = PatchSampler(train_pairs, cfg.patch, count, cfg.seed, cfg.flips).sample()[0]
         model, fit = half_resolution_from(model, torch.from_numpy(crops))
         _log(run, {"transplant": fit})
-    if replace(model.cfg, variant=model_cfg.variant) != model_cfg:
-        raise ValueError(f"the starting weights' network {model.cfg} is not the one asked for, {model_cfg}")
+    differ = {k: (v, getattr(model_cfg, k)) for k, v in asdict(model.cfg).items()
+              if k != "variant" and getattr(model_cfg, k) != v}
+    if differ:
+        raise ValueError(f"the starting weights' network differs from --model-config's in {differ} (starting, "
+                         f"asked for); leave --model-config out to keep the starting network")
     if model.cfg.variant == model_cfg.variant:
         return model
     other = DiffQE(model_cfg)
@@ -302,7 +308,7 @@ def train(run: Path, cfg: TrainConfig, model_cfg: ModelConfig | None, train_pair
         noise_gen.manual_seed(cfg.seed * 1_000_003 + step)
         noise = torch.randn(y.shape[0], model.cfg.z_dim, generator=noise_gen, device=device)
         with autocast():
-            mirror = mirror_target(teacher, y, noise) if teacher is not None else None
+            mirror = mirror_target(teacher, y, noise, cfg.mirror_copies) if teacher is not None else None
             loss = stage_loss(model, cfg.stage, y, gt, qp, noise, cfg.z_weight, cfg.loss, mirror, cfg.mirror_weight)
             if stills:
                 y_a, y_b, still_gt = (torch.from_numpy(a).to(device) for a in stills.sample())
