@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # On the device machine: issue 7's proposed network change, trained and timed in one call (docs/training.md,
 # step 12).  The half-resolution network (train/configs/unshuffle2.json) is transplanted from the shipped
-# weights and distilled from their plain output for MINUTES (default 5) by device_refine.sh, then bench.py
+# weights and distilled from their plain output for MINUTES (default 4) by device_refine.sh, then bench.py
 # times it (CUDA graphs and torch.compile at 1080p and 2160p) beside the shipped network.  Weights, tables and
 # log in $OUT.  Needs .carry/refine and .carry/whl from scripts/device_pack.sh.
 #
-#   bash scripts/device_fast_net.sh [MINUTES]
-#   device tool: command "bash scripts/device_fast_net.sh 5", carry [".carry/refine", ".carry/whl"], timeout_s 570
+#   bash scripts/device_fast_net.sh [MINUTES [TRAIN_ARG ...]]
+#   device tool: command "bash scripts/device_fast_net.sh 4", carry [".carry/refine", ".carry/whl"], timeout_s 570
 set -euo pipefail
-minutes=${1:-5}
+minutes=${1:-4}
+extra=("${@:2}")
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 bash "$here/device_refine.sh" "$minutes" --model-config "$here/../train/configs/unshuffle2.json" --mirror-copies 1 \
-    --lr 3e-4
+    --lr 3e-4 "${extra[@]}"
 source "$here/device_env.sh" .carry/whl  # device_refine.sh's environment ended with it
 cd "$root"
 for named in "half=$out/diffqe" "shipped=model/weights/diffqe"; do

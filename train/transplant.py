@@ -33,10 +33,10 @@ def _fit_conv3x3(conv: torch.nn.Conv2d, inputs: torch.Tensor, targets: torch.Ten
     """Set CONV (3x3, zero padding 1) to the least-squares map from INPUTS [N,Cin,H,W] to TARGETS
     [N,Cout,H,W]; returns the fit's residual as a fraction of the targets' variance."""
     x = F.unfold(inputs.double(), 3, padding=1).transpose(1, 2).reshape(-1, conv.in_channels * 9)
-    x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
+    x = torch.cat([x, x.new_ones(len(x), 1)], dim=1)
     y = targets.double().flatten(2).transpose(1, 2).reshape(-1, conv.out_channels)
     gram = x.T @ x
-    gram += RIDGE * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype)
+    gram += RIDGE * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype, device=gram.device)
     solution = torch.linalg.solve(gram, x.T @ y)
     conv.weight.copy_(solution[:-1].T.reshape_as(conv.weight))
     conv.bias.copy_(solution[-1])
