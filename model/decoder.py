@@ -58,12 +58,16 @@ class Decoder(nn.Module):
             skips.append(down(skips[-1]))
         return skips
 
-    def forward(self, y: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
-        x, (h, w) = pad_to_multiple(y, self.multiple)
+    def features(self, x: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        """The UNet on a padded frame up to the tail: the finest level's fused features."""
         skips = self.levels(x)
         f = skips.pop()
         for up in self.up:
             f = up(f, skips.pop(), z)
-        res = F.pixel_shuffle(self.tail(f), self.unshuffle)[..., :h, :w]
+        return f
+
+    def forward(self, y: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        x, (h, w) = pad_to_multiple(y, self.multiple)
+        res = F.pixel_shuffle(self.tail(self.features(x, z)), self.unshuffle)[..., :h, :w]
         flat = y.amax(dim=(1, 2, 3), keepdim=True) == y.amin(dim=(1, 2, 3), keepdim=True)
         return torch.where(flat, y, y + res)

@@ -75,10 +75,6 @@ def half_resolution_from(full: DiffQE, crops: torch.Tensor) -> tuple[DiffQE, dic
     z = full.estimate(crops)
     first = big.down[0][1](big.down[0][0](big.head(crops)))  # the full decoder's level 2 before its activation
     head_error = _fit_conv3x3(small.head[0], F.pixel_unshuffle(crops, 2), first)
-    skips = small.levels(crops)
-    f = skips.pop()
-    for up in small.up:
-        f = up(f, skips.pop(), z)
     residual = big(crops, z) - crops  # flat crops give 0, which the tail should give there too
-    tail_error = _fit_conv3x3(small.tail, f, F.pixel_unshuffle(residual, 2))
+    tail_error = _fit_conv3x3(small.tail, small.features(crops, z), F.pixel_unshuffle(residual, 2))
     return half, {"head_unexplained": head_error, "tail_unexplained": tail_error}
