@@ -12,4 +12,4 @@ for folder in "$@"; do wheels+=("$root/$folder"/*.whl); done
 python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target "$site" "$root" "${wheels[@]}"
 export PYTHONPATH="$site" PATH="$site/bin:$PATH" PYTHONUNBUFFERED=1 PYTHON=python3
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())' 2>&1 \
-    | tee -a "$out/log.txt"
+    | tee "$out/log.txt"

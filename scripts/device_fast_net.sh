@@ -11,9 +11,9 @@ set -euo pipefail
 minutes=${1:-4}
 extra=("${@:2}")
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-bash "$here/device_refine.sh" "$minutes" --model-config "$here/../train/configs/unshuffle2.json" --mirror-copies 1 \
+# Sourced, so that the environment it installs (device_env.sh: $root, $out, PYTHONPATH) serves bench.py too.
+source "$here/device_refine.sh" "$minutes" --model-config "$here/../train/configs/unshuffle2.json" --mirror-copies 1 \
     --lr 3e-4 "${extra[@]}"
-source "$here/device_env.sh" .carry/whl  # device_refine.sh's environment ended with it
 cd "$root"
 for named in "half=$out/diffqe" "shipped=model/weights/diffqe"; do
     python3 scripts/bench.py --checkpoint "${named#*=}" --variants 2,3 --budget-s 100 --cpu-size "${CPU_SIZE:-}" \
