@@ -18,6 +18,8 @@ class ModelConfig:
     regresses Z straight from the condition vector instead of denoising it.  ``input_unshuffle`` = 2 starts
     the decoder's UNet at half resolution on the pixel-unshuffled frame (4 channels) and pixel-shuffles the
     residual back: no full-resolution level, about a quarter fewer FLOPs per pixel (docs/performance.md).
+    ``condition_highpass`` feeds the estimator's condition CNN the frame's high-pass residual beside the frame
+    (see estimator.ConditionNet).
     """
 
     variant: Variant = "full"
@@ -33,6 +35,7 @@ class ModelConfig:
     prediction: Literal["x0", "eps"] = "x0"
     qp_max: int = 51
     input_unshuffle: int = 1
+    condition_highpass: bool = False
 
     def __post_init__(self) -> None:
         if self.variant not in ("full", "noest", "nodiff"):

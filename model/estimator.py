@@ -14,18 +14,28 @@ from .config import ModelConfig
 
 UNSHUFFLE = 4
 TIME_DIM = 32
+HIGHPASS_GAIN = 8.0  # a coding residual of a few code values becomes ~0.1, the frame's own scale
 
 
 class ConditionNet(nn.Module):
-    """Compressed Y -> C_vec: pixel-unshuffle, conv pyramid, global average pool (one vector per frame)."""
+    """Compressed Y -> C_vec: pixel-unshuffle, conv pyramid, global average pool (one vector per frame).
+
+    With ``cfg.condition_highpass`` the frame's high-pass residual (the frame minus its 3x3 mean, amplified)
+    comes in beside it.  From the frame alone, convolutions averaged over the whole frame are dominated by
+    its content and brightness: trained to give QP 22 and QP 42 codings of one picture different Zs, they
+    gave both the same (docs/training.md, step 13).  How much fine detail and noise the coding left is the
+    quality cue, as in no-reference quality metrics (BRISQUE's mean-subtracted coefficients)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.trunk = conv_pyramid(UNSHUFFLE**2, cfg.condition_channels)
+        self.highpass = cfg.condition_highpass
+        self.trunk = conv_pyramid(UNSHUFFLE**2 * (2 if self.highpass else 1), cfg.condition_channels)
         self.fc = nn.Linear(cfg.condition_channels[-1], cfg.z_dim)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         x, _ = pad_to_multiple(y, UNSHUFFLE)
+        if self.highpass:
+            x = torch.cat([x, HIGHPASS_GAIN * (x - F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, 1))], 1)
         return self.fc(self.trunk(F.pixel_unshuffle(x, UNSHUFFLE)).mean(dim=(2, 3)))
 
 

@@ -32,7 +32,8 @@ from diffqe.model import checkpoint
 from diffqe.model.diffqe import default_noise
 from diffqe.model.inference import to_planes, to_tensor
 from diffqe.train.codec import compress_luma
-from diffqe.train.metrics import best_scale, patch_dpsnr, psnr
+from diffqe.train.metrics import best_scale, psnr
+from diffqe.train.z_targets import fit_z
 
 ORACLE = "own Z, oracle strength"
 FIT_ALL, FIT_QP = "Z fitted on other sources, all QPs", "Z fitted on other sources, per QP"
@@ -43,26 +44,21 @@ def gain(out: torch.Tensor, gt: np.ndarray, decoded: np.ndarray) -> float:
     return psnr(to_planes(out, 255, gt.dtype)[0], gt) - psnr(decoded, gt)
 
 
-def fit_z(model, pairs: list[tuple[torch.Tensor, torch.Tensor]], z0: torch.Tensor, steps: int, seed: int,
-          crop: int = 96, batch: int = 4) -> torch.Tensor:
-    """One Z for all of PAIRS (reference, decoded; [1,1,H,W] tensors), through the frozen decoder: Adam on the
-    training loss (minus the mean dPSNR of random 8-aligned square crops, as large as the smallest image
-    allows up to CROP), from Z0."""
+def crop_sampler(pairs: list[tuple[torch.Tensor, torch.Tensor]], seed: int, crop: int = 96, batch: int = 4):
+    """Random 8-aligned square crops of PAIRS (reference, decoded; [1,1,H,W] tensors), as large as the smallest
+    image allows up to CROP, BATCH at a time: what fit_z fits on."""
     rng = np.random.default_rng(seed)
     c = min(crop, *(min(gt.shape[-2:]) for gt, _ in pairs)) // 8 * 8
-    z = z0.clone().requires_grad_(True)
-    opt = torch.optim.Adam([z], lr=0.02)
-    for _ in range(steps):
+
+    def sample() -> tuple[torch.Tensor, torch.Tensor]:
         crops = []
         for i in rng.integers(len(pairs), size=batch):
             r, q = (rng.integers(0, (n - c) // 8 + 1) * 8 for n in pairs[i][0].shape[-2:])
             crops.append([t[..., r : r + c, q : q + c] for t in pairs[i]])
         gt_b, y_b = (torch.cat(ts) for ts in zip(*crops))
-        loss = -patch_dpsnr(model.decoder(y_b, z.expand(len(y_b), -1)), gt_b, y_b).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return z.detach()
+        return gt_b, y_b
+
+    return sample
 
 
 def fitted_gains(model, inputs, z_mean: torch.Tensor, qps: list[int], steps: int) -> dict[tuple[str, int], list[float]]:
@@ -76,8 +72,9 @@ def fitted_gains(model, inputs, z_mean: torch.Tensor, qps: list[int], steps: int
     for fold in (0, 1):
         held = {s for i, s in enumerate(sources) if i % 2 == fold}
         fit = [(to_tensor(gt, 255), y, qp) for src, gt, _, qp, y, _ in inputs if src not in held]
-        z_all = fit_z(model, [(g, y) for g, y, _ in fit], z_mean, steps, fold)
-        z_qp = {q: fit_z(model, [(g, y) for g, y, qp in fit if qp == q], z_mean, steps, fold) for q in qps}
+        fit_on = lambda chosen: fit_z(model.decoder, crop_sampler(chosen, fold), z_mean, steps)  # noqa: E731
+        z_all = fit_on([(g, y) for g, y, _ in fit])
+        z_qp = {q: fit_on([(g, y) for g, y, qp in fit if qp == q]) for q in qps}
         with torch.inference_mode():
             for src, gt, decoded, qp, y, _ in inputs:
                 if src in held:

@@ -12,22 +12,27 @@ from conftest import run_script
 from diffqe.model import checkpoint
 from diffqe.model.diffqe import DiffQE
 from diffqe.train.evaluate import Source, temporal_change
+from diffqe.train.metrics import patch_dpsnr
 from diffqe.train.loop import TrainConfig, flicker_excess, mirror_target, recon_loss, stage_loss, train
 from diffqe.train.pairs import PatchSampler, load_pairs, make_pairs
 from diffqe.train.stills import StillSampler, load_stills, make_stills
+from diffqe.train.z_targets import ZTable
 
 
-@pytest.fixture(scope="module")
-def tiny_pairs(tmp_path_factory, reference_frames):
-    """A tiny real corpus: 64x64 crops of the reference clip (faces, hands, text), x265-coded at QP 42."""
-    root = tmp_path_factory.mktemp("data")
+def crop_pairs(root, reference_frames, qps: tuple[int, ...]):
+    """A tiny real corpus: 64x64 crops of the reference clip (faces, hands, text), x265-coded at QPS."""
     crops = {"train": [(0, 40, 100), (2, 64, 200), (4, 100, 40)], "val": [(7, 64, 136)]}
     for split, spots in crops.items():
         (root / "corpus" / split).mkdir(parents=True)
         for i, top, left in spots:
             crop = reference_frames[i][top : top + 64, left : left + 64]
             Image.fromarray(crop).save(root / "corpus" / split / f"f{i}_{top}_{left}.png")
-    return make_pairs(root / "corpus", root / "pairs", qps=(42,), workers=2)
+    return make_pairs(root / "corpus", root / "pairs", qps=qps, workers=2)
+
+
+@pytest.fixture(scope="module")
+def tiny_pairs(tmp_path_factory, reference_frames):
+    return crop_pairs(tmp_path_factory.mktemp("data"), reference_frames, (42,))
 
 
 def fixed_batch_loss(model: DiffQE, stage: int, pairs) -> float:
@@ -248,3 +253,56 @@ def test_temporal_term_trains_and_resumes_from_the_script(tmp_path, tiny_cfg, ti
     assert "still_sampler" in checkpoint.load(tmp_path / "r" / "stage3")[1]
     wrong = run_script("train.py", *common[:5], "1", *common[6:], "--steps", "2")
     assert wrong.returncode == 2 and "stage 3" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+def test_z_table_stands_in_for_the_encoder_and_the_estimator_learns_the_qp(tmp_path, tiny_cfg, reference_frames):
+    """fit_z_table.py fits a Z per QP through weights without an encoder (each lowers that QP's loss below
+    the starting Z's); stage 2 with --z-targets and the high-pass condition input (its new weights start at
+    zero: the same Zs as before) then teaches the estimator to give QP 22 crops QP 22's Z and QP 42 crops
+    QP 42's, from the pixels alone, and leaves the decoder as it was.  (Without the high-pass input the
+    estimator gave both the mean of the two: measured, 400 steps.)"""
+    pairs = crop_pairs(tmp_path / "data", reference_frames, (22, 42))
+    torch.manual_seed(0)
+    model = DiffQE(tiny_cfg).eval()
+    torch.nn.init.normal_(model.decoder.tail.weight, std=0.05)  # a decoder that changes its input
+    checkpoint.save(tmp_path / "start", model, inference_only=True)
+    table_path = tmp_path / "z.safetensors"
+    result = run_script("fit_z_table.py", "--pairs", pairs, "--checkpoint", tmp_path / "start", "--out", table_path,
+                        "--steps", "60", "--patch", "64")
+    assert result.returncode == 0, result.stderr
+    table = ZTable.load(table_path)
+    assert table.qps == (22, 42) and table.z.shape == (2, tiny_cfg.z_dim)
+
+    train_pairs = load_pairs(pairs, "train")
+    y, gt, qp = (torch.from_numpy(a) for a in PatchSampler(train_pairs, 64, 12, seed=5).sample())
+    with torch.no_grad():
+        z0 = model.estimate(y)
+        for q in (22, 42):
+            rows = qp == q
+            loss = lambda z: -patch_dpsnr(model.decoder(y[rows], z), gt[rows], y[rows]).mean().item()  # noqa: E731
+            assert loss(table(qp[rows])) < loss(z0[rows]), q
+
+    config = tmp_path / "highpass.json"
+    config.write_text(json.dumps(json.loads(tiny_cfg.to_json()) | {"condition_highpass": True}))
+    stage2 = lambda run, *args: run_script(  # noqa: E731
+        "train.py", "--pairs", pairs, "--run", tmp_path / run, "--stage", "2", "--init", tmp_path / "start",
+        "--model-config", config, "--z-targets", table_path, "--batch", "8", "--patch", "64", "--val-images", "1", *args)
+    assert stage2("r0", "--steps", "1", "--lr", "1e-12").returncode == 0
+    with torch.no_grad():
+        torch.testing.assert_close(checkpoint.load(tmp_path / "r0" / "stage2")[0].estimate(y), z0, rtol=0, atol=1e-6)
+    result = stage2("r", "--steps", "600", "--lr", "3e-3")
+    assert result.returncode == 0, result.stderr
+    trained = checkpoint.load(tmp_path / "r" / "stage2")[0]
+    assert trained.cfg.condition_highpass
+    with torch.no_grad():
+        z = trained.estimate(y)
+    err = lambda a, b: float((a - b).square().mean())  # noqa: E731
+    own, swapped = err(z, table(qp)), err(z, table(torch.where(qp == 22, 42, 22)))
+    print("estimated Z to its own QP's row", own, "to the other QP's", swapped, "start", err(z0, table(qp)))
+    assert own < 0.5 * swapped and own < 0.5 * err(z0, table(qp)), (own, swapped)
+    for name, p in trained.decoder.state_dict().items():
+        assert torch.equal(p, model.decoder.state_dict()[name]), name
+
+    ZTable(table.qps[:1], table.z[:1]).save(table_path)  # a table without QP 42
+    refused = stage2("r2", "--steps", "1")
+    assert refused.returncode == 2 and "not for the pairs' QPs [42]" in refused.stderr, refused.stderr

@@ -7,6 +7,8 @@
    (w = 0 refines shipped weights, which carry no encoder), optionally with a temporal term on static scenes
    (see still_loss) and a pull towards the starting weights' mirror ensemble (see mirror_target)
 
+Where the weights carry no encoder, a table of one Z per QP (train/z_targets.py) can stand in for Z_enc.
+
 Each stage writes RUN/stageN.{safetensors,json} every ``save_every`` steps and resumes from it.
 """
 
@@ -33,6 +35,7 @@ from .metrics import frame_change, patch_dpsnr, psnr
 from .pairs import Pair, PatchSampler
 from .stills import Still, StillSampler
 from .transplant import half_resolution_from
+from .z_targets import ZTable
 
 
 @dataclass
@@ -64,6 +67,8 @@ class TrainConfig:
     # mirrored copies the teacher averages (4, 2, or 1: its plain output, a quarter of the teacher's time, for
     # distilling a shipped model that already learnt its ensemble into another network: step 12)
     mirror_copies: int = 4
+    # stages 2 and 3: a Z per QP (scripts/fit_z_table.py) as the Z target instead of the encoder's ("": encoder)
+    z_targets: str = ""
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -97,9 +102,10 @@ def recon_loss(out: torch.Tensor, gt: torch.Tensor, y: torch.Tensor, kind: str) 
 
 
 def stage_loss(model: DiffQE, stage: int, y, gt, qp, noise, z_weight: float = 1.0, kind: str = "l2",
-               mirror: torch.Tensor | None = None, mirror_weight: float = 0.0) -> torch.Tensor:
+               mirror: torch.Tensor | None = None, mirror_weight: float = 0.0,
+               z_table: ZTable | None = None) -> torch.Tensor:
     """The stage's loss on one batch; in stage 3, MIRROR (the teacher's ensemble output, see mirror_target)
-    is a second target, weighted by MIRROR_WEIGHT."""
+    is a second target, weighted by MIRROR_WEIGHT.  Z_TABLE, if given, supplies the Z target by QP."""
     if stage == 1:
         z = model.encoder(y, gt, qp) if model.uses_z else None
         return recon_loss(model.decoder(y, z), gt, y, kind)
@@ -111,10 +117,10 @@ def stage_loss(model: DiffQE, stage: int, y, gt, qp, noise, z_weight: float = 1.
         if mirror is not None:
             loss = loss + mirror_weight * recon_loss(out, mirror, y, kind)
     weight = 1.0 if stage == 2 else z_weight
-    if weight:  # the encoder is frozen: it only supplies the target
+    if weight:  # the encoder (or the table) is frozen: it only supplies the target
         with torch.no_grad():
-            z_enc = model.encoder(y, gt, qp)
-        loss = loss + weight * F.mse_loss(z_est, z_enc)
+            z_target = z_table(qp) if z_table is not None else model.encoder(y, gt, qp)
+        loss = loss + weight * F.mse_loss(z_est, z_target)
     return loss
 
 
@@ -226,15 +232,25 @@ def _initial_model(run: Path, cfg: TrainConfig, model_cfg: ModelConfig | None, i
         model, fit = half_resolution_from(model, torch.from_numpy(crops))
         _log(run, {"transplant": fit})
     differ = {k: (v, getattr(model_cfg, k)) for k, v in asdict(model.cfg).items()
-              if k != "variant" and getattr(model_cfg, k) != v}
+              if k not in ("variant", "condition_highpass") and getattr(model_cfg, k) != v}
+    if model.cfg.condition_highpass and not model_cfg.condition_highpass:
+        differ["condition_highpass"] = (True, False)
     if differ:
         raise ValueError(f"the starting weights' network differs from --model-config's in {differ} (starting, "
                          f"asked for); leave --model-config out to keep the starting network")
-    if model.cfg.variant == model_cfg.variant:
+    if model.cfg == model_cfg:
         return model
     other = DiffQE(model_cfg)
-    shared = {k: v for k, v in model.state_dict().items() if k.startswith(("encoder.", "decoder."))}
-    other.load_state_dict(shared, strict=False)
+    if model.cfg.variant != model_cfg.variant:  # another estimator: it starts afresh
+        shared = {k: v for k, v in model.state_dict().items() if k.startswith(("encoder.", "decoder."))}
+        other.load_state_dict(shared, strict=False)
+        return other
+    # The condition CNN gains the high-pass planes: their weights in its first convolution start at zero, so
+    # the estimator starts out giving exactly the Zs it gave.
+    state = model.state_dict()
+    first = "estimator.condition.trunk.0.weight"
+    state[first] = torch.cat([state[first], torch.zeros_like(state[first])], dim=1)
+    other.load_state_dict(state, strict=False)
     return other
 
 
@@ -255,6 +271,12 @@ def train(run: Path, cfg: TrainConfig, model_cfg: ModelConfig | None, train_pair
         if cfg.stage != 3 or not train_stills:
             raise ValueError("the temporal term needs stage 3 and training stills (scripts/make_stills.py)")
         stills = StillSampler(train_stills, cfg.patch, cfg.still_batch, cfg.seed + 10)
+    z_table = None
+    if cfg.z_targets:
+        if cfg.stage == 1:
+            raise ValueError("--z-targets sets the estimator's target: stages 2 and 3 only")
+        z_table = ZTable.load(Path(cfg.z_targets))
+        z_table.covers(train_pairs, Path(cfg.z_targets))
     step, elapsed, opt_state = 0, 0.0, None
     if stem.with_suffix(".json").exists():
         model, meta, opt_state = checkpoint.load(stem, with_optimizer=True)
@@ -309,7 +331,8 @@ def train(run: Path, cfg: TrainConfig, model_cfg: ModelConfig | None, train_pair
         noise = torch.randn(y.shape[0], model.cfg.z_dim, generator=noise_gen, device=device)
         with autocast():
             mirror = mirror_target(teacher, y, noise, cfg.mirror_copies) if teacher is not None else None
-            loss = stage_loss(model, cfg.stage, y, gt, qp, noise, cfg.z_weight, cfg.loss, mirror, cfg.mirror_weight)
+            loss = stage_loss(model, cfg.stage, y, gt, qp, noise, cfg.z_weight, cfg.loss, mirror, cfg.mirror_weight,
+                              z_table)
             if stills:
                 y_a, y_b, still_gt = (torch.from_numpy(a).to(device) for a in stills.sample())
                 still_noise = torch.randn(cfg.still_batch, model.cfg.z_dim, generator=noise_gen, device=device)
