@@ -306,3 +306,6 @@ def test_z_table_stands_in_for_the_encoder_and_the_estimator_learns_the_qp(tmp_p
     ZTable(table.qps[:1], table.z[:1]).save(table_path)  # a table without QP 42
     refused = stage2("r2", "--steps", "1")
     assert refused.returncode == 2 and "not for the pairs' QPs [42]" in refused.stderr, refused.stderr
+    ZTable(table.qps, table.z[:, :4]).save(table_path)  # Zs of another network
+    refused = stage2("r3", "--steps", "1")
+    assert refused.returncode == 2 and "Zs of 4 values, the network's have 16" in refused.stderr, refused.stderr

@@ -287,6 +287,9 @@ def train(run: Path, cfg: TrainConfig, model_cfg: ModelConfig | None, train_pair
         print(f"resuming stage {cfg.stage} from {stem} at step {step}", file=sys.stderr)
     else:
         model = _initial_model(run, cfg, model_cfg, init, train_pairs)
+    if z_table is not None and z_table.z.shape[1] != model.cfg.z_dim:
+        raise ValueError(f"{cfg.z_targets} holds Zs of {z_table.z.shape[1]} values, the network's have "
+                         f"{model.cfg.z_dim}; fit the table through these weights with scripts/fit_z_table.py")
     model.to(device).train()
     # The teacher is always the starting weights as they were trained, also on resume (the target does not
     # drift) and when the student is another network (a transplanted decoder learns what the full one did).
