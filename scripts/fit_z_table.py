@@ -12,7 +12,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
 from _common import run
 
 from diffqe.model import checkpoint
@@ -35,7 +34,6 @@ def main() -> int:
     pairs = load_pairs(args.pairs, "train")
     if not pairs:
         raise ValueError(f"{args.pairs} has no training pairs")
-    torch.manual_seed(args.seed)
     table = fit_table(model, pairs, steps=args.steps, patch=args.patch, seed=args.seed)
     table.save(args.out)
     print(f"wrote {args.out}: Z for QPs {list(table.qps)}", file=sys.stderr)

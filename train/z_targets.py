@@ -83,8 +83,8 @@ class ZTable:
 def fit_table(model: DiffQE, pairs: list[Pair], *, steps: int, patch: int = 96, batch: int = 8,
               seed: int = 0) -> ZTable:
     """A Z per QP of PAIRS, each fitted (fit_z, annealed) on crops of the pairs coded at that QP, through
-    MODEL's frozen decoder, from the mean of the Zs its estimator gives the first few pairs (for the shipped
-    weights: their one constant Z)."""
+    MODEL's frozen decoder, from the mean of the Zs its estimator gives 16 random crops of PAIRS (for the
+    shipped weights: their one constant Z)."""
     model.requires_grad_(False)
     qps = sorted({p.qp for p in pairs})
     with torch.no_grad():
