@@ -33,6 +33,9 @@ def main() -> int:
                     help="share of photos also written soft (shrunk 1.5-3x and scaled back up, as upscaled video)")
     ap.add_argument("--recompressed-fraction", type=float, default=0.0,
                     help="share of photos also written after JPEG coding (sources that were compressed before)")
+    ap.add_argument("--coded-fraction", type=float, default=0.0,
+                    help="share of photos also written after MPEG-2, MPEG-4 part 2, H.264 or Cinepak coding "
+                         "(sources delivered as video before the transcode)")
     ap.add_argument("--flat", type=int, default=6, help="flat frames to add (black at 0 and 16, white, grey)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -44,7 +47,8 @@ def main() -> int:
     report = build_corpus(sources, args.out, val_fraction=args.val_fraction, screen_fraction=args.screen_fraction,
                           downscale=args.downscale, max_side=args.max_side, min_side=args.min_side,
                           levels_fraction=args.levels_fraction, soft_fraction=args.soft_fraction,
-                          recompressed_fraction=args.recompressed_fraction, flat=args.flat, seed=args.seed)
+                          recompressed_fraction=args.recompressed_fraction,
+                          coded_fraction=args.coded_fraction, flat=args.flat, seed=args.seed)
     print(f"wrote {report.written['train']} train and {report.written['val']} validation images to {args.out}; "
           f"skipped {len(report.skipped)}", file=sys.stderr)
     if not sum(report.written.values()):

@@ -33,7 +33,7 @@ def test_limited_range_bt709_luma():
     assert rgb_to_luma(px).tolist() == [[16, 235, round(16 + 219 * 0.2126)]]
 
 
-COPIES = ("_levels", "_soft", "_recompressed")  # name suffixes of the corpus's copies of a photo
+COPIES = ("_levels", "_soft", "_recompressed", "_coded")  # name suffixes of the corpus's copies of a photo
 
 
 def high_frequency(y: np.ndarray) -> float:
@@ -45,7 +45,7 @@ def test_corpus_builder_keeps_going_past_bad_images(tmp_path, reference_frames):
     out = tmp_path / "corpus"
     result = run_script("make_corpus.py", "--images", tmp_path / "photos", "--out", out, "--downscale", "1",
                         "--val-fraction", "0.3", "--levels-fraction", "1", "--soft-fraction", "1",
-                        "--recompressed-fraction", "1", "--flat", "5")
+                        "--recompressed-fraction", "1", "--coded-fraction", "1", "--flat", "5")
     assert result.returncode == 0, result.stderr
     assert "corrupt.jpg: not a readable image" in result.stderr and "tiny.png: too small" in result.stderr
     assert "Traceback" not in result.stderr
@@ -73,7 +73,7 @@ def test_corpus_builder_keeps_going_past_bad_images(tmp_path, reference_frames):
         elif copy == "_soft":  # same picture, less fine detail
             assert 0 < high_frequency(y) < 0.8 * high_frequency(original)
             assert np.abs(y.astype(float).mean() - original.mean()) < 1.0
-        elif copy == "_recompressed":  # the same picture through JPEG: close, not equal
+        elif copy in ("_recompressed", "_coded"):  # the same picture through JPEG or a video codec: close, not equal
             assert 25 < psnr(y, original) < 55
         elif e["source"] != "flat frame":
             assert y.min() >= 16 and y.max() <= 235  # limited range, as a decoder outputs it

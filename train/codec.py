@@ -95,6 +95,33 @@ def compress_luma(y: np.ndarray, qp: int, *, preset: str = "medium") -> np.ndarr
     return decoded[0]
 
 
+def transcode_luma(y: np.ndarray, codec: str, options: dict[str, str]) -> np.ndarray:
+    """One 8-bit luma plane through another encoder (any FFmpeg encoder PyAV carries: mpeg2video, mpeg4,
+    libx264, cinepak, ...) as one intra frame in AVI, decoded again: a source that an earlier generation of
+    video coding has been through.  The plane is edge-padded to whole 16x16 macroblocks and cropped back."""
+    h, w = y.shape
+    hp, wp = -(-h // 16) * 16, -(-w // 16) * 16
+    padded = np.pad(y, ((0, hp - h), (0, wp - w)), mode="edge")
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="avi") as out:
+        stream = out.add_stream(codec, rate=25)
+        gray = codec == "cinepak"  # Cinepak codes RGB or grey, not 4:2:0
+        stream.width, stream.height, stream.pix_fmt = wp, hp, "gray" if gray else "yuv420p"
+        stream.options = options
+        frame = av.VideoFrame(wp, hp, stream.pix_fmt)
+        _write_plane(frame.planes[0], padded)
+        for chroma in frame.planes[1:]:
+            _write_plane(chroma, np.full((hp // 2, wp // 2), 128, np.uint8))
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    buf.seek(0)
+    with av.open(buf, "r") as inp:
+        decoded = next(inp.decode(video=0))
+    if decoded.format.name == "rgb24":  # Cinepak's decoder returns its grey as equal R, G and B
+        return decoded.to_ndarray()[:h, :w, 0].copy()
+    return _luma(decoded)[:h, :w].copy()
+
+
 def read_video_luma(path, max_frames: int | None = None) -> list[np.ndarray]:
     """Luma planes of a video file (any container/codec FFmpeg reads), in display order."""
     try:

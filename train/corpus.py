@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
+from .codec import transcode_luma
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 # Debian packages that ship real photographs (and a few graphics), with the folders that hold them.
@@ -124,6 +126,22 @@ def recompressed_copy(y: np.ndarray, rng: random.Random) -> np.ndarray:
     return np.asarray(Image.open(buf))
 
 
+def coded_copy(y: np.ndarray, rng: random.Random) -> np.ndarray:
+    """The picture as an earlier generation of video coding left it: MPEG-2 or MPEG-4 part 2 at a fixed
+    quantiser of 3-10, H.264 at CRF 18-32 (deblocked, 4x4 and 16x16 transforms) or Cinepak (vector-quantised
+    4x4 blocks), the codecs real sources were delivered in before a transcode to HEVC.  As a reference it
+    teaches what the JPEG copy teaches for those codecs' own artefacts."""
+    codec = rng.choice(["mpeg2video", "mpeg4", "libx264", "cinepak"])
+    if codec == "libx264":
+        options = {"crf": str(rng.randint(18, 32)), "preset": "medium"}
+    elif codec == "cinepak":
+        options = {}
+    else:
+        q = str(rng.randint(3, 10))
+        options = {"qmin": q, "qmax": q}
+    return transcode_luma(y, codec, options)
+
+
 def flat_frames(rng: random.Random, count: int, size: tuple[int, int] = (256, 192)) -> list[tuple[str, np.ndarray]]:
     """Flat frames (black at 0 and 16, white, mid grey, random levels): the model must return them unchanged."""
     levels = [0, 16, 128, 235, 255] + [rng.randrange(256) for _ in range(max(0, count - 5))]
@@ -196,14 +214,15 @@ def build_corpus(
     levels_fraction: float = 0.25,
     soft_fraction: float = 0.0,
     recompressed_fraction: float = 0.0,
+    coded_fraction: float = 0.0,
     flat: int = 6,
     seed: int = 0,
 ) -> CorpusReport:
     """Write OUT/{train,val}/NAME.png (8-bit luma) and OUT/manifest.json.  Unreadable or too-small images
     are skipped and listed in the report; the split is by image and reproducible from ``seed``.
     ``levels_fraction`` of the photos get a second copy at other black/white levels (same split as the
-    original), as do ``soft_fraction`` of them as a soft copy and ``recompressed_fraction`` as a JPEG-coded
-    copy, and ``flat`` flat frames are added."""
+    original), as do ``soft_fraction`` of them as a soft copy, ``recompressed_fraction`` as a JPEG-coded
+    copy and ``coded_fraction`` as a copy through an earlier video codec, and ``flat`` flat frames are added."""
     report = CorpusReport()
     entries = []
     rng = random.Random(seed)
@@ -232,7 +251,8 @@ def build_corpus(
         # Each copy draws from its own stream and does not count towards the screens' share, so that
         # adding one leaves the rest of a corpus as it was.
         for kind, fraction, make in (("soft", soft_fraction, soft_copy),
-                                     ("recompressed", recompressed_fraction, recompressed_copy)):
+                                     ("recompressed", recompressed_fraction, recompressed_copy),
+                                     ("coded", coded_fraction, coded_copy)):
             copy_rng = random.Random(f"{seed}:{kind}:{name}")
             if fraction and copy_rng.random() < fraction:
                 emit(f"{name}_{kind}", make(y, copy_rng), f"{path}, {kind}", split_key=name)
