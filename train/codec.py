@@ -52,15 +52,21 @@ def encode_hevc(
         stream = out.add_stream("libx265", rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
         stream.options = {"preset": preset, "x265-params": _x265_params(qp, crf, intra)}
-        chroma = np.full((h // 2, w // 2), 1 << (bit_depth - 1), dtype=dtype)
         for i, y in enumerate(frames):
-            frame = av.VideoFrame(w, h, pix_fmt)
-            for plane, data in zip(frame.planes, (y.astype(dtype), chroma, chroma)):
-                _write_plane(plane, data)
+            frame = _luma_frame(y.astype(dtype), pix_fmt, neutral=1 << (bit_depth - 1))
             frame.pts = i
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
     return buf.getvalue()
+
+
+def _luma_frame(y: np.ndarray, pix_fmt: str, neutral: int) -> av.VideoFrame:
+    """A PyAV frame of PIX_FMT holding the luma plane Y, its chroma planes (if any) at the NEUTRAL value."""
+    frame = av.VideoFrame(y.shape[1], y.shape[0], pix_fmt)
+    _write_plane(frame.planes[0], y)
+    for chroma in frame.planes[1:]:
+        _write_plane(chroma, np.full((chroma.height, chroma.width), neutral, dtype=y.dtype))
+    return frame
 
 
 def _write_plane(plane, data: np.ndarray) -> None:
@@ -108,11 +114,7 @@ def transcode_luma(y: np.ndarray, codec: str, options: dict[str, str]) -> np.nda
         gray = codec == "cinepak"  # Cinepak codes RGB or grey, not 4:2:0
         stream.width, stream.height, stream.pix_fmt = wp, hp, "gray" if gray else "yuv420p"
         stream.options = options
-        frame = av.VideoFrame(wp, hp, stream.pix_fmt)
-        _write_plane(frame.planes[0], padded)
-        for chroma in frame.planes[1:]:
-            _write_plane(chroma, np.full((hp // 2, wp // 2), 128, np.uint8))
-        out.mux(stream.encode(frame))
+        out.mux(stream.encode(_luma_frame(padded, stream.pix_fmt, neutral=128)))
         out.mux(stream.encode(None))
     buf.seek(0)
     with av.open(buf, "r") as inp:
