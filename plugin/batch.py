@@ -27,7 +27,7 @@ from pathlib import Path
 from ..model.checkpoint import atomic_write
 from ..model.inference import MAX_STRENGTH
 from ..model.mirror import FLIPS
-from .cli import UserError, frame_count, partial_path, probe_video
+from .cli import UserError, check_encoder, frame_count, parse_enhance, partial_path, probe_video
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".m4v", ".hevc", ".h265", ".265", ".ts", ".m2ts", ".mts", ".webm",
                   ".avi", ".y4m", ".mxf"}
@@ -127,17 +127,27 @@ def _die_with_parent() -> None:
     _prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def enhance_command(job: Job, options: dict) -> list[str]:
-    """The `diffqe enhance` command line for one file: OPTIONS that are set become flags."""
-    cmd = [sys.executable, "-m", "diffqe.plugin.cli", "enhance", job.input, job.output, "--overwrite",
-           "--progress", "json"]
+def enhance_flags(options: dict) -> list[str]:
+    """`diffqe enhance` flags for the OPTIONS that are set."""
+    flags = []
     for key in ENHANCE_OPTIONS:
         value = options.get(key)
         if value is True:
-            cmd.append("--" + key)
+            flags.append("--" + key)
         elif value is not None and value is not False:  # not `not in (None, False)`: 0 == False
-            cmd += ["--" + key, str(value)]
-    return cmd
+            flags += ["--" + key, str(value)]
+    return flags
+
+
+def enhance_command(job: Job, options: dict) -> list[str]:
+    """The `diffqe enhance` command line for one file."""
+    return [sys.executable, "-m", "diffqe.plugin.cli", "enhance", job.input, job.output, "--overwrite",
+            "--progress", "json", *enhance_flags(options)]
+
+
+def check_options(options: dict) -> None:
+    """Once before any file: the encoder opens with these options (on 8-bit 4:2:0; each file checks its own)."""
+    check_encoder({"pix_fmt": "yuv420p"}, parse_enhance(["enhance", "-", "-", *enhance_flags(options)]))
 
 
 def process_one(job: Job, options: dict, progress: Callable[[dict], None]) -> Result:
@@ -397,9 +407,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     jobs = discover(args.inputs, args.output, args.name)
+    options = {k: getattr(args, k) for k in ENHANCE_OPTIONS}
+    check_options(options)
     args.output.mkdir(parents=True, exist_ok=True)
     state = State(args.output / STATE_NAME, jobs)
-    options = {k: getattr(args, k) for k in ENHANCE_OPTIONS}
     pool = (RayPool(args.jobs, args.address, args.cpus_per_file, args.gpus_per_file) if args.executor == "ray"
             else LocalPool(args.jobs))
     progress = Progress(args.progress, len(jobs))

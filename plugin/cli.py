@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import av
 import ffmpeg
 
 from ..model.inference import MAX_STRENGTH
@@ -52,6 +53,19 @@ def probe_video(path: Path) -> dict:
     return video[0] | {"format_duration": info.get("format", {}).get("duration")}
 
 
+def check_pixel_format(path: Path, stream: dict) -> None:
+    """The model enhances luma: RGB video has none (the filter's own error would name a VapourSynth fix)."""
+    name = stream.get("pix_fmt")
+    try:
+        rgb = bool(name) and av.VideoFormat(name).is_rgb
+    except ValueError:  # a format PyAV does not know: let the source filter judge it
+        return
+    if rgb:
+        raise UserError(f"{path}: RGB video ({name}); DiffQE enhances the luma of YUV or gray video. Convert "
+                        f"it first, losslessly: ffmpeg -i {path} -pix_fmt yuv444p -c:v libx265 "
+                        f"-x265-params lossless=1 {path.stem}_yuv.mkv")
+
+
 def frame_count(stream: dict) -> int | None:
     if str(stream.get("nb_frames", "")).isdigit():
         return int(stream["nb_frames"])
@@ -60,24 +74,42 @@ def frame_count(stream: dict) -> int | None:
     return round(duration * float(num) / float(den)) if duration and float(den or 0) and float(num) else None
 
 
-def ffmpeg_command(src: Path, dst: Path, stream: dict, args: argparse.Namespace) -> list[str]:
-    """Video from the pipe; audio, subtitles, chapters and metadata copied from SRC; colour tags kept."""
-    video = ffmpeg.input("pipe:", format="yuv4mpegpipe")
-    source = ffmpeg.input(str(src))
-    options: dict = {"c:a": "copy", "c:s": "copy", "map_metadata": 1, "map_chapters": 1,
-                     "pix_fmt": stream.get("pix_fmt", "yuv420p")}
+def encoder_options(stream: dict, args: argparse.Namespace) -> dict:
+    """ffmpeg's output options for the enhanced video: the encoder, and the input's pixel format and colour tags."""
+    options: dict = {"pix_fmt": stream.get("pix_fmt", "yuv420p")}
     for key, tag in (("color_range", "color_range"), ("color_primaries", "color_primaries"),
                      ("color_trc", "color_transfer"), ("colorspace", "color_space")):
         if stream.get(tag) and stream[tag] != "unknown":
             options[key] = stream[tag]
     if args.lossless:
-        options |= {"c:v": "ffv1", "level": 3}
-    else:
-        options |= {"c:v": args.codec, "preset": args.preset, "crf": args.crf}
-        if args.codec == "libx265":
-            options["x265-params"] = "log-level=error"
+        return options | {"c:v": "ffv1", "level": 3}
+    options |= {"c:v": args.codec, "preset": args.preset, "crf": args.crf}
+    if args.codec == "libx265":
+        options["x265-params"] = "log-level=error"
+    return options
+
+
+def ffmpeg_command(src: Path, dst: Path, stream: dict, args: argparse.Namespace) -> list[str]:
+    """Video from the pipe; audio, subtitles, chapters and metadata copied from SRC; colour tags kept."""
+    video = ffmpeg.input("pipe:", format="yuv4mpegpipe")
+    source = ffmpeg.input(str(src))
+    options = {"c:a": "copy", "c:s": "copy", "map_metadata": 1, "map_chapters": 1} | encoder_options(stream, args)
     cmd = ffmpeg.output(video["v"], source["a?"], source["s?"], str(dst), **options).compile()
     return cmd[:1] + ["-hide_banner", "-nostdin", "-v", "error", "-progress", "pipe:1", "-nostats"] + cmd[1:]
+
+
+def check_encoder(stream: dict, args: argparse.Namespace) -> None:
+    """Open the encoder as the job will, on one black frame, so that a wrong --codec, --crf or --preset fails
+    at once with the encoder's own words, not after the model has run (or for every file of a batch)."""
+    frame = ffmpeg.input("color=c=black:s=256x256", format="lavfi")
+    cmd = ffmpeg.output(frame, "-", format="null", vframes=1, **encoder_options(stream, args)).compile()
+    done = subprocess.run(cmd[:1] + ["-hide_banner", "-nostdin", "-v", "error"] + cmd[1:], capture_output=True,
+                          text=True)
+    if done.returncode:
+        said = [ln.strip() for ln in done.stderr.splitlines() if ln.strip()][:2] or ["it failed"]
+        chosen = "--lossless (FFV1)" if args.lossless else f"--codec {args.codec} --crf {args.crf:g} --preset {args.preset}"
+        raise UserError(f"ffmpeg cannot encode the output with {chosen} at pixel format "
+                        f"{stream.get('pix_fmt', 'yuv420p')}: {' / '.join(said)}")
 
 
 def _progress(done: int, total: int | None, started: float, style: str) -> str:
@@ -106,10 +138,12 @@ def run_enhance(args: argparse.Namespace) -> int:
     if dst.exists() and not args.overwrite:
         raise UserError(f"{dst} exists; pass --overwrite to replace it")
     stream = probe_video(src)
+    check_pixel_format(src, stream)
     total = frame_count(stream)
     for tool in ("vspipe", "ffmpeg"):
         if not shutil.which(tool):
             raise UserError(f"{tool} is not on PATH; run 'bash scripts/demo.sh' once, or install it")
+    check_encoder(stream, args)
     dst.parent.mkdir(parents=True, exist_ok=True)
     partial = partial_path(dst)
     try:

@@ -128,13 +128,15 @@ def test_job_file_list_file_and_naming_rule(tmp_path, library):
 
 
 def test_options_are_checked_up_front_and_zeros_passed_on(tmp_path):
-    """A bad --ensemble or --strength is a command-line error before any file starts; options set to 0 (no
+    """A bad --ensemble, --strength or --crf is a command-line error before any file starts; options set to 0 (no
     stabilisation, no overlap) reach each file's `diffqe enhance` rather than falling back to its defaults."""
     bad = batch(SAMPLES / "sample.mp4", "-o", tmp_path / "out", "--ensemble", "3")
     assert bad.returncode == 2 and "ensemble must be one of 1, 2, 4" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "out").exists()
     bad = batch(SAMPLES / "sample.mp4", "-o", tmp_path / "out", "--strength", "-1")
     assert bad.returncode == 2 and "strength must be between 0 and 2" in bad.stderr and not (tmp_path / "out").exists()
+    bad = batch(SAMPLES / "sample.mp4", "-o", tmp_path / "out", "--crf", "70", "--executor", "local")
+    assert bad.returncode == 2 and "Valid quality based range" in bad.stderr and not (tmp_path / "out").exists()
     job = Job("in.mp4", "out.mkv")
     cmd = enhance_command(job, {"temporal": 0, "overlap": 0, "seed": 0, "lossless": True, "tile": None, "crf": None})
     flags = dict(zip(cmd, cmd[1:]))  # each word -> the next

@@ -112,7 +112,7 @@ def test_strength_reaches_the_filter(tmp_path):
 @pytest.mark.parametrize("kind", ["missing", "corrupt", "same", "rgb", "audio-only"])
 def test_bad_input_is_a_clear_error_and_leaves_nothing(tmp_path, kind):
     src = tmp_path / "in.mp4"
-    if kind == "rgb":  # a real video the filter refuses: the reason comes back from inside vspipe
+    if kind == "rgb":  # a real video without luma: refused with the ffmpeg command that converts it
         subprocess.run(["ffmpeg", "-v", "error", "-i", SAMPLES / "reference.mkv", "-frames:v", "2", "-c:v", "ffv1",
                         "-pix_fmt", "bgr0", "-f", "matroska", src], check=True)
     if kind == "audio-only":
@@ -125,10 +125,21 @@ def test_bad_input_is_a_clear_error_and_leaves_nothing(tmp_path, kind):
     before = src.read_bytes() if src.exists() else None
     result = diffqe("enhance", src, out, "--backend", "ort-cpu")
     assert result.returncode == 2 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
-    assert {"rgb": "RGB input is not supported", "audio-only": "has no video stream", "missing": "no such file",
+    assert {"rgb": "RGB video (bgr0)", "audio-only": "has no video stream", "missing": "no such file",
             "corrupt": "not a readable video", "same": "must not be the input"}[kind] in result.stderr
     assert (src.read_bytes() if src.exists() else None) == before, "the input is never touched"
     assert sorted(p.name for p in tmp_path.iterdir()) == (["in.mp4"] if before is not None else [])
+
+
+@pytest.mark.parametrize("option, said", [(("--crf", "70"), "Valid quality based range"),
+                                          (("--preset", "fastest"), "Error setting preset"),
+                                          (("--codec", "libnothing"), "Unknown encoder 'libnothing'")])
+def test_encoder_options_are_checked_before_the_model_runs(tmp_path, option, said):
+    """A wrong --crf, --preset or --codec fails at once with the encoder's own words, not after the frames."""
+    result = diffqe("enhance", SAMPLES / "sample.mp4", tmp_path / "out.mkv", "--backend", "ort-cpu", *option)
+    assert result.returncode == 2 and result.stderr.startswith("error: ffmpeg cannot encode the output with")
+    assert said in result.stderr and "Traceback" not in result.stderr and "frames" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_vspipe_gets_the_allocator_tuning_and_the_users_settings_win(monkeypatch):
