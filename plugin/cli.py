@@ -34,6 +34,9 @@ def vspipe_env() -> dict[str, str]:
     return {**MALLOC_TUNING, **os.environ}
 
 
+MOV_FAMILY = {".mp4", ".m4v", ".mov"}  # containers of the ISO base media format
+
+
 class UserError(RuntimeError):
     pass
 
@@ -93,7 +96,9 @@ def ffmpeg_command(src: Path, dst: Path, stream: dict, args: argparse.Namespace)
     """Video from the pipe; audio, subtitles, chapters and metadata copied from SRC; colour tags kept."""
     video = ffmpeg.input("pipe:", format="yuv4mpegpipe")
     source = ffmpeg.input(str(src))
-    options = {"c:a": "copy", "c:s": "copy", "map_metadata": 1, "map_chapters": 1} | encoder_options(stream, args)
+    # MP4 and QuickTime take text subtitles only as mov_text (ffmpeg's default for them), not copied SubRip/ASS.
+    subtitles = "mov_text" if dst.suffix.lower() in MOV_FAMILY else "copy"
+    options = {"c:a": "copy", "c:s": subtitles, "map_metadata": 1, "map_chapters": 1} | encoder_options(stream, args)
     cmd = ffmpeg.output(video["v"], source["a?"], source["s?"], str(dst), **options).compile()
     return cmd[:1] + ["-hide_banner", "-nostdin", "-v", "error", "-progress", "pipe:1", "-nostats"] + cmd[1:]
 
@@ -147,7 +152,7 @@ def run_enhance(args: argparse.Namespace) -> int:
     dst.parent.mkdir(parents=True, exist_ok=True)
     partial = partial_path(dst)
     try:
-        done = _pipe(src, partial, stream, total, args)
+        done = _pipe(src, dst, stream, total, args)
     except BaseException:
         partial.unlink(missing_ok=True)  # nothing half-written survives a failure or an interrupt
         raise
@@ -156,8 +161,9 @@ def run_enhance(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pipe(src: Path, partial: Path, stream: dict, total: int | None, args: argparse.Namespace) -> int:
-    """vspipe | ffmpeg into PARTIAL; returns the number of frames written."""
+def _pipe(src: Path, dst: Path, stream: dict, total: int | None, args: argparse.Namespace) -> int:
+    """vspipe | ffmpeg into DST's partial file; returns the number of frames written."""
+    partial = partial_path(dst)
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory())
         script = Path(tmp) / "enhance.vpy"
@@ -192,8 +198,12 @@ def _pipe(src: Path, partial: Path, stream: dict, total: int | None, args: argpa
             vs_log.seek(0)
             # vspipe prints the script's traceback; the user needs its last "...Error: message" line.
             errors = [ln.split("Error: ", 1)[1] for ln in vs_log.read().splitlines() if "Error: " in ln]
-            detail = (errors or enc_err.strip().splitlines() or ["unknown failure"])[-1]
-            raise UserError(f"enhancing {src} failed: {detail}")
+            if errors:
+                raise UserError(f"enhancing {src} failed: {errors[-1]}")
+            said = [ln.strip() for ln in enc_err.splitlines() if ln.strip()][:2] or ["unknown failure"]
+            hint = ("; the output's container cannot hold a stream copied from the input: write .mkv, which holds "
+                    "any" if "Could not write header" in enc_err or "not supported in container" in enc_err else "")
+            raise UserError(f"writing {dst} failed: {' / '.join(said)}{hint}")
     return done
 
 

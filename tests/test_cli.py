@@ -131,6 +131,23 @@ def test_bad_input_is_a_clear_error_and_leaves_nothing(tmp_path, kind):
     assert sorted(p.name for p in tmp_path.iterdir()) == (["in.mp4"] if before is not None else [])
 
 
+def test_mp4_output_takes_text_subtitles_and_refuses_what_it_cannot_hold(tmp_path):
+    """SubRip from an MKV becomes mov_text in an MP4; PCM audio, which MP4 cannot hold, fails with the fix."""
+    (tmp_path / "s.srt").write_text("1\n00:00:00,000 --> 00:00:00,300\nhello\n")
+    src = tmp_path / "in.mkv"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", SAMPLES / "sample.mp4", "-i", tmp_path / "s.srt", "-f", "lavfi",
+                    "-i", "anullsrc=r=8000:cl=mono", "-t", "0.32", "-map", "0:v", "-map", "1", "-map", "2",
+                    "-c:v", "copy", "-c:s", "srt", "-c:a", "pcm_s16le", src], check=True)
+    bad = diffqe("enhance", src, tmp_path / "out.mp4", "--backend", "ort-cpu", "--quiet")
+    assert bad.returncode == 2 and "pcm_s16le" in bad.stderr and "write .mkv" in bad.stderr
+    assert "Traceback" not in bad.stderr and sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv", "s.srt"]
+    speech = tmp_path / "speech.mkv"  # the same with AAC audio, which MP4 holds
+    subprocess.run(["ffmpeg", "-v", "error", "-i", src, "-map", "0", "-c", "copy", "-c:a", "aac", speech], check=True)
+    good = diffqe("enhance", speech, tmp_path / "out.mp4", "--backend", "ort-cpu", "--quiet")
+    assert good.returncode == 0, good.stderr
+    assert streams(tmp_path / "out.mp4")[0] == {"video": "hevc", "audio": "aac", "subtitle": "mov_text"}
+
+
 @pytest.mark.parametrize("option, said", [(("--crf", "70"), "Valid quality based range"),
                                           (("--preset", "fastest"), "Error setting preset"),
                                           (("--codec", "libnothing"), "Unknown encoder 'libnothing'")])
