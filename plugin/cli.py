@@ -103,6 +103,11 @@ def ffmpeg_command(src: Path, dst: Path, stream: dict, args: argparse.Namespace)
     return cmd[:1] + ["-hide_banner", "-nostdin", "-v", "error", "-progress", "pipe:1", "-nostats"] + cmd[1:]
 
 
+def first_lines(stderr: str, n: int = 2) -> str:
+    """ffmpeg's first N lines of complaint, which name the cause (its last ones only say that it stopped)."""
+    return " / ".join([ln.strip() for ln in stderr.splitlines() if ln.strip()][:n]) or "no message"
+
+
 def check_encoder(stream: dict, args: argparse.Namespace) -> None:
     """Open the encoder as the job will, on one black frame, so that a wrong --codec, --crf or --preset fails
     at once with the encoder's own words, not after the model has run (or for every file of a batch)."""
@@ -111,10 +116,9 @@ def check_encoder(stream: dict, args: argparse.Namespace) -> None:
     done = subprocess.run(cmd[:1] + ["-hide_banner", "-nostdin", "-v", "error"] + cmd[1:], capture_output=True,
                           text=True)
     if done.returncode:
-        said = [ln.strip() for ln in done.stderr.splitlines() if ln.strip()][:2] or ["it failed"]
         chosen = "--lossless (FFV1)" if args.lossless else f"--codec {args.codec} --crf {args.crf:g} --preset {args.preset}"
         raise UserError(f"ffmpeg cannot encode the output with {chosen} at pixel format "
-                        f"{stream.get('pix_fmt', 'yuv420p')}: {' / '.join(said)}")
+                        f"{stream.get('pix_fmt', 'yuv420p')}: {first_lines(done.stderr)}")
 
 
 def _progress(done: int, total: int | None, started: float, style: str) -> str:
@@ -200,10 +204,9 @@ def _pipe(src: Path, dst: Path, stream: dict, total: int | None, args: argparse.
             errors = [ln.split("Error: ", 1)[1] for ln in vs_log.read().splitlines() if "Error: " in ln]
             if errors:
                 raise UserError(f"enhancing {src} failed: {errors[-1]}")
-            said = [ln.strip() for ln in enc_err.splitlines() if ln.strip()][:2] or ["unknown failure"]
             hint = ("; the output's container cannot hold a stream copied from the input: write .mkv, which holds "
                     "any" if "Could not write header" in enc_err or "not supported in container" in enc_err else "")
-            raise UserError(f"writing {dst} failed: {' / '.join(said)}{hint}")
+            raise UserError(f"writing {dst} failed: {first_lines(enc_err)}{hint}")
     return done
 
 
