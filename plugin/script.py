@@ -11,11 +11,24 @@ from .filter import enhance
 SCRIPT = "from diffqe.plugin.script import output_from_args\noutput_from_args(globals())\n"
 
 
+def _number(args: dict, key: str, kind: type, default: float | None) -> float | None:
+    """The -a KEY=VALUE argument as KIND, DEFAULT when absent or empty; a clear error when it is not a number."""
+    text = args.get(key)
+    if not text:
+        return default
+    try:
+        return kind(text)
+    except ValueError:
+        raise vs.Error(f"enhance.vpy: -a {key}={text} is not {'a whole number' if kind is int else 'a number'}") from None
+
+
 def output_from_args(args: dict) -> None:
     if "input" not in args:
         raise vs.Error("enhance.vpy: give the input video with -a input=PATH")
     source = Path(args["input"])
     if not source.is_file():
+        if source.is_absolute():
+            raise vs.Error(f"enhance.vpy: input {source}: no such file")
         # vspipe runs a script from the script's own folder, so a relative path is looked up there.
         raise vs.Error(f"enhance.vpy: input {source} not found in {Path.cwd()} (vspipe's working directory is "
                        f"the script's folder); pass an absolute path, e.g. -a input=\"$PWD/{source}\"")
@@ -24,11 +37,11 @@ def output_from_args(args: dict) -> None:
         clip,
         backend=args.get("backend") or None,
         checkpoint=args.get("checkpoint") or None,
-        tile=int(args["tile"]) if args.get("tile") else None,
-        overlap=int(args.get("overlap", 16)),
-        seed=int(args.get("seed", 0)),
-        ensemble=int(args.get("ensemble", 1)),
-        strength=float(args.get("strength", 1)),
-        temporal=int(args.get("temporal", 2)),
+        tile=_number(args, "tile", int, None),
+        overlap=_number(args, "overlap", int, 16),
+        seed=_number(args, "seed", int, 0),
+        ensemble=_number(args, "ensemble", int, 1),
+        strength=_number(args, "strength", float, 1.0),
+        temporal=_number(args, "temporal", int, 2),
     )
     clip.set_output()

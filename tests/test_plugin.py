@@ -151,6 +151,17 @@ def test_vspipe_with_a_relative_input_from_another_folder_says_how_to_fix_it(tmp
     assert 'pass an absolute path, e.g. -a input="$PWD/in.mp4"' in result.stderr
 
 
+@pytest.mark.parametrize("args, said", [(["-a", "input=/no/such/in.mp4"], "input /no/such/in.mp4: no such file"),
+                                        (["-a", f"input={SAMPLES / 'sample.mp4'}", "-a", "strength=abc"],
+                                         "-a strength=abc is not a number"),
+                                        (["-a", f"input={SAMPLES / 'sample.mp4'}", "-a", "tile=1.5"],
+                                         "-a tile=1.5 is not a whole number")])
+def test_vspipe_arguments_that_are_wrong_say_which(args, said):
+    result = subprocess.run(["vspipe", "-i", *args, str(ROOT / "enhance.vpy"), "-"], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode != 0 and f"vapoursynth.Error: enhance.vpy: {said}" in result.stderr
+
+
 def test_vspipe_into_ffmpeg(tmp_path):
     vspipe, ffmpeg = shutil.which("vspipe"), shutil.which("ffmpeg")
     assert vspipe and ffmpeg, "the README's setup installs both"
