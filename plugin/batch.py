@@ -85,7 +85,10 @@ def discover(inputs: list[str], outdir: Path, name: str) -> list[Job]:
     ({stem}, {ext}, {name})."""
     jobs, seen = [], {}
     for item in inputs:
+        searched = glob.has_magic(item) or Path(item).is_dir()
         for src, rel in _expand(item):
+            if searched and outdir.resolve() in src.resolve().parents:
+                continue  # OUTDIR inside a searched folder: a rerun must not take its outputs for new inputs
             out = outdir / rel.parent / name.format(stem=src.stem, ext=src.suffix, name=src.name)
             if out.resolve() == src.resolve():
                 raise UserError(f"{src}: the output name would overwrite the input; choose another -o or --name")
