@@ -27,7 +27,7 @@ from pathlib import Path
 from ..model.checkpoint import atomic_write
 from ..model.inference import MAX_STRENGTH
 from ..model.mirror import FLIPS
-from .cli import UserError, check_encoder, frame_count, parse_enhance, partial_path, probe_video
+from .cli import UserError, check_encoder, frame_count, is_partial, parse_enhance, partial_path, probe_video
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".m4v", ".hevc", ".h265", ".265", ".ts", ".m2ts", ".mts", ".webm",
                   ".avi", ".y4m", ".mxf"}
@@ -87,8 +87,8 @@ def discover(inputs: list[str], outdir: Path, name: str) -> list[Job]:
     for item in inputs:
         searched = glob.has_magic(item) or Path(item).is_dir()
         for src, rel in _expand(item):
-            if searched and outdir.resolve() in src.resolve().parents:
-                continue  # OUTDIR inside a searched folder: a rerun must not take its outputs for new inputs
+            if searched and (outdir.resolve() in src.resolve().parents or is_partial(src)):
+                continue  # OUTDIR inside a searched folder, or what a killed job left: outputs, not inputs
             out = outdir / rel.parent / name.format(stem=src.stem, ext=src.suffix, name=src.name)
             if out.resolve() == src.resolve():
                 raise UserError(f"{src}: the output name would overwrite the input; choose another -o or --name")

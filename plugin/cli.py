@@ -140,6 +140,11 @@ def partial_path(dst: Path) -> Path:
     return dst.with_name(f".{dst.stem}.partial{dst.suffix}")
 
 
+def is_partial(path: Path) -> bool:
+    """Whether PATH is a ``partial_path``: an output that a killed job left unfinished."""
+    return path.name.startswith(".") and path.stem.endswith(".partial")
+
+
 def run_enhance(args: argparse.Namespace) -> int:
     src, dst = Path(args.input), Path(args.output)
     if src.resolve() == dst.resolve():

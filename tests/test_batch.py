@@ -128,14 +128,16 @@ def test_job_file_list_file_and_naming_rule(tmp_path, library):
 
 
 def test_an_output_folder_inside_the_input_folder_is_not_searched(tmp_path):
-    """`diffqe batch lib -o lib/enhanced`, run twice (as a resume would): the outputs are never taken for inputs."""
+    """`diffqe batch lib -o lib/enhanced`, run twice (as a resume would): the outputs are never taken for inputs,
+    nor is a partial file that a killed `diffqe enhance` left in the library."""
     lib = tmp_path / "lib"
     encode(lib / "one.mp4", 30)
+    (lib / ".two.partial.mkv").write_bytes(b"what a killed diffqe enhance left")
     for _ in range(2):
         result = batch(lib, "-o", lib / "enhanced", "--executor", "local", "--backend", "ort-cpu", "--quiet")
         assert result.returncode == 0, result.stderr
         assert "1 of 1 files done" in result.stderr
-    assert sorted(str(p.relative_to(lib)) for p in lib.rglob("*.mkv")) == ["enhanced/one.mkv"]
+    assert sorted(str(p.relative_to(lib)) for p in lib.rglob("*.mkv")) == [".two.partial.mkv", "enhanced/one.mkv"]
 
 
 def test_options_are_checked_up_front_and_zeros_passed_on(tmp_path):
