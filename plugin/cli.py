@@ -35,6 +35,7 @@ def vspipe_env() -> dict[str, str]:
 
 
 MOV_FAMILY = {".mp4", ".m4v", ".mov"}  # containers of the ISO base media format
+MATROSKA = {".mkv", ".mka", ".mks"}
 
 
 class UserError(RuntimeError):
@@ -93,13 +94,15 @@ def encoder_options(stream: dict, args: argparse.Namespace) -> dict:
 
 
 def ffmpeg_command(src: Path, dst: Path, stream: dict, args: argparse.Namespace) -> list[str]:
-    """Video from the pipe; audio, subtitles, chapters and metadata copied from SRC; colour tags kept."""
+    """Video from the pipe; audio, subtitles, chapters, metadata and attachments copied from SRC; colour tags kept."""
     video = ffmpeg.input("pipe:", format="yuv4mpegpipe")
     source = ffmpeg.input(str(src))
     # MP4 and QuickTime take text subtitles only as mov_text (ffmpeg's default for them), not copied SubRip/ASS.
     subtitles = "mov_text" if dst.suffix.lower() in MOV_FAMILY else "copy"
     options = {"c:a": "copy", "c:s": subtitles, "map_metadata": 1, "map_chapters": 1} | encoder_options(stream, args)
-    cmd = ffmpeg.output(video["v"], source["a?"], source["s?"], str(dst), **options).compile()
+    # Matroska attachments (the fonts that styled ASS subtitles need) go along where the output can hold them.
+    attachments = [source["t?"]] if dst.suffix.lower() in MATROSKA else []
+    cmd = ffmpeg.output(video["v"], source["a?"], source["s?"], *attachments, str(dst), **options).compile()
     return cmd[:1] + ["-hide_banner", "-nostdin", "-v", "error", "-progress", "pipe:1", "-nostats"] + cmd[1:]
 
 

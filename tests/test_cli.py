@@ -25,15 +25,24 @@ def diffqe(*args, cwd=None) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def clip_with_audio(tmp_path_factory):
     path = tmp_path_factory.mktemp("in") / "in.mkv"
+    font = path.with_name("subtitles.ttf")  # an attachment as ASS subtitles' fonts travel; only copied, never read
+    font.write_bytes(b"a font file")
     subprocess.run(["ffmpeg", "-v", "error", "-i", SAMPLES / "sample.mp4", "-f", "lavfi", "-i", "sine=frequency=440:duration=0.32",
-                    "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac", "-metadata", "title=DiffQE test", path],
-                   check=True)
+                    "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac", "-metadata", "title=DiffQE test",
+                    "-attach", font, "-metadata:s:t", "mimetype=font/ttf", path], check=True)
     return path
 
 
 def streams(path):
     with av.open(str(path)) as c:
-        return {s.type: s.codec_context.name for s in c.streams}, c.metadata, c.streams.video[0].format.name
+        return ({s.type: s.codec_context.name for s in c.streams if s.type != "attachment"}, c.metadata,
+                c.streams.video[0].format.name)
+
+
+def attachments(path) -> list[str]:
+    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "t", "-show_entries", "stream_tags=filename",
+                          "-of", "csv=p=0", path], capture_output=True, text=True, check=True).stdout
+    return out.split()
 
 
 def test_enhance_keeps_audio_metadata_and_frames(tmp_path, clip_with_audio):
@@ -43,6 +52,7 @@ def test_enhance_keeps_audio_metadata_and_frames(tmp_path, clip_with_audio):
     assert result.stdout == "" and "frames" in result.stderr
     kinds, metadata, pix_fmt = streams(out)
     assert kinds == {"video": "ffv1", "audio": "aac"} and metadata.get("title") == "DiffQE test"
+    assert attachments(out) == attachments(clip_with_audio) == ["subtitles.ttf"]
     assert pix_fmt == "yuv420p"
     enhanced, decoded = read_video_luma(out), read_video_luma(clip_with_audio)
     assert len(enhanced) == len(decoded) == 8
