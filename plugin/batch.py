@@ -83,11 +83,11 @@ def _expand(item: str) -> list[tuple[Path, Path]]:
 def discover(inputs: list[str], outdir: Path, name: str) -> list[Job]:
     """Jobs for every input file; outputs mirror the input tree under OUTDIR, named by the NAME template
     ({stem}, {ext}, {name})."""
-    jobs, seen = [], {}
+    jobs, seen, outdir_real = [], {}, outdir.resolve()
     for item in inputs:
         searched = glob.has_magic(item) or Path(item).is_dir()
         for src, rel in _expand(item):
-            if searched and (outdir.resolve() in src.resolve().parents or is_partial(src)):
+            if searched and (outdir_real in src.resolve().parents or is_partial(src)):
                 continue  # OUTDIR inside a searched folder, or what a killed job left: outputs, not inputs
             out = outdir / rel.parent / name.format(stem=src.stem, ext=src.suffix, name=src.name)
             if out.resolve() == src.resolve():
