@@ -37,6 +37,8 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=0.0, help="wall-clock budget; the LR schedule follows it")
     ap.add_argument("--loss", choices=("l2", "dpsnr"), default="l2",
                     help="reconstruction loss: l2 (the paper) or dpsnr (mean per-patch dPSNR: high-quality input counts)")
+    ap.add_argument("--harm-weight", type=float, default=0.0,
+                    help="--loss dpsnr: extra weight on patches made worse (2: a 0.1 dB loss costs as much as a 0.3 dB gain)")
     ap.add_argument("--z-weight", type=float, default=1.0,
                     help="stage 3: weight of the Z term (0 to refine inference-only weights, which lack the encoder)")
     ap.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",

@@ -133,6 +133,16 @@ def test_dpsnr_loss_is_minus_the_mean_patch_dpsnr(tiny_pairs):
     assert recon_loss(flat + 1 / 255, flat, flat, "dpsnr").item() > 6, "any change to a lossless patch costs dearly"
 
 
+def test_harm_weight_counts_only_the_patches_made_worse(tiny_pairs):
+    _, gt, _ = (torch.from_numpy(a) for a in PatchSampler(load_pairs(tiny_pairs, "train"), 64, 4, seed=1).sample())
+    y = gt + 0.05 * torch.randn(gt.shape, generator=torch.Generator().manual_seed(0))
+    better, worse = gt + 0.5 * (y - gt), gt + 2 * (y - gt)  # +6.02 and -6.02 dB on each patch
+    assert recon_loss(better, gt, y, "dpsnr", harm=2).item() == pytest.approx(-6.02, abs=0.05)
+    assert recon_loss(worse, gt, y, "dpsnr", harm=2).item() == pytest.approx(3 * 6.02, abs=0.15)
+    half = torch.cat([better[:2], worse[2:]])  # two patches gain 6 dB, two lose 6: the losses count triple
+    assert recon_loss(half, gt, y, "dpsnr", harm=2).item() == pytest.approx(6.02, abs=0.1)
+
+
 def test_static_scene_check_tells_local_from_frame_wide_change(reference_frames):
     """Real x265 random-access frames of one still: an identity filter moves exactly as its input and nothing
     far from the input's changes; a filter that lifts every other frame by a code value moves everywhere."""

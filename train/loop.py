@@ -53,6 +53,7 @@ class TrainConfig:
     minutes: float = 0.0  # wall-clock budget (0: none); the LR schedule then runs on elapsed time
     z_weight: float = 1.0  # stage 3's ||Z_est - Z_enc||^2 term; 0 refines from weights without the encoder
     loss: str = "l2"  # reconstruction loss of stages 1 and 3: "l2" (the paper) or "dpsnr" (see recon_loss)
+    harm_weight: float = 0.0  # "dpsnr" loss: extra weight on patches the output makes worse (see recon_loss)
     # CUDA arithmetic: "bf16" (autocast, TF32 convolutions; fast, for training from scratch) or "fp32" (for
     # refinements, whose gains on high-quality input are below bf16's resolution; see docs/training.md, step 5)
     precision: str = "bf16"
@@ -91,29 +92,32 @@ def trainable(model: DiffQE, stage: int, estimator_only: bool = False) -> list[t
     return [p for m in modules for p in m.parameters()]
 
 
-def recon_loss(out: torch.Tensor, gt: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
+def recon_loss(out: torch.Tensor, gt: torch.Tensor, y: torch.Tensor, kind: str, harm: float = 0.0) -> torch.Tensor:
     """"l2": mean squared error, which weights each patch by how bad its input was, so high-quality input
     hardly counts.  "dpsnr": minus the mean per-patch dPSNR in dB, 10 log10(MSE_out / MSE_in), which counts a
     0.1 dB loss on a QP 22 or flat patch as much as a 0.1 dB gain on a QP 42 one (the floor in
-    metrics.patch_dpsnr keeps lossless patches finite: there any change costs dearly)."""
+    metrics.patch_dpsnr keeps lossless patches finite: there any change costs dearly).  HARM (dpsnr only) adds
+    HARM times the mean dB lost on patches the output makes worse, so a loss counts 1 + HARM times a gain: the
+    issue's do-no-harm rule (QP 22, already clean sources) as a training signal."""
     if kind == "l2":
         return F.mse_loss(out, gt)
-    return -patch_dpsnr(out.float(), gt, y).mean()
+    gain = patch_dpsnr(out.float(), gt, y)
+    return -gain.mean() + harm * F.relu(-gain).mean()
 
 
 def stage_loss(model: DiffQE, stage: int, y, gt, qp, noise, z_weight: float = 1.0, kind: str = "l2",
                mirror: torch.Tensor | None = None, mirror_weight: float = 0.0,
-               z_table: ZTable | None = None) -> torch.Tensor:
+               z_table: ZTable | None = None, harm: float = 0.0) -> torch.Tensor:
     """The stage's loss on one batch; in stage 3, MIRROR (the teacher's ensemble output, see mirror_target)
     is a second target, weighted by MIRROR_WEIGHT.  Z_TABLE, if given, supplies the Z target by QP."""
     if stage == 1:
         z = model.encoder(y, gt, qp) if model.uses_z else None
-        return recon_loss(model.decoder(y, z), gt, y, kind)
+        return recon_loss(model.decoder(y, z), gt, y, kind, harm)
     z_est = model.estimator(y, noise)
     loss = 0.0
     if stage == 3:
         out = model.decoder(y, z_est)
-        loss = recon_loss(out, gt, y, kind)
+        loss = recon_loss(out, gt, y, kind, harm)  # harm against the reference only: the teacher is not the truth
         if mirror is not None:
             loss = loss + mirror_weight * recon_loss(out, mirror, y, kind)
     weight = 1.0 if stage == 2 else z_weight
@@ -148,7 +152,8 @@ def flicker_excess(out_a: torch.Tensor, out_b: torch.Tensor, y_a: torch.Tensor, 
     return F.relu(20 * torch.log10(moved(out_b - out_a) / moved(y_b - y_a)))
 
 
-def still_loss(model: DiffQE, y_a, y_b, gt, noise, temporal_weight: float, kind: str) -> torch.Tensor:
+def still_loss(model: DiffQE, y_a, y_b, gt, noise, temporal_weight: float, kind: str,
+               harm: float = 0.0) -> torch.Tensor:
     """Two consecutive frames of a static scene (coded random-access, so x265 re-codes a few blocks between
     them), restored with the same noise as at inference: reconstruction of both, plus TEMPORAL_WEIGHT times
     the flicker excess.  A restorer that maps both codings towards the same GT changes its output less than
@@ -157,7 +162,7 @@ def still_loss(model: DiffQE, y_a, y_b, gt, noise, temporal_weight: float, kind:
     y = torch.cat([y_a, y_b])
     out = model.decoder(y, model.estimator(y, torch.cat([noise, noise])))
     flicker = flicker_excess(out[:n].float(), out[n:].float(), y_a, y_b).mean()
-    return recon_loss(out, torch.cat([gt, gt]), y, kind) + temporal_weight * flicker
+    return recon_loss(out, torch.cat([gt, gt]), y, kind, harm) + temporal_weight * flicker
 
 
 @torch.no_grad()
@@ -335,11 +340,12 @@ def train(run: Path, cfg: TrainConfig, model_cfg: ModelConfig | None, train_pair
         with autocast():
             mirror = mirror_target(teacher, y, noise, cfg.mirror_copies) if teacher is not None else None
             loss = stage_loss(model, cfg.stage, y, gt, qp, noise, cfg.z_weight, cfg.loss, mirror, cfg.mirror_weight,
-                              z_table)
+                              z_table, cfg.harm_weight)
             if stills:
                 y_a, y_b, still_gt = (torch.from_numpy(a).to(device) for a in stills.sample())
                 still_noise = torch.randn(cfg.still_batch, model.cfg.z_dim, generator=noise_gen, device=device)
-                loss = loss + still_loss(model, y_a, y_b, still_gt, still_noise, cfg.temporal_weight, cfg.loss)
+                loss = loss + still_loss(model, y_a, y_b, still_gt, still_noise, cfg.temporal_weight, cfg.loss,
+                                          cfg.harm_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
