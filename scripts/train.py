@@ -65,6 +65,8 @@ def main() -> int:
         ap.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
     ap.add_argument("--lr", type=float, default=defaults.lr)
     args = ap.parse_args()
+    if args.harm_weight and args.loss != "dpsnr":
+        ap.error("--harm-weight weighs dPSNR losses: use it with --loss dpsnr")
     if args.model_config:  # --variant, if given, overrides the file's
         fields_ = json.loads(args.model_config.read_text()) | ({"variant": args.variant} if args.variant else {})
         model_cfg = ModelConfig.from_dict(fields_)

@@ -120,6 +120,9 @@ def test_train_script_reports_user_errors(tmp_path):
     assert result.returncode == 2 and "missing.json" in result.stderr and "Traceback" not in result.stderr
     result = run_script("train.py", "--pairs", tmp_path / "missing.json", "--run", tmp_path / "r", "--stage", "2")
     assert result.returncode == 2 and "Traceback" not in result.stderr
+    result = run_script("train.py", "--pairs", tmp_path / "missing.json", "--run", tmp_path / "r", "--stage", "3",
+                        "--harm-weight", "2")
+    assert result.returncode == 2 and "--loss dpsnr" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_dpsnr_loss_is_minus_the_mean_patch_dpsnr(tiny_pairs):
