@@ -87,16 +87,18 @@ def discover(inputs: list[str], outdir: Path, name: str) -> list[Job]:
     for item in inputs:
         searched = glob.has_magic(item) or Path(item).is_dir()
         for src, rel in _expand(item):
-            if searched and (outdir_real in src.resolve().parents or is_partial(src)):
+            src_real = src.resolve()
+            if searched and (outdir_real in src_real.parents or is_partial(src)):
                 continue  # OUTDIR inside a searched folder, or what a killed job left: outputs, not inputs
             out = outdir / rel.parent / name.format(stem=src.stem, ext=src.suffix, name=src.name)
-            if out.resolve() == src.resolve():
+            out_real = out.resolve()
+            if out_real == src_real:
                 raise UserError(f"{src}: the output name would overwrite the input; choose another -o or --name")
-            if out in seen and seen[out] != src.resolve():
+            if out in seen and seen[out] != src_real:
                 raise UserError(f"{seen[out]} and {src} would both write {out}; use --name with {{ext}} or separate runs")
             if out not in seen:
-                seen[out] = src.resolve()
-                jobs.append(Job(str(src.resolve()), str(out.resolve())))
+                seen[out] = src_real
+                jobs.append(Job(str(src_real), str(out_real)))
     if not jobs:
         raise UserError(f"no video files found in {' '.join(inputs)} (looked for {', '.join(sorted(VIDEO_SUFFIXES))})")
     return jobs
