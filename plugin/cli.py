@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import signal
 import shutil
 import subprocess
@@ -124,6 +125,19 @@ def check_encoder(stream: dict, args: argparse.Namespace) -> None:
                         f"{stream.get('pix_fmt', 'yuv420p')}: {first_lines(done.stderr)}")
 
 
+def vspipe_reason(log: str) -> str | None:
+    """Why vspipe stopped, in one line: the exception that ends the script's last traceback ("Type: message"),
+    else its last "Error: message" line (vspipe's own errors, which carry no traceback)."""
+    lines = log.splitlines()
+    tracebacks = [i for i, ln in enumerate(lines) if ln.startswith("Traceback (most recent call last)")]
+    if tracebacks:
+        raised = [ln for ln in lines[tracebacks[-1] + 1:] if re.match(r"[A-Za-z_][\w.]*: \S", ln)]
+        if raised:
+            return raised[-1].split(": ", 1)[1].strip()
+    errors = [ln.split("Error: ", 1)[1].strip() for ln in lines if "Error: " in ln]
+    return errors[-1] if errors and errors[-1] else None
+
+
 def _progress(done: int, total: int | None, started: float, style: str) -> str:
     """A progress bar line, or for farms a JSON line: {"frame", "frames", "fps", "eta"}."""
     fps = done / max(time.monotonic() - started, 1e-6)
@@ -208,10 +222,8 @@ def _pipe(src: Path, dst: Path, stream: dict, total: int | None, args: argparse.
             print(file=sys.stderr)  # end the progress line
         if vs_rc or enc_rc:
             vs_log.seek(0)
-            # vspipe prints the script's traceback; the user needs its last "...Error: message" line.
-            errors = [ln.split("Error: ", 1)[1] for ln in vs_log.read().splitlines() if "Error: " in ln]
-            if errors:
-                raise UserError(f"enhancing {src} failed: {errors[-1]}")
+            if reason := vspipe_reason(vs_log.read()):
+                raise UserError(f"enhancing {src} failed: {reason}")
             hint = ("; the output's container cannot hold a stream copied from the input: write .mkv, which holds "
                     "any" if "Could not write header" in enc_err or "not supported in container" in enc_err else "")
             raise UserError(f"writing {dst} failed: {first_lines(enc_err)}{hint}")

@@ -17,6 +17,29 @@ from . import backends
 from .tiling import decode_tiled
 
 _SUBSAMPLING = {(0, 0), (1, 0), (1, 1)}  # 4:4:4, 4:2:2, 4:2:0
+# How the backends word a failed allocation: PyTorch (CUDA, CPU), ONNX Runtime (its arenas, CUDA), TensorRT.
+_OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "failed to allocate memory", "cannot allocate memory",
+                  "bad_alloc", "bad allocation")
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    return isinstance(e, MemoryError) or any(m in str(e).lower() for m in _OUT_OF_MEMORY)
+
+
+def _memory_error(n: int, clip: vs.VideoNode, runner_name: str, tile: tuple[int, int] | None,
+                  e: BaseException) -> vs.Error:
+    """What ran out, where, and how to make the frame fit: tiles (or smaller ones), not a retry with luck."""
+    text = " ".join(str(e).split())
+    at = min((i for m in _OUT_OF_MEMORY if (i := text.lower().find(m)) >= 0), default=0)
+    start = max(text.rfind(sep, 0, at) for sep in (". ", ") ", "] ")) + 2  # the sentence that says it
+    detail = text[start if start > 1 else 0:][:160] or type(e).__name__
+    if tile:
+        fix = (f"Use smaller tiles than {tile[0]}x{tile[1]} (tile=256 in a script, --tile 256 for diffqe enhance; "
+               "the estimator always sees the whole frame)")
+    else:
+        fix = "Decode in tiles: tile=512 in a script, --tile 512 for diffqe enhance (smaller if it still fails)"
+    return vs.Error(f"diffqe.enhance: frame {n} ({clip.width}x{clip.height}): backend {runner_name} ran out of "
+                    f"memory ({detail}). {fix}, or free the memory that other processes hold")
 
 
 def _check_format(clip: vs.VideoNode) -> vs.VideoFormat:
@@ -136,7 +159,12 @@ def enhance(
 
     def process(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
         with lock:
-            y, z = infer(np.asarray(f[0]))
+            try:
+                y, z = infer(np.asarray(f[0]))
+            except Exception as e:  # ONNX Runtime's errors are plain Exceptions; MemoryError is one too
+                if _out_of_memory(e):
+                    raise _memory_error(n, clip, runner.name, tile_hw, e) from None
+                raise
         out = f.copy()
         np.copyto(np.asarray(out[0]), y)
         if z is not None:

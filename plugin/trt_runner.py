@@ -26,6 +26,9 @@ class _Engine:
         if self.engine is None:
             raise RuntimeError(f"TensorRT could not load {path}; delete it and run scripts/export_trt.py to rebuild")
         self.context = self.engine.create_execution_context()
+        if self.context is None:  # it allocates the activations for the profile's largest shape up front
+            raise RuntimeError(f"TensorRT could not create an execution context for {path} (out of GPU memory for "
+                               "its activations?); build engines for smaller frames (--max-shape) or free GPU memory")
         self.stream = torch.cuda.Stream()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import subprocess
 
@@ -139,6 +140,41 @@ def test_bad_input_is_a_clear_error_and_leaves_nothing(tmp_path, kind):
             "corrupt": "not a readable video", "same": "must not be the input"}[kind] in result.stderr
     assert (src.read_bytes() if src.exists() else None) == before, "the input is never touched"
     assert sorted(p.name for p in tmp_path.iterdir()) == (["in.mp4"] if before is not None else [])
+
+
+def test_a_frame_that_does_not_fit_in_memory_is_a_clear_error_that_tiles_fix(tmp_path):
+    """A real allocation failure: a 2160p frame under a 6 GiB address-space limit (ONNX Runtime's whole-frame
+    decoder wants 1 GB per activation); the error names the frame, the backend and the fix, which works."""
+    src = tmp_path / "uhd.mkv"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", SAMPLES / "sample.mp4", "-frames:v", "1", "-vf", "scale=3840:2160",
+                    "-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error", src], check=True)
+    limit = 6 << 30
+
+    def run(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([shutil.which("diffqe"), "enhance", src, tmp_path / "out.mkv", "--backend", "ort-cpu",
+                               "--temporal", "0", "--quiet", *extra], capture_output=True, text=True, timeout=600,
+                              env=os.environ | {"MALLOC_ARENA_MAX": "2"},  # fewer reserved arenas: less per core
+                              preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
+
+    whole = run()
+    assert whole.returncode == 2 and whole.stderr.startswith("error: ") and "Traceback" not in whole.stderr
+    assert "frame 0 (3840x2160)" in whole.stderr and "ran out of memory" in whole.stderr
+    assert "--tile 512" in whole.stderr and sorted(p.name for p in tmp_path.iterdir()) == ["uhd.mkv"]
+    tiled = run("--tile", "512")
+    assert tiled.returncode == 0, tiled.stderr
+    assert len(read_video_luma(tmp_path / "out.mkv")) == 1
+
+
+def test_vspipe_reason_is_the_exception_that_stopped_the_script():
+    from diffqe.plugin.cli import vspipe_reason
+
+    log = ("Information: VideoSource track #0 index progress 100%\nError: Failed to retrieve frame 0 with error: \n"
+           "Traceback (most recent call last):\n  File \"filter.py\", line 1, in process\n    y = run()\n"
+           "onnxruntime.capi.onnxruntime_pybind11_state.Fail: [ONNXRuntimeError] : 1 : FAIL : Conv failed\n\n\n"
+           "Output 0 frames in 2.47 seconds (0.00 fps)\n")
+    assert vspipe_reason(log) == "[ONNXRuntimeError] : 1 : FAIL : Conv failed"
+    assert vspipe_reason("Error: Failed to open the script\n") == "Failed to open the script"
+    assert vspipe_reason("Output 3 frames in 1 seconds\n") is None
 
 
 def test_mp4_output_takes_text_subtitles_and_refuses_what_it_cannot_hold(tmp_path):
