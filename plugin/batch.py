@@ -27,15 +27,15 @@ from pathlib import Path
 from ..model.checkpoint import atomic_write
 from ..model.inference import MAX_STRENGTH
 from ..model.mirror import FLIPS
-from .cli import UserError, check_encoder, frame_count, is_partial, parse_enhance, partial_path, probe_video
+from .cli import (VIDEO_OPTIONS, UserError, check_encoder, frame_count, is_partial, parse_enhance, partial_path,
+                  probe_video)
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".m4v", ".hevc", ".h265", ".265", ".ts", ".m2ts", ".mts", ".webm",
                   ".avi", ".y4m", ".mxf"}
 LIST_SUFFIXES = {".txt", ".list", ".lst"}
 STATE_NAME = ".diffqe-batch.json"
 # Options passed through to every `diffqe enhance`; also the keys a TOML job file may set.
-ENHANCE_OPTIONS = ("backend", "checkpoint", "tile", "overlap", "seed", "ensemble", "strength", "temporal", "codec",
-                   "crf", "preset", "lossless")
+ENHANCE_OPTIONS = (*VIDEO_OPTIONS, "segment_seconds")
 BATCH_OPTIONS = ("name", "jobs", "executor", "address", "cpus_per_file", "gpus_per_file", "report")
 
 
@@ -88,7 +88,7 @@ def discover(inputs: list[str], outdir: Path, name: str) -> list[Job]:
         searched = glob.has_magic(item) or Path(item).is_dir()
         for src, rel in _expand(item):
             src_real = src.resolve()
-            if searched and (outdir_real in src_real.parents or is_partial(src)):
+            if searched and (outdir_real in src_real.parents or any(is_partial(Path(p)) for p in rel.parts)):
                 continue  # OUTDIR inside a searched folder, or what a killed job left: outputs, not inputs
             out = outdir / rel.parent / name.format(stem=src.stem, ext=src.suffix, name=src.name)
             out_real = out.resolve()
@@ -137,10 +137,11 @@ def enhance_flags(options: dict) -> list[str]:
     flags = []
     for key in ENHANCE_OPTIONS:
         value = options.get(key)
+        flag = "--" + key.replace("_", "-")
         if value is True:
-            flags.append("--" + key)
+            flags.append(flag)
         elif value is not None and value is not False:  # not `not in (None, False)`: 0 == False
-            flags += ["--" + key, str(value)]
+            flags += [flag, str(value)]
     return flags
 
 
@@ -376,12 +377,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="progress on stderr: bars, JSON lines for farms, or none")
     ap.add_argument("--quiet", action="store_true", help="same as --progress none")
     for key in ENHANCE_OPTIONS:
-        flag = "--" + key
+        flag = "--" + key.replace("_", "-")
         if key == "lossless":
             ap.add_argument(flag, action="store_true", default=None, help="FFV1 lossless video")
         else:
             kind = (int if key in ("tile", "overlap", "seed", "ensemble", "temporal")
-                    else float if key in ("crf", "strength") else str)
+                    else float if key in ("crf", "strength", "segment_seconds") else str)
             ap.add_argument(flag, type=kind, help="as for diffqe enhance")
     args = ap.parse_args(argv)
     defaults = {"name": "{stem}.mkv", "jobs": 1, "executor": "ray", "cpus_per_file": 1.0, "gpus_per_file": 0.0}

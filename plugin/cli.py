@@ -21,7 +21,9 @@ import ffmpeg
 
 from ..model.inference import MAX_STRENGTH
 from ..model.mirror import FLIPS
+from ..model.checkpoint import SHIPPED
 from .script import SCRIPT
+from .segments import PATTERN, Segments, job_identity, work_dir
 
 # glibc hands each freed buffer above its mmap threshold back to the kernel and faults it in again on the next
 # allocation; frame-sized NumPy temporaries then spend most of their time in page faults (the temporal
@@ -37,6 +39,11 @@ def vspipe_env() -> dict[str, str]:
 
 MOV_FAMILY = {".mp4", ".m4v", ".mov"}  # containers of the ISO base media format
 MATROSKA = {".mkv", ".mka", ".mks"}
+
+
+# The options that change the enhanced video: segments made with others are not resumed from.
+VIDEO_OPTIONS = ("backend", "checkpoint", "tile", "overlap", "seed", "ensemble", "strength", "temporal", "codec",
+                 "crf", "preset", "lossless")
 
 
 class UserError(RuntimeError):
@@ -94,17 +101,45 @@ def encoder_options(stream: dict, args: argparse.Namespace) -> dict:
     return options
 
 
-def ffmpeg_command(src: Path, dst: Path, stream: dict, args: argparse.Namespace) -> list[str]:
-    """Video from the pipe; audio, subtitles, chapters, metadata and attachments copied from SRC; colour tags kept."""
-    video = ffmpeg.input("pipe:", format="yuv4mpegpipe")
+def mux_command(video: ffmpeg.nodes.FilterableStream, src: Path, dst: Path, video_options: dict) -> list[str]:
+    """VIDEO, with SRC's audio, subtitles, chapters, metadata and (into Matroska) attachments, into DST."""
     source = ffmpeg.input(str(src))
     # MP4 and QuickTime take text subtitles only as mov_text (ffmpeg's default for them), not copied SubRip/ASS.
     subtitles = "mov_text" if dst.suffix.lower() in MOV_FAMILY else "copy"
-    options = {"c:a": "copy", "c:s": subtitles, "map_metadata": 1, "map_chapters": 1} | encoder_options(stream, args)
+    options = {"c:a": "copy", "c:s": subtitles, "map_metadata": 1, "map_chapters": 1} | video_options
     # Matroska attachments (the fonts that styled ASS subtitles need) go along where the output can hold them.
     attachments = [source["t?"]] if dst.suffix.lower() in MATROSKA else []
     cmd = ffmpeg.output(video["v"], source["a?"], source["s?"], *attachments, str(dst), **options).compile()
+    return cmd[:1] + ["-hide_banner", "-nostdin", "-v", "error", "-y"] + cmd[1:]
+
+
+def encode_command(stream: dict, args: argparse.Namespace, segments: Segments, start: int,
+                   total: int | None) -> list[str]:
+    """The enhanced video from the pipe (clip frames START on), encoded into SEGMENTS; progress on stdout."""
+    codec = "ffv1" if args.lossless else args.codec
+    options = encoder_options(stream, args) | segments.muxer_options(start, None if total is None else total - start,
+                                                                     codec)
+    cmd = ffmpeg.output(ffmpeg.input("pipe:", format="yuv4mpegpipe"), str(segments.folder / PATTERN),
+                        **options).compile()
     return cmd[:1] + ["-hide_banner", "-nostdin", "-v", "error", "-progress", "pipe:1", "-nostats"] + cmd[1:]
+
+
+def _container_hint(stderr: str) -> str:
+    if "Could not write header" in stderr or "not supported in container" in stderr:
+        return "; the output's container cannot hold a stream copied from the input: write .mkv, which holds any"
+    return ""
+
+
+def check_container(src: Path, dst: Path, stream: dict, args: argparse.Namespace, folder: Path) -> None:
+    """Write one encoded black frame with SRC's other streams into a file of DST's kind, so that what DST's
+    container cannot hold (PCM audio in MP4, ...) fails now, not after the whole video has been enhanced."""
+    black = ffmpeg.input("color=c=black:s=64x64:d=0.04", format="lavfi")
+    probe = folder / f"check{dst.suffix}"
+    done = subprocess.run(mux_command(black, src, probe, encoder_options(stream, args) | {"t": 0.04}),
+                          capture_output=True, text=True)
+    probe.unlink(missing_ok=True)
+    if done.returncode:
+        raise UserError(f"writing {dst} failed: {first_lines(done.stderr)}{_container_hint(done.stderr)}")
 
 
 def first_lines(stderr: str, n: int = 2) -> str:
@@ -138,9 +173,10 @@ def vspipe_reason(log: str) -> str | None:
     return errors[-1] if errors and errors[-1] else None
 
 
-def _progress(done: int, total: int | None, started: float, style: str) -> str:
-    """A progress bar line, or for farms a JSON line: {"frame", "frames", "fps", "eta"}."""
-    fps = done / max(time.monotonic() - started, 1e-6)
+def _progress(run: int, done: int, total: int | None, started: float, style: str) -> str:
+    """A progress bar line, or for farms a JSON line: {"frame", "frames", "fps", "eta"}; RUN of the DONE frames
+    were made by this run (the rest by the run it resumes)."""
+    fps = run / max(time.monotonic() - started, 1e-6)
     eta_s = (total - done) / fps if total and fps > 0 else 0
     eta = f"{int(eta_s) // 60}:{int(eta_s) % 60:02d}"
     if style == "json":
@@ -158,8 +194,8 @@ def partial_path(dst: Path) -> Path:
 
 
 def is_partial(path: Path) -> bool:
-    """Whether PATH is a ``partial_path``: an output that a killed job left unfinished."""
-    return path.name.startswith(".") and path.stem.endswith(".partial")
+    """Whether PATH is a ``partial_path`` or a ``work_dir``: what a stopped job left unfinished."""
+    return re.fullmatch(r"\..+\.partial(\.[^.]+)?(\.d)?", path.name) is not None
 
 
 def run_enhance(args: argparse.Namespace) -> int:
@@ -176,28 +212,56 @@ def run_enhance(args: argparse.Namespace) -> int:
             raise UserError(f"{tool} is not on PATH; run 'bash scripts/demo.sh' once, or install it")
     check_encoder(stream, args)
     dst.parent.mkdir(parents=True, exist_ok=True)
+    weights = Path(args.checkpoint or SHIPPED).with_suffix(".safetensors")
+    if not weights.is_file():
+        raise UserError(f"{weights}: no such weights file (--checkpoint takes the stem of NAME.safetensors)")
+    options = {key: getattr(args, key) for key in VIDEO_OPTIONS}
+    segments, resumed = Segments.open(work_dir(dst), job_identity(src, weights, options),
+                                      segment_length(stream, args.segment_seconds))
     partial = partial_path(dst)
     try:
-        done = _pipe(src, dst, stream, total, args)
+        check_container(src, dst, stream, args, segments.folder)
+        start = len(segments.done()) * segments.frames
+        if resumed:
+            print(f"resuming from frame {start}: {len(segments.done())} segments kept in {segments.folder}",
+                  file=sys.stderr)
+        if not segments.encoded and (total is None or start < total):
+            _encode(src, stream, segments, start, total, args)
+        segments.mark_encoded()
+        done = _join(src, dst, partial, segments)
     except BaseException:
-        partial.unlink(missing_ok=True)  # nothing half-written survives a failure or an interrupt
+        partial.unlink(missing_ok=True)  # nothing half-written survives a failure or an interrupt ...
+        segments.tidy()  # ... but every complete segment does: the same command resumes from them
+        if kept := segments.done():
+            print(f"kept {len(kept)} complete segments in {segments.folder}; run the same command again to "
+                  "resume", file=sys.stderr)
+        else:
+            shutil.rmtree(segments.folder, ignore_errors=True)
         raise
     os.replace(partial, dst)
+    shutil.rmtree(segments.folder, ignore_errors=True)
     print(f"wrote {dst} ({done} frames)", file=sys.stderr)
     return 0
 
 
-def _pipe(src: Path, dst: Path, stream: dict, total: int | None, args: argparse.Namespace) -> int:
-    """vspipe | ffmpeg into DST's partial file; returns the number of frames written."""
-    partial = partial_path(dst)
+def segment_length(stream: dict, seconds: float) -> int:
+    """Frames per segment: SECONDS of the input at its frame rate (25 frames/s where it states none)."""
+    num, _, den = str(stream.get("avg_frame_rate", "0/1")).partition("/")
+    fps = float(num) / float(den) if float(den or 0) and float(num or 0) else 25.0
+    return max(1, round(seconds * fps))
+
+
+def _encode(src: Path, stream: dict, segments: Segments, start: int, total: int | None,
+            args: argparse.Namespace) -> None:
+    """vspipe (from clip frame START) | ffmpeg into the next segments, with a progress bar on stderr."""
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory())
         script = Path(tmp) / "enhance.vpy"
         script.write_text(SCRIPT)
         # vspipe runs the script with its folder (a temporary one) as the working directory: paths go absolute.
-        vs_args = ["-a", f"input={src.resolve()}", "-a", f"seed={args.seed}", "-a", f"overlap={args.overlap}",
-                   "-a", f"ensemble={args.ensemble}", "-a", f"strength={args.strength}",
-                   "-a", f"temporal={args.temporal}"]
+        vs_args = ["-s", str(start), "-a", f"input={src.resolve()}", "-a", f"seed={args.seed}",
+                   "-a", f"overlap={args.overlap}", "-a", f"ensemble={args.ensemble}",
+                   "-a", f"strength={args.strength}", "-a", f"temporal={args.temporal}"]
         if args.checkpoint:
             vs_args += ["-a", f"checkpoint={Path(args.checkpoint).resolve()}"]
         for key in ("backend", "tile"):
@@ -206,28 +270,36 @@ def _pipe(src: Path, dst: Path, stream: dict, total: int | None, args: argparse.
         vs_log = stack.enter_context(open(Path(tmp) / "vspipe.log", "w+"))
         pipe = subprocess.Popen(["vspipe", "-c", "y4m", *vs_args, str(script), "-"], stdout=subprocess.PIPE,
                                 stderr=vs_log, env=vspipe_env())
-        enc = subprocess.Popen(ffmpeg_command(src, partial, stream, args), stdin=pipe.stdout,
+        enc = subprocess.Popen(encode_command(stream, args, segments, start, total), stdin=pipe.stdout,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         pipe.stdout.close()
         stack.callback(lambda: [p.kill() for p in (pipe, enc) if p.poll() is None])  # on interrupt or error
-        started, done = time.monotonic(), 0
+        started, done = time.monotonic(), start
         for line in enc.stdout:
             if line.startswith("frame="):
-                done = int(line.split("=", 1)[1])
+                done = start + int(line.split("=", 1)[1])
                 if args.progress != "none":
-                    print(_progress(done, total, started, args.progress), end="", file=sys.stderr, flush=True)
+                    print(_progress(done - start, done, total, started, args.progress), end="", file=sys.stderr,
+                          flush=True)
         enc_err = enc.stderr.read()
         vs_rc, enc_rc = pipe.wait(), enc.wait()
-        if args.progress == "bar" and done:
+        if args.progress == "bar" and done > start:
             print(file=sys.stderr)  # end the progress line
         if vs_rc or enc_rc:
             vs_log.seek(0)
             if reason := vspipe_reason(vs_log.read()):
                 raise UserError(f"enhancing {src} failed: {reason}")
-            hint = ("; the output's container cannot hold a stream copied from the input: write .mkv, which holds "
-                    "any" if "Could not write header" in enc_err or "not supported in container" in enc_err else "")
-            raise UserError(f"writing {dst} failed: {first_lines(enc_err)}{hint}")
-    return done
+            raise UserError(f"encoding the enhanced video of {src} failed: {first_lines(enc_err)}")
+
+
+def _join(src: Path, dst: Path, partial: Path, segments: Segments) -> int:
+    """The segments joined by stream copy, with SRC's other streams, into PARTIAL; returns their frame count."""
+    listing, frames = segments.concat_list()
+    video = ffmpeg.input(str(listing), format="concat", safe=0)
+    done = subprocess.run(mux_command(video, src, partial, {"c:v": "copy"}), capture_output=True, text=True)
+    if done.returncode:
+        raise UserError(f"writing {dst} failed: {first_lines(done.stderr)}{_container_hint(done.stderr)}")
+    return frames
 
 
 def parse_enhance(argv: list[str]) -> argparse.Namespace:
@@ -255,6 +327,9 @@ def parse_enhance(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--preset", default="medium")
     p.add_argument("--lossless", action="store_true", help="FFV1 lossless video instead of --codec")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (never IN)")
+    p.add_argument("--segment-seconds", type=float, default=60, metavar="SECONDS",
+                   help="write the video in segments of this length, each kept when complete, so that a stopped "
+                   "job resumes from the last one (default 60)")
     p.add_argument("--progress", choices=("bar", "json", "none"), default="bar",
                    help="progress on stderr: a bar, JSON lines for farms, or none")
     p.add_argument("--quiet", action="store_true", help="same as --progress none")
@@ -263,6 +338,8 @@ def parse_enhance(argv: list[str]) -> argparse.Namespace:
         p.error(f"--temporal: a radius in frames, >= 0 (got {args.temporal})")
     if not 0 <= args.strength <= MAX_STRENGTH:
         p.error(f"--strength: between 0 and {MAX_STRENGTH} (got {args.strength})")
+    if args.segment_seconds <= 0:
+        p.error(f"--segment-seconds: a length in seconds, > 0 (got {args.segment_seconds})")
     if args.quiet:
         args.progress = "none"
     return args

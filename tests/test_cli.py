@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import resource
 import shutil
+import signal
 import subprocess
+import time
 
 import av
 import numpy as np
@@ -163,6 +166,51 @@ def test_a_frame_that_does_not_fit_in_memory_is_a_clear_error_that_tiles_fix(tmp
     tiled = run("--tile", "512")
     assert tiled.returncode == 0, tiled.stderr
     assert len(read_video_luma(tmp_path / "out.mkv")) == 1
+
+
+def test_a_job_killed_midway_resumes_from_its_complete_segments_with_the_same_frames(tmp_path):
+    """SIGKILL to the whole job (a node that dies) after two segments of five frames; the same command again
+    starts at a segment boundary and the joined video equals an uninterrupted run's, frame for frame."""
+    src = tmp_path / "in.mkv"  # 24 frames: the sample three times
+    subprocess.run(["ffmpeg", "-v", "error", "-i", SAMPLES / "sample.mp4", "-vf", "loop=loop=2:size=8:start=0",
+                    "-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error", src], check=True)
+    job = ["enhance", src, tmp_path / "out.mkv", "--backend", "ort-cpu", "--lossless", "--segment-seconds", "0.2",
+           "--quiet"]
+    assert diffqe("enhance", src, tmp_path / "whole.mkv", *job[3:]).returncode == 0
+    work = tmp_path / ".out.partial.mkv.d"
+    first = subprocess.Popen([shutil.which("diffqe"), *map(str, job)], stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    deadline = time.monotonic() + 300
+    while sum(len(p.read_text().splitlines()) for p in work.glob("run*.csv")) < 2:
+        assert first.poll() is None and time.monotonic() < deadline, "the job ends before its second segment"
+        time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    assert not (tmp_path / "out.mkv").exists()
+    again = diffqe(*job)
+    assert again.returncode == 0, again.stderr
+    resumed = int(re.search(r"resuming from frame (\d+)", again.stderr).group(1))
+    assert resumed in (10, 15, 20)
+    with av.open(str(tmp_path / "out.mkv")) as a, av.open(str(tmp_path / "whole.mkv")) as b:
+        ours, theirs = ([f.to_ndarray() for f in c.decode(video=0)] for c in (a, b))
+    assert len(ours) == len(theirs) == 24 and all(np.array_equal(x, y) for x, y in zip(ours, theirs))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv", "out.mkv", "whole.mkv"]
+
+
+def test_segments_of_another_job_are_not_resumed(tmp_path):
+    from diffqe.plugin.segments import Segments, job_identity
+
+    src, weights = tmp_path / "in.mkv", tmp_path / "w.safetensors"
+    src.write_bytes(b"video")
+    weights.write_bytes(b"weights")
+    work = tmp_path / ".out.partial.mkv.d"
+    segments, resumed = Segments.open(work, job_identity(src, weights, {"strength": 1.0}), 5)
+    assert not resumed and work.is_dir()
+    (work / "stale").write_text("from the first job")
+    assert Segments.open(work, job_identity(src, weights, {"strength": 1.0}), 5)[0].folder == work
+    assert (work / "stale").exists(), "the same job keeps its folder"
+    Segments.open(work, job_identity(src, weights, {"strength": 0.5}), 5)
+    assert not (work / "stale").exists(), "other options: started afresh"
 
 
 def test_vspipe_reason_is_the_exception_that_stopped_the_script():

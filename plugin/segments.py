@@ -1,0 +1,134 @@
+"""Resumable encodes: `diffqe enhance` writes the enhanced video as segments of a fixed number of frames into a
+hidden folder beside the output.  ffmpeg's segment muxer cuts them on forced IDR frames (each decodes on its
+own) and lists each one once it is complete, so a job that is killed keeps every finished segment.  A rerun of
+the same job (same input file, weights and options) starts vspipe at the first frame no complete segment
+holds; the filter's frames do not depend on where vspipe starts (its temporal windows read the whole clip), so
+the resumed video has the frames an uninterrupted run gives.  The last step joins the segments by stream copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from fractions import Fraction
+from importlib import metadata
+from pathlib import Path
+
+import ffmpeg
+
+PATTERN = "seg%06d.mkv"  # Matroska holds any encoder's stream, colour tags included
+MAX_CUTS = 1000  # cut points listed when the frame count is unknown: the rest goes into the last segment
+ENCODED = "encoded"  # marker: every segment is written, only the join is left
+
+
+def work_dir(dst: Path) -> Path:
+    """The hidden folder beside DST that holds its segments until DST is complete."""
+    return dst.with_name(f".{dst.stem}.partial{dst.suffix}.d")
+
+
+def job_identity(src: Path, weights: Path, options: dict) -> dict:
+    """What the segments depend on: the input file as it is now, the weights' bytes, the code and the options."""
+    info = src.stat()
+    try:
+        version = metadata.version("diffqe")
+    except metadata.PackageNotFoundError:
+        version = "0+source"
+    return {"input": str(src.resolve()), "size": info.st_size, "mtime_ns": info.st_mtime_ns,
+            "weights": hashlib.sha256(weights.read_bytes()).hexdigest(), "diffqe": version, "options": options}
+
+
+def _packets(path: Path) -> int:
+    """Frames in a segment; 0 for one that is not a readable video (ffmpeg stopped before its first frame)."""
+    try:
+        streams = ffmpeg.probe(str(path), select_streams="v:0", count_packets=None)["streams"]
+    except ffmpeg.Error:
+        return 0
+    return int(streams[0]["nb_read_packets"]) if streams else 0
+
+
+@dataclass
+class Segments:
+    folder: Path
+    frames: int  # per segment; the last one may hold fewer
+    counts: dict[Path, int] = field(default_factory=dict)  # frames per segment, counted once
+
+    @classmethod
+    def open(cls, folder: Path, identity: dict, frames: int) -> tuple[Segments, bool]:
+        """The segments of this job, and whether earlier runs left some to resume from.  What another job (other
+        input, weights or options) left is deleted: its frames would not match."""
+        job = folder / "job.json"
+        wanted = identity | {"segment_frames": frames}
+        if folder.is_dir():
+            try:
+                same = json.loads(job.read_text()) == wanted
+            except (OSError, ValueError):
+                same = False
+            if same:
+                segments = cls(folder, frames)
+                segments.tidy()
+                return segments, bool(segments.done())
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        job.write_text(json.dumps(wanted, indent=1))
+        return cls(folder, frames), False
+
+    def count(self, segment: Path) -> int:
+        if segment not in self.counts:
+            self.counts[segment] = _packets(segment)
+        return self.counts[segment]
+
+    def done(self) -> list[Path]:
+        """The complete segments in order, from the first on without a gap: those the segment muxer listed and,
+        until every one is written, that hold all their frames (a stopped ffmpeg closes and lists a short one)."""
+        listed = {line.split(",", 1)[0] for run in self.folder.glob("run*.csv")
+                  for line in run.read_text().splitlines() if line.count(",") == 2}
+        complete: list[Path] = []
+        while (name := PATTERN % len(complete)) in listed and (path := self.folder / name).is_file():
+            if not self.encoded and self.count(path) != self.frames:
+                break
+            complete.append(path)
+        return complete
+
+    def tidy(self) -> None:
+        """Delete segments that are not complete (the one a stopped run was writing)."""
+        keep = set(self.done())
+        for path in self.folder.glob("seg*.mkv"):
+            if path not in keep:
+                path.unlink()
+
+    @property
+    def encoded(self) -> bool:
+        return (self.folder / ENCODED).exists()
+
+    def mark_encoded(self) -> None:
+        (self.folder / ENCODED).touch()
+
+    def muxer_options(self, start: int, remaining: int | None, codec: str) -> dict:
+        """ffmpeg output options that cut this run's frames (from frame START of the clip) into the next
+        segments, each beginning with an IDR frame, listed in a run file as each one completes."""
+        first = start // self.frames
+        end = remaining if remaining is not None else self.frames * MAX_CUTS
+        cuts = range(self.frames, max(end, self.frames + 1), self.frames)
+        options = {"f": "segment", "segment_format": "matroska", "segment_frames": ",".join(map(str, cuts)),
+                   "segment_list": str(self.folder / f"run{first:06d}.csv"), "segment_list_type": "csv",
+                   "segment_start_number": first, "reset_timestamps": 1,
+                   "force_key_frames": f"expr:gte(n,n_forced*{self.frames})"}
+        if codec in ("libx264", "libx265") or codec.endswith(("_nvenc", "_qsv", "_vaapi")):
+            options["forced-idr"] = 1  # a closed GOP at each cut: no frame of a segment refers to the one before
+        if codec == "ffv1":
+            options["g"] = self.frames  # FFV1 keyframes (context resets) come every g frames, not when forced
+        return options
+
+    def concat_list(self) -> tuple[Path, int]:
+        """A concat-demuxer list of the complete segments, each with its exact duration (the muxer's own
+        timestamps start late by the encoder's reordering delay), and the number of frames they hold."""
+        segments = self.done()
+        rate = Fraction(ffmpeg.probe(str(segments[0]), select_streams="v:0")["streams"][0]["r_frame_rate"])
+        counts = [self.count(s) for s in segments]
+        quoted = [str(s.resolve()).replace("'", "'\\''") for s in segments]  # the concat format's quoting
+        lines = [f"file '{q}'\nduration {float(n / rate):.9f}" for q, n in zip(quoted, counts)]
+        path = self.folder / "concat.txt"
+        path.write_text("ffconcat version 1.0\n" + "\n".join(lines) + "\n")
+        return path, sum(counts)
