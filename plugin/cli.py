@@ -14,16 +14,18 @@ import subprocess
 import sys
 import tempfile
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import av
 import ffmpeg
 
+from ..model.checkpoint import SHIPPED
 from ..model.inference import MAX_STRENGTH
 from ..model.mirror import FLIPS
-from ..model.checkpoint import SHIPPED
 from .script import SCRIPT
 from .segments import PATTERN, Segments, job_identity, work_dir
+from .timing import frame_times, join
 
 # glibc hands each freed buffer above its mmap threshold back to the kernel and faults it in again on the next
 # allocation; frame-sized NumPy temporaries then spend most of their time in page faults (the temporal
@@ -62,7 +64,8 @@ def probe_video(path: Path) -> dict:
     video = [s for s in info["streams"] if s.get("codec_type") == "video"]
     if not video:
         raise UserError(f"{path}: has no video stream")
-    return video[0] | {"format_duration": info.get("format", {}).get("duration")}
+    return video[0] | {"format_duration": info.get("format", {}).get("duration"),
+                       "format_start": info.get("format", {}).get("start_time")}
 
 
 def check_pixel_format(path: Path, stream: dict) -> None:
@@ -221,14 +224,15 @@ def run_enhance(args: argparse.Namespace) -> int:
     partial = partial_path(dst)
     try:
         check_container(src, dst, stream, args, segments.folder)
-        start = len(segments.done()) * segments.frames
+        kept = len(segments.done())
+        start = kept * segments.frames
         if resumed:
-            print(f"resuming from frame {start}: {len(segments.done())} segments kept in {segments.folder}",
-                  file=sys.stderr)
+            print(f"{'joining' if segments.encoded else f'resuming from frame {start}:'} {kept} segments kept in "
+                  f"{segments.folder}", file=sys.stderr)
         if not segments.encoded and (total is None or start < total):
             _encode(src, stream, segments, start, total, args)
         segments.mark_encoded()
-        done = _join(src, dst, partial, segments)
+        done = _join(src, dst, stream, partial, segments)
     except BaseException:
         partial.unlink(missing_ok=True)  # nothing half-written survives a failure or an interrupt ...
         segments.tidy()  # ... but every complete segment does: the same command resumes from them
@@ -292,11 +296,17 @@ def _encode(src: Path, stream: dict, segments: Segments, start: int, total: int 
             raise UserError(f"encoding the enhanced video of {src} failed: {first_lines(enc_err)}")
 
 
-def _join(src: Path, dst: Path, partial: Path, segments: Segments) -> int:
-    """The segments joined by stream copy, with SRC's other streams, into PARTIAL; returns their frame count."""
-    listing, frames = segments.concat_list()
-    video = ffmpeg.input(str(listing), format="concat", safe=0)
-    done = subprocess.run(mux_command(video, src, partial, {"c:v": "copy"}), capture_output=True, text=True)
+def _join(src: Path, dst: Path, stream: dict, partial: Path, segments: Segments) -> int:
+    """The segments, on SRC's own frame times (plugin.timing), with SRC's other streams into PARTIAL; returns
+    the number of frames."""
+    start = Fraction(stream.get("format_start") or 0)
+    times = frame_times(src, start)
+    video = segments.folder / "video.mkv"
+    frames = join(segments.done(), times, video)
+    # ffmpeg moves each input's first timestamp to zero: the offset puts the video back at its first frame's time.
+    first = times[0] if times and len(times) == frames else 0
+    source = ffmpeg.input(str(video), itsoffset=f"{float(first):.6f}")
+    done = subprocess.run(mux_command(source, src, partial, {"c:v": "copy"}), capture_output=True, text=True)
     if done.returncode:
         raise UserError(f"writing {dst} failed: {first_lines(done.stderr)}{_container_hint(done.stderr)}")
     return frames

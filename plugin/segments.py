@@ -12,7 +12,6 @@ import hashlib
 import json
 import shutil
 from dataclasses import dataclass, field
-from fractions import Fraction
 from importlib import metadata
 from pathlib import Path
 
@@ -120,15 +119,3 @@ class Segments:
         if codec == "ffv1":
             options["g"] = self.frames  # FFV1 keyframes (context resets) come every g frames, not when forced
         return options
-
-    def concat_list(self) -> tuple[Path, int]:
-        """A concat-demuxer list of the complete segments, each with its exact duration (the muxer's own
-        timestamps start late by the encoder's reordering delay), and the number of frames they hold."""
-        segments = self.done()
-        rate = Fraction(ffmpeg.probe(str(segments[0]), select_streams="v:0")["streams"][0]["r_frame_rate"])
-        counts = [self.count(s) for s in segments]
-        quoted = [str(s.resolve()).replace("'", "'\\''") for s in segments]  # the concat format's quoting
-        lines = [f"file '{q}'\nduration {float(n / rate):.9f}" for q, n in zip(quoted, counts)]
-        path = self.folder / "concat.txt"
-        path.write_text("ffconcat version 1.0\n" + "\n".join(lines) + "\n")
-        return path, sum(counts)

@@ -197,6 +197,31 @@ def test_a_job_killed_midway_resumes_from_its_complete_segments_with_the_same_fr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv", "out.mkv", "whole.mkv"]
 
 
+def test_a_variable_frame_rate_input_keeps_its_frame_times_and_audio_sync(tmp_path):
+    """Frames 0.04 s apart, then 0.1 s (a phone that slowed down), video starting 23 ms after the audio: vspipe's
+    y4m has one constant rate, yet each output frame shows at its input frame's time (to Matroska's
+    millisecond) and the audio stays where it was, across segments, into .mkv and .mp4."""
+    src = tmp_path / "vfr.mkv"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", SAMPLES / "sample.mp4", "-f", "lavfi", "-i", "sine=duration=2",
+                    "-filter_complex", "[0:v]loop=loop=2:size=8:start=0,"
+                    "setpts='if(lt(N,12),N*0.04,0.48+(N-12)*0.1)/TB'[v]", "-map", "[v]", "-map", "1:a",
+                    "-fps_mode", "passthrough", "-c:v", "libx265", "-preset", "ultrafast", "-x265-params",
+                    "log-level=error", "-c:a", "aac", "-shortest", src], check=True)
+
+    def timeline(path):
+        with av.open(str(path)) as c:
+            return [f.time for f in c.decode(video=0)], c.streams.audio[0].start_time * c.streams.audio[0].time_base
+
+    frames, audio = timeline(src)
+    assert len(frames) == 24 and frames[13] - frames[12] > 0.07, "the input is variable-rate"
+    for out in (tmp_path / "out.mkv", tmp_path / "out.mp4"):
+        result = diffqe("enhance", src, out, "--backend", "ort-cpu", "--segment-seconds", "0.2", "--quiet")
+        assert result.returncode == 0, result.stderr
+        times, start = timeline(out)
+        assert len(times) == 24 and max(abs(a - b) for a, b in zip(times, frames)) < 0.0015
+        assert abs(start - audio) < 0.0015
+
+
 def test_segments_of_another_job_are_not_resumed(tmp_path):
     from diffqe.plugin.segments import Segments, job_identity
 

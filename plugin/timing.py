@@ -1,0 +1,81 @@
+"""The enhanced video on the input's own timeline.
+
+vspipe's y4m carries one constant frame rate, so the encoder stamps frame i at i / rate.  A variable-frame-rate
+source (phones, screen recordings) would then drift from its own audio, and any source whose video starts later
+than its audio would start early.  So the segments are joined by copying their packets into one file with frame
+i at the time the input shows its frame i: the input's packet times in presentation order (no decoding).
+"""
+
+from __future__ import annotations
+
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+Times = list[Fraction]  # seconds, one per frame, increasing
+
+
+def frame_times(src: Path, start: Fraction) -> Times | None:
+    """The presentation times of SRC's video frames, less START (where ffmpeg puts the file's zero); None where
+    its packets carry no times or two frames share one."""
+    with av.open(str(src)) as container:
+        stream = container.streams.video[0]
+        pts = [p.pts for p in container.demux(stream) if p.size and not p.is_discard]  # as the decoder drops
+        unit = stream.time_base
+    if not pts or None in pts:
+        return None
+    pts.sort()
+    times = [p * unit - start for p in pts]
+    return times if all(a < b for a, b in zip(times, times[1:])) else None
+
+
+def _decode_ranks(segment: Path) -> list[int]:
+    """For each packet of SEGMENT in decode order, its frame's place in presentation order."""
+    with av.open(str(segment)) as container:
+        pts = [p.pts for p in container.demux(container.streams.video[0]) if p.size]
+    order = sorted(range(len(pts)), key=pts.__getitem__)
+    ranks = [0] * len(pts)
+    for rank, k in enumerate(order):
+        ranks[k] = rank
+    return ranks
+
+
+def join(segments: list[Path], times: Times | None, out: Path) -> int:
+    """SEGMENTS' packets, in order, into OUT (Matroska) with frame i at TIMES[i] (at the encoded constant rate
+    where TIMES is None or counts other frames); returns the number of frames.  A packet's decode time is the
+    time of the frame ``delay`` places before it in decode order: it never passes its own presentation time and
+    always grows."""
+    ranks = [_decode_ranks(s) for s in segments]
+    frames = sum(map(len, ranks))
+    if times is None or len(times) != frames:
+        with av.open(str(segments[0])) as container:
+            rate = container.streams.video[0].guessed_rate
+        if times is not None:
+            print(f"timing: the input has {len(times)} frame times for {frames} frames; the output keeps a "
+                  f"constant {float(rate):.3f} frames/s", file=sys.stderr)
+        times = [i / rate for i in range(frames)]
+    step = times[1] - times[0] if frames > 1 else 1 / rate
+    delay = max((k - r for rs in ranks for k, r in enumerate(rs)), default=0)
+
+    def at(i: int) -> Fraction:  # before the first frame: continue its spacing backwards
+        return times[i] if i >= 0 else times[0] + i * step
+
+    with av.open(str(out), "w", format="matroska") as muxer:
+        stream = None
+        first = 0
+        for segment, rs in zip(segments, ranks):
+            with av.open(str(segment)) as container:
+                source = container.streams.video[0]
+                if stream is None:
+                    stream = muxer.add_stream_from_template(source, opaque=True)
+                    stream.time_base = Fraction(1, 1000)  # Matroska's millisecond
+                packets = (p for p in container.demux(source) if p.size)
+                for k, (packet, rank) in enumerate(zip(packets, rs)):
+                    packet.pts = round(at(first + rank) / stream.time_base)
+                    packet.dts = round(at(first + k - delay) / stream.time_base)
+                    packet.stream = stream
+                    muxer.mux(packet)
+            first += len(rs)
+    return frames
