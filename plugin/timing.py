@@ -56,7 +56,7 @@ def join(segments: list[Path], times: Times | None, out: Path) -> int:
             print(f"timing: the input has {len(times)} frame times for {frames} frames; the output keeps a "
                   f"constant {float(rate):.3f} frames/s", file=sys.stderr)
         times = [i / rate for i in range(frames)]
-    step = times[1] - times[0] if frames > 1 else 1 / rate
+    step = times[1] - times[0] if frames > 1 else Fraction(1)  # a single frame is never reordered
     delay = max((k - r for rs in ranks for k, r in enumerate(rs)), default=0)
 
     def at(i: int) -> Fraction:  # before the first frame: continue its spacing backwards
