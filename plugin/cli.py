@@ -23,6 +23,7 @@ import ffmpeg
 from ..model.checkpoint import SHIPPED
 from ..model.inference import MAX_STRENGTH
 from ..model.mirror import FLIPS
+from .hdr import side_data, x265_params
 from .script import SCRIPT
 from .segments import PATTERN, Segments, job_identity, work_dir
 from .timing import frame_times, join
@@ -100,7 +101,7 @@ def encoder_options(stream: dict, args: argparse.Namespace) -> dict:
         return options | {"c:v": "ffv1", "level": 3}
     options |= {"c:v": args.codec, "preset": args.preset, "crf": args.crf}
     if args.codec == "libx265":
-        options["x265-params"] = "log-level=error"
+        options["x265-params"] = ":".join(["log-level=error", *stream.get("x265_hdr10", [])])
     return options
 
 
@@ -209,6 +210,11 @@ def run_enhance(args: argparse.Namespace) -> int:
         raise UserError(f"{dst} exists; pass --overwrite to replace it")
     stream = probe_video(src)
     check_pixel_format(src, stream)
+    if hdr10 := x265_params(side_data(src, stream)):
+        stream["x265_hdr10"] = hdr10
+        if args.lossless or args.codec != "libx265":
+            print(f"warning: {src} carries HDR10 mastering metadata, which only --codec libx265 writes; the output "
+                  "keeps its colour tags but not this metadata", file=sys.stderr)
     total = frame_count(stream)
     for tool in ("vspipe", "ffmpeg"):
         if not shutil.which(tool):

@@ -77,6 +77,32 @@ def test_ten_bit_in_ten_bit_out(tmp_path):
     assert read_video_luma(out)[0].dtype == np.uint16
 
 
+def test_hdr10_metadata_and_colour_tags_survive(tmp_path):
+    """A PQ / BT.2020 10-bit source with mastering-display and content-light-level SEI: the enhanced HEVC carries
+    the same values (a display tone-maps by them); FFV1, which cannot carry them, says so."""
+    src = tmp_path / "hdr.mkv"
+    hdr = ("master-display=G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,1):max-cll=1000,400:"
+           "colorprim=bt2020:transfer=smpte2084:colormatrix=bt2020nc")
+    subprocess.run(["ffmpeg", "-v", "error", "-i", SAMPLES / "sample.mp4", "-pix_fmt", "yuv420p10le", "-c:v", "libx265",
+                    "-preset", "ultrafast", "-x265-params", f"log-level=error:{hdr}", "-color_primaries", "bt2020",
+                    "-color_trc", "smpte2084", "-colorspace", "bt2020nc", src], check=True)
+
+    def metadata(path):
+        from diffqe.plugin.hdr import LIGHT_LEVEL, MASTERING, side_data
+
+        tags = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=color_primaries,color_transfer,"
+                               "color_space,pix_fmt", "-of", "csv=p=0", path], capture_output=True, text=True).stdout
+        return tags.strip(), [d for d in side_data(path, {}) if d["side_data_type"] in (MASTERING, LIGHT_LEVEL)]
+
+    tags, side = metadata(src)
+    assert tags == "yuv420p10le,bt2020nc,smpte2084,bt2020" and len(side) == 2
+    result = diffqe("enhance", src, tmp_path / "out.mkv", "--backend", "ort-cpu", "--quiet")
+    assert result.returncode == 0 and "warning" not in result.stderr, result.stderr
+    assert metadata(tmp_path / "out.mkv") == (tags, side)
+    lossless = diffqe("enhance", src, tmp_path / "ffv1.mkv", "--backend", "ort-cpu", "--quiet", "--lossless")
+    assert lossless.returncode == 0 and "only --codec libx265 writes" in lossless.stderr
+
+
 def test_relative_paths_and_the_mirror_ensemble(tmp_path):
     """vspipe runs the generated script from a temporary folder: relative paths must still find the input and
     the weights.  --ensemble reaches the filter: its output differs from a single pass."""
