@@ -3,7 +3,8 @@ hidden folder beside the output.  ffmpeg's segment muxer cuts them on forced IDR
 own) and lists each one once it is complete, so a job that is killed keeps every finished segment.  A rerun of
 the same job (same input file, weights and options) starts vspipe at the first frame no complete segment
 holds; the filter's frames do not depend on where vspipe starts (its temporal windows read the whole clip), so
-the resumed video has the frames an uninterrupted run gives.  The last step joins the segments by stream copy.
+the resumed video has the frames an uninterrupted run gives.  The last step joins the segments by stream copy
+on the input's frame times (plugin.timing).
 """
 
 from __future__ import annotations
