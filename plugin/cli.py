@@ -123,7 +123,8 @@ def encode_command(stream: dict, args: argparse.Namespace, segments: Segments, s
     codec = "ffv1" if args.lossless else args.codec
     options = encoder_options(stream, args) | segments.muxer_options(start, None if total is None else total - start,
                                                                      codec)
-    cmd = ffmpeg.output(ffmpeg.input("pipe:", format="yuv4mpegpipe"), str(segments.folder / PATTERN),
+    pattern = f"{str(segments.folder).replace('%', '%%')}/{PATTERN}"  # a '%' in the path is not a field
+    cmd = ffmpeg.output(ffmpeg.input("pipe:", format="yuv4mpegpipe"), pattern,
                         **options).compile()
     return cmd[:1] + ["-hide_banner", "-nostdin", "-v", "error", "-progress", "pipe:1", "-nostats"] + cmd[1:]
 
@@ -372,6 +373,9 @@ def main(argv: list[str] | None = None) -> int:
             return batch_main(argv[1:])
         return run_enhance(parse_enhance(argv))
     except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the file system said no (permissions, a file where a folder must be, a full disk)
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

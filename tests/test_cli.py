@@ -149,6 +149,13 @@ def test_strength_reaches_the_filter(tmp_path):
     assert bad.returncode == 2 and "--strength" in bad.stderr and not (tmp_path / "bad.mkv").exists()
 
 
+def test_an_output_folder_that_cannot_be_made_is_a_clear_error(tmp_path):
+    (tmp_path / "file").write_text("a file where the output's folder would be")
+    result = diffqe("enhance", SAMPLES / "sample.mp4", tmp_path / "file" / "out.mkv", "--backend", "ort-cpu")
+    assert result.returncode == 2 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+    assert str(tmp_path / "file") in result.stderr
+
+
 @pytest.mark.parametrize("kind", ["missing", "corrupt", "same", "rgb", "audio-only"])
 def test_bad_input_is_a_clear_error_and_leaves_nothing(tmp_path, kind):
     src = tmp_path / "in.mp4"
@@ -240,7 +247,7 @@ def test_a_variable_frame_rate_input_keeps_its_frame_times_and_audio_sync(tmp_pa
 
     frames, audio = timeline(src)
     assert len(frames) == 24 and frames[13] - frames[12] > 0.07, "the input is variable-rate"
-    for out in (tmp_path / "out.mkv", tmp_path / "out.mp4"):
+    for out in (tmp_path / "out 100%.mkv", tmp_path / "out.mp4"):  # '%' is special to the segment muxer
         result = diffqe("enhance", src, out, "--backend", "ort-cpu", "--segment-seconds", "0.2", "--quiet")
         assert result.returncode == 0, result.stderr
         times, start = timeline(out)
