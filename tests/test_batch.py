@@ -14,6 +14,7 @@ import pytest
 
 from conftest import SAMPLES
 from diffqe.plugin.batch import Job, enhance_command
+from diffqe.plugin.cli import parse_enhance
 
 BATCH_OPTIONS = ["--backend", "ort-cpu", "--lossless", "--progress", "json"]
 
@@ -155,3 +156,6 @@ def test_options_are_checked_up_front_and_zeros_passed_on(tmp_path):
     flags = dict(zip(cmd, cmd[1:]))  # each word -> the next
     assert (flags["--temporal"], flags["--overlap"], flags["--seed"]) == ("0", "0", "0")
     assert "--lossless" in cmd and "--tile" not in cmd and "--crf" not in cmd
+    cmd = enhance_command(job, {"segment_seconds": 30.0})  # an option with two words reaches enhance as it spells it
+    assert dict(zip(cmd, cmd[1:]))["--segment-seconds"] == "30.0"
+    assert parse_enhance(cmd[3:]).segment_seconds == 30.0
