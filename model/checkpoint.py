@@ -26,7 +26,8 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is missing or does not fit this code; the message says which file and why."""
 
 
-def _paths(stem: Path) -> tuple[Path, Path]:
+def paths(stem: Path) -> tuple[Path, Path]:
+    """(weights, config) of the checkpoint STEM (which may also name either file)."""
     stem = Path(stem)
     if stem.suffix in (".json", ".safetensors"):
         stem = stem.with_suffix("")
@@ -70,7 +71,7 @@ def save(stem: Path, model: DiffQE, meta: dict | None = None, optimizer: dict | 
     ``inference_only`` leaves out the training-only encoder; ``dtype`` stores the weights in another
     precision (fp16 halves the shipped file; loading converts back to the model's dtype).
     """
-    weights, config = _paths(stem)
+    weights, config = paths(stem)
     weights.parent.mkdir(parents=True, exist_ok=True)
     tensors = {
         f"model/{k}": v.detach().cpu().to(dtype or v.dtype).contiguous()
@@ -86,7 +87,7 @@ def save(stem: Path, model: DiffQE, meta: dict | None = None, optimizer: dict | 
 
 def load(stem: Path | None = None, *, with_optimizer: bool = False):
     """Load a checkpoint (default: the shipped weights) -> (model in eval mode, meta[, optimizer state])."""
-    weights, config = _paths(stem or SHIPPED)
+    weights, config = paths(stem or SHIPPED)
     for p in (weights, config):
         if not p.is_file():
             raise CheckpointError(f"checkpoint file {p} is missing; pass the stem of a NAME.safetensors + NAME.json pair")

@@ -20,7 +20,7 @@ from pathlib import Path
 import av
 import ffmpeg
 
-from ..model.checkpoint import SHIPPED
+from ..model.checkpoint import SHIPPED, paths as checkpoint_paths
 from ..model.inference import MAX_STRENGTH
 from ..model.mirror import FLIPS
 from .hdr import side_data, x265_params
@@ -222,7 +222,7 @@ def run_enhance(args: argparse.Namespace) -> int:
             raise UserError(f"{tool} is not on PATH; run 'bash scripts/demo.sh' once, or install it")
     check_encoder(stream, args)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    weights = Path(args.checkpoint or SHIPPED).with_suffix(".safetensors")
+    weights = checkpoint_paths(Path(args.checkpoint) if args.checkpoint else SHIPPED)[0]
     if not weights.is_file():
         raise UserError(f"{weights}: no such weights file (--checkpoint takes the stem of NAME.safetensors)")
     options = {key: getattr(args, key) for key in VIDEO_OPTIONS}
@@ -243,8 +243,8 @@ def run_enhance(args: argparse.Namespace) -> int:
     except BaseException:
         partial.unlink(missing_ok=True)  # nothing half-written survives a failure or an interrupt ...
         segments.tidy()  # ... but every complete segment does: the same command resumes from them
-        if kept := segments.done():
-            print(f"kept {len(kept)} complete segments in {segments.folder}; run the same command again to "
+        if complete := segments.done():
+            print(f"kept {len(complete)} complete segments in {segments.folder}; run the same command again to "
                   "resume", file=sys.stderr)
         else:
             shutil.rmtree(segments.folder, ignore_errors=True)
