@@ -38,7 +38,7 @@ def test_format_preserved_chroma_untouched_luma_enhanced(sample, fmt):
     for a, b in zip(planes(src)[1:], planes(res)[1:]):
         assert np.array_equal(a, b), "chroma must pass through bit-identical"
     assert not np.array_equal(planes(src)[0], planes(res)[0])
-    assert "DiffQE_ZMean" in res.props and res.props["DiffQE_Backend"] == "ort_cpu"
+    assert "DiffQE_ZMean" in res.props and res.props["DiffQE_Backend"] == "ort-cpu"
 
 
 @pytest.mark.parametrize("fmt", [vs.YUV420P8, vs.YUV422P10, vs.YUV444P16, vs.YUV420PS])
