@@ -82,12 +82,18 @@ def check_pixel_format(path: Path, stream: dict) -> None:
                         f"-x265-params lossless=1 {path.stem}_yuv.mkv")
 
 
+def frame_rate(stream: dict) -> float | None:
+    """The stream's average frames per second as ffprobe states it; None where it states none ("0/0")."""
+    num, _, den = str(stream.get("avg_frame_rate", "0/1")).partition("/")
+    return float(num) / float(den) if float(den or 0) and float(num or 0) else None
+
+
 def frame_count(stream: dict) -> int | None:
     if str(stream.get("nb_frames", "")).isdigit():
         return int(stream["nb_frames"])
-    num, _, den = str(stream.get("avg_frame_rate", "0/1")).partition("/")
     duration = float(stream.get("duration") or stream.get("format_duration") or 0)
-    return round(duration * float(num) / float(den)) if duration and float(den or 0) and float(num) else None
+    rate = frame_rate(stream)
+    return round(duration * rate) if duration and rate else None
 
 
 def encoder_options(stream: dict, args: argparse.Namespace) -> dict:
@@ -257,9 +263,7 @@ def run_enhance(args: argparse.Namespace) -> int:
 
 def segment_length(stream: dict, seconds: float) -> int:
     """Frames per segment: SECONDS of the input at its frame rate (25 frames/s where it states none)."""
-    num, _, den = str(stream.get("avg_frame_rate", "0/1")).partition("/")
-    fps = float(num) / float(den) if float(den or 0) and float(num or 0) else 25.0
-    return max(1, round(seconds * fps))
+    return max(1, round(seconds * (frame_rate(stream) or 25.0)))
 
 
 def _encode(src: Path, stream: dict, segments: Segments, start: int, total: int | None,
@@ -309,9 +313,8 @@ def _join(src: Path, dst: Path, stream: dict, partial: Path, segments: Segments)
     start = Fraction(stream.get("format_start") or 0)
     times = frame_times(src, start)
     video = segments.folder / "video.mkv"
-    frames = join(segments.done(), times, video)
+    frames, first = join(segments.done(), times, video)
     # ffmpeg moves each input's first timestamp to zero: the offset puts the video back at its first frame's time.
-    first = times[0] if times and len(times) == frames else 0
     source = ffmpeg.input(str(video), itsoffset=f"{float(first):.6f}")
     done = subprocess.run(mux_command(source, src, partial, {"c:v": "copy"}), capture_output=True, text=True)
     if done.returncode:

@@ -85,8 +85,9 @@ class Segments:
         listed = {line.split(",", 1)[0] for run in self.folder.glob("run*.csv")
                   for line in run.read_text().splitlines() if line.count(",") == 2}
         complete: list[Path] = []
+        encoded = self.encoded
         while (name := PATTERN % len(complete)) in listed and (path := self.folder / name).is_file():
-            if not self.encoded and self.count(path) != self.frames:
+            if not encoded and self.count(path) != self.frames:
                 break
             complete.append(path)
         return complete

@@ -42,11 +42,11 @@ def _decode_ranks(segment: Path) -> list[int]:
     return ranks
 
 
-def join(segments: list[Path], times: Times | None, out: Path) -> int:
-    """SEGMENTS' packets, in order, into OUT (Matroska) with frame i at TIMES[i] (at the encoded constant rate
-    where TIMES is None or counts other frames); returns the number of frames.  A packet's decode time is the
-    time of the frame ``delay`` places before it in decode order: it never passes its own presentation time and
-    always grows."""
+def join(segments: list[Path], times: Times | None, out: Path) -> tuple[int, Fraction]:
+    """SEGMENTS' packets, in order, into OUT (Matroska) with frame i at TIMES[i] (at the encoded constant rate,
+    from 0, where TIMES is None or counts other frames); returns the number of frames and the first one's time.
+    A packet's decode time is the time of the frame ``delay`` places before it in decode order: it never passes
+    its own presentation time and always grows."""
     ranks = [_decode_ranks(s) for s in segments]
     frames = sum(map(len, ranks))
     if times is None or len(times) != frames:
@@ -78,4 +78,4 @@ def join(segments: list[Path], times: Times | None, out: Path) -> int:
                     packet.stream = stream
                     muxer.mux(packet)
             first += len(rs)
-    return frames
+    return frames, times[0]
