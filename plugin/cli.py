@@ -96,16 +96,37 @@ def frame_count(stream: dict) -> int | None:
     return round(duration * rate) if duration and rate else None
 
 
+FIELD_FIRST = {"tt": "tff", "tb": "tff", "bb": "bff", "bt": "bff"}  # ffprobe's field_order -> setfield's mode
+
+
+def frame_tags(video: ffmpeg.nodes.FilterableStream, stream: dict) -> ffmpeg.nodes.FilterableStream:
+    """VIDEO's frames with the input's sample aspect ratio and field order: vspipe's y4m header states neither
+    (it says progressive, aspect unknown), so anamorphic video would play at the wrong shape and interlaced
+    video would not be deinterlaced."""
+    num, _, den = str(stream.get("sample_aspect_ratio", "")).partition(":")
+    if num.isdigit() and den.isdigit() and int(num) and int(den):
+        video = video.filter("setsar", f"{num}/{den}")
+    if order := FIELD_FIRST.get(stream.get("field_order", "")):
+        video = video.filter("setfield", order)
+    return video
+
+
 def encoder_options(stream: dict, args: argparse.Namespace) -> dict:
-    """ffmpeg's output options for the enhanced video: the encoder, and the input's pixel format and colour tags."""
+    """ffmpeg's output options for the enhanced video: the encoder, and the input's pixel format, colour tags
+    and field order (frame_tags marks the frames; this keeps ffmpeg from restating the order as "tb")."""
     options: dict = {"pix_fmt": stream.get("pix_fmt", "yuv420p")}
     for key, tag in (("color_range", "color_range"), ("color_primaries", "color_primaries"),
                      ("color_trc", "color_transfer"), ("colorspace", "color_space")):
         if stream.get(tag) and stream[tag] != "unknown":
             options[key] = stream[tag]
+    interlaced = stream.get("field_order") in FIELD_FIRST
+    if interlaced:
+        options["field_order"] = stream["field_order"]
     if args.lossless:
         return options | {"c:v": "ffv1", "level": 3}
     options |= {"c:v": args.codec, "preset": args.preset, "crf": args.crf}
+    if interlaced and args.codec == "libx264":  # x264 codes the fields as fields (x265 and others: frames, tagged)
+        options["flags"] = "+ildct+ilme"
     if args.codec == "libx265":
         options["x265-params"] = ":".join(["log-level=error", *stream.get("x265_hdr10", [])])
     return options
@@ -130,8 +151,8 @@ def encode_command(stream: dict, args: argparse.Namespace, segments: Segments, s
     options = encoder_options(stream, args) | segments.muxer_options(start, None if total is None else total - start,
                                                                      codec)
     pattern = f"{str(segments.folder).replace('%', '%%')}/{PATTERN}"  # a '%' in the path is not a field
-    cmd = ffmpeg.output(ffmpeg.input("pipe:", format="yuv4mpegpipe"), pattern,
-                        **options).compile()
+    video = frame_tags(ffmpeg.input("pipe:", format="yuv4mpegpipe"), stream)
+    cmd = ffmpeg.output(video, pattern, **options).compile()
     return cmd[:1] + ["-hide_banner", "-nostdin", "-v", "error", "-progress", "pipe:1", "-nostats"] + cmd[1:]
 
 

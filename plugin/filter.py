@@ -61,6 +61,12 @@ def _check_format(clip: vs.VideoNode) -> vs.VideoFormat:
     return fmt
 
 
+def _field_order(clip: vs.VideoNode) -> bool | None:
+    """True / False where the clip's frames are interlaced, top / bottom field first (frame 0's ``_FieldBased``,
+    as source filters set it); None where they are progressive."""
+    return {1: False, 2: True}.get(int(clip.get_frame(0).props.get("_FieldBased", 0)))
+
+
 def _tile_size(tile: int | tuple[int, int] | None) -> tuple[int, int] | None:
     if tile is None:
         return None
@@ -85,7 +91,9 @@ def enhance(
 
     Per frame, the estimator sees the whole luma plane and returns the feature vector Z; the decoder then
     restores the plane, whole or in tiles; static regions are then stabilised across frames.  Chroma passes
-    through bit-identical; the output has the input's format, size and frame count.
+    through bit-identical; the output has the input's format, size and frame count.  Interlaced frames (a
+    ``_FieldBased`` of 1 or 2 on frame 0, as source filters set it) are enhanced field by field and woven back:
+    their two fields are pictures taken at different times.
 
     :param clip:       GRAY or YUV (4:2:0, 4:2:2, 4:4:4), integer 8-16 bit or 32-bit float.
     :param backend:    ``Backend.*`` settings or a name: "trt", "ort-trt", "ort-cuda", "torch",
@@ -130,9 +138,13 @@ def enhance(
                                  engine_dir=Path(engine_dir) if engine_dir else None)
     except (backends.BackendUnavailable, FileNotFoundError, RuntimeError) as e:
         raise vs.Error(f"diffqe.enhance: {e}") from None
+    tff = _field_order(clip)
+    pictures = clip if tff is None else clip.std.SeparateFields(tff=tff)
     min_side = runner.min_side
-    if min(clip.width, clip.height) < min_side:
-        raise vs.Error(f"diffqe.enhance: frames must be at least {min_side}x{min_side}, got {clip.width}x{clip.height}")
+    if min(pictures.width, pictures.height) < min_side:
+        what = "frames" if tff is None else "fields (half an interlaced frame's height)"
+        raise vs.Error(f"diffqe.enhance: {what} must be at least {min_side}x{min_side}, got "
+                       f"{pictures.width}x{pictures.height}")
     if tile_hw and min(tile_hw) < 2 * overlap + min_side:
         raise vs.Error(f"diffqe.enhance: tile {tile_hw} is too small for overlap {overlap}; "
                        f"use tiles of at least {2 * overlap + min_side}")
@@ -163,7 +175,7 @@ def enhance(
                 y, z = infer(np.asarray(f[0]))
             except Exception as e:  # ONNX Runtime's errors are plain Exceptions; MemoryError is one too
                 if _out_of_memory(e):
-                    raise _memory_error(n, clip, runner.name, tile_hw, e) from None
+                    raise _memory_error(n if tff is None else n // 2, pictures, runner.name, tile_hw, e) from None
                 raise
         out = f.copy()
         np.copyto(np.asarray(out[0]), y)
@@ -173,7 +185,9 @@ def enhance(
         out.props["DiffQE_Backend"] = runner.name
         return out
 
-    enhanced = clip.std.ModifyFrame(clips=clip, selector=process)
+    enhanced = pictures.std.ModifyFrame(clips=pictures, selector=process)
+    if tff is not None:
+        enhanced = enhanced.std.DoubleWeave(tff=tff)[::2]
     # One 8-bit code value in the clip's units; float planes get half a value more, so that rounding in the
     # conversion to float does not push a one-value change over it.
     tolerance = 1.5 / 255 if is_float else peak / 255

@@ -77,6 +77,28 @@ def test_ten_bit_in_ten_bit_out(tmp_path):
     assert read_video_luma(out)[0].dtype == np.uint16
 
 
+def test_aspect_ratio_and_field_order_survive(tmp_path):
+    """Anamorphic interlaced video (PAL 16:9 as broadcast): vspipe's y4m states neither its pixel shape nor its
+    field order, and without them the output plays stretched and is never deinterlaced."""
+    src = tmp_path / "pal.mkv"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", SAMPLES / "sample.mp4", "-vf", "setsar=64/45,setfield=tff",
+                    "-flags", "+ilme+ildct", "-c:v", "libx264", "-field_order", "tt", src], check=True)
+
+    def tags(path):
+        out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries",
+                              "stream=sample_aspect_ratio,field_order", "-of", "csv=p=0", path],
+                             capture_output=True, text=True, check=True).stdout
+        return out.strip()
+
+    assert tags(src) == "64:45,tt"
+    for name, codec in (("out.mkv", "libx265"), ("out.mp4", "libx264")):
+        result = diffqe("enhance", src, tmp_path / name, "--backend", "ort-cpu", "--quiet", "--codec", codec)
+        assert result.returncode == 0, result.stderr
+        assert tags(tmp_path / name) == "64:45,tt", name
+    with av.open(str(tmp_path / "out.mp4")) as c:  # x264 coded the fields as fields
+        assert next(c.decode(video=0)).interlaced_frame
+
+
 def test_hdr10_metadata_and_colour_tags_survive(tmp_path):
     """A PQ / BT.2020 10-bit source with mastering-display and content-light-level SEI: the enhanced HEVC carries
     the same values (a display tone-maps by them); FFV1, which cannot carry them, says so."""

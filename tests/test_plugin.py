@@ -61,6 +61,20 @@ def test_filter_equals_the_model_on_8_bit_luma(sample):
     assert np.abs(res.astype(int) - enhance_planes(model, y).astype(int)).max() <= 1
 
 
+def test_interlaced_frames_are_enhanced_field_by_field(sample):
+    """A frame marked interlaced holds two pictures taken apart in time: each field is enhanced on its own and the
+    two are woven back, which differs from enhancing the woven frame."""
+    woven = core.std.SetFieldBased(sample, value=2)  # top field first
+    out = enhance(woven, backend="ort-cpu", temporal=0)
+    fields = enhance(core.std.SeparateFields(woven, tff=True), backend="ort-cpu", temporal=0)
+    expected = core.std.DoubleWeave(fields, tff=True)[::2]
+    assert (out.width, out.height, out.num_frames) == (sample.width, sample.height, sample.num_frames)
+    frame = out.get_frame(3)
+    assert np.array_equal(planes(frame)[0], planes(expected.get_frame(3))[0])
+    assert frame.props["_FieldBased"] == 2
+    assert not np.array_equal(planes(frame)[0], planes(enhance(sample, backend="ort-cpu", temporal=0).get_frame(3))[0])
+
+
 def test_same_frame_same_output(sample):
     a = np.array(enhance(sample, backend="ort-cpu", seed=7).get_frame(5)[0])
     b = np.array(enhance(sample, backend="torch-cpu", seed=7).get_frame(5)[0])
