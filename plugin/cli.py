@@ -158,7 +158,8 @@ def encode_command(stream: dict, args: argparse.Namespace, segments: Segments, s
 
 def _container_hint(stderr: str) -> str:
     if "Could not write header" in stderr or "not supported in container" in stderr:
-        return "; the output's container cannot hold a stream copied from the input: write .mkv, which holds any"
+        return ("; the output's container cannot hold the encoded video or a stream copied from the input: write "
+                ".mkv, which holds any")
     return ""
 
 
@@ -169,9 +170,25 @@ def check_container(src: Path, dst: Path, stream: dict, args: argparse.Namespace
     probe = folder / f"check{dst.suffix}"
     done = subprocess.run(mux_command(black, src, probe, encoder_options(stream, args) | {"t": 0.04}),
                           capture_output=True, text=True)
+    written = _video_codec(probe) if done.returncode == 0 else None
     probe.unlink(missing_ok=True)
     if done.returncode:
         raise UserError(f"writing {dst} failed: {first_lines(done.stderr)}{_container_hint(done.stderr)}")
+    # Some muxers take a stream they cannot hold and write something else: HEVC into .avi (no codec tag) or
+    # into an image name (.jpg), which then does not read back as video.
+    expected = av.codec.Codec("ffv1" if args.lossless else args.codec, "w").canonical_name
+    if written != expected:
+        raise UserError(f"{dst}: a {dst.suffix or 'suffix-less'} file does not hold {expected} video (written, it reads "
+                        f"back as {written or 'no video'}); name the output .mkv, .mp4 or .mov")
+
+
+def _video_codec(path: Path) -> str | None:
+    """The codec ffprobe reads in PATH's first video stream; None where it finds none."""
+    try:
+        video = [s for s in ffmpeg.probe(str(path))["streams"] if s.get("codec_type") == "video"]
+    except ffmpeg.Error:
+        return None
+    return video[0].get("codec_name") if video else None
 
 
 def first_lines(stderr: str, n: int = 2) -> str:
@@ -236,6 +253,8 @@ def run_enhance(args: argparse.Namespace) -> int:
         raise UserError("the output must not be the input: DiffQE never overwrites its input")
     if dst.exists() and not args.overwrite:
         raise UserError(f"{dst} exists; pass --overwrite to replace it")
+    if not dst.suffix:
+        raise UserError(f"{dst}: give the output a video container's suffix (.mkv, .mp4, .mov): it names the format")
     stream = probe_video(src)
     check_pixel_format(src, stream)
     if hdr10 := x265_params(side_data(src, stream)):

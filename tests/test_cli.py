@@ -99,6 +99,17 @@ def test_aspect_ratio_and_field_order_survive(tmp_path):
         assert next(c.decode(video=0)).interlaced_frame
 
 
+@pytest.mark.parametrize("name, said", [("out.jpg", "a .jpg file does not hold hevc video (written, it reads back as mjpeg)"),
+                                        ("out.avi", "a .avi file does not hold hevc video"),
+                                        ("out", "give the output a video container's suffix")])
+def test_an_output_that_cannot_hold_the_video_is_refused_before_the_model_runs(tmp_path, name, said):
+    """ffmpeg writes HEVC into an image name or AVI without complaint, and neither reads back as video."""
+    result = diffqe("enhance", SAMPLES / "sample.mp4", tmp_path / name, "--backend", "ort-cpu")
+    assert result.returncode != 0 and said in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert "frames" not in result.stderr, "refused before vspipe ran"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_hdr10_metadata_and_colour_tags_survive(tmp_path):
     """A PQ / BT.2020 10-bit source with mastering-display and content-light-level SEI: the enhanced HEVC carries
     the same values (a display tone-maps by them); FFV1, which cannot carry them, says so."""
