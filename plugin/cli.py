@@ -163,6 +163,14 @@ def _container_hint(stderr: str) -> str:
     return ""
 
 
+def _written_codec(path: Path) -> str | None:
+    """The codec of PATH's first video stream as ffprobe reads it back; None where it reads no video."""
+    try:
+        return probe_video(path).get("codec_name")
+    except UserError:
+        return None
+
+
 def check_container(src: Path, dst: Path, stream: dict, args: argparse.Namespace, folder: Path) -> None:
     """Write one encoded black frame with SRC's other streams into a file of DST's kind, so that what DST's
     container cannot hold (PCM audio in MP4, ...) fails now, not after the whole video has been enhanced."""
@@ -170,25 +178,19 @@ def check_container(src: Path, dst: Path, stream: dict, args: argparse.Namespace
     probe = folder / f"check{dst.suffix}"
     done = subprocess.run(mux_command(black, src, probe, encoder_options(stream, args) | {"t": 0.04}),
                           capture_output=True, text=True)
-    written = _video_codec(probe) if done.returncode == 0 else None
+    written = _written_codec(probe) if done.returncode == 0 else None
     probe.unlink(missing_ok=True)
     if done.returncode:
         raise UserError(f"writing {dst} failed: {first_lines(done.stderr)}{_container_hint(done.stderr)}")
     # Some muxers take a stream they cannot hold and write something else: HEVC into .avi (no codec tag) or
     # into an image name (.jpg), which then does not read back as video.
-    expected = av.codec.Codec("ffv1" if args.lossless else args.codec, "w").canonical_name
-    if written != expected:
-        raise UserError(f"{dst}: a {dst.suffix or 'suffix-less'} file does not hold {expected} video (written, it reads "
-                        f"back as {written or 'no video'}); name the output .mkv, .mp4 or .mov")
-
-
-def _video_codec(path: Path) -> str | None:
-    """The codec ffprobe reads in PATH's first video stream; None where it finds none."""
     try:
-        video = [s for s in ffmpeg.probe(str(path))["streams"] if s.get("codec_type") == "video"]
-    except ffmpeg.Error:
-        return None
-    return video[0].get("codec_name") if video else None
+        expected = av.codec.Codec("ffv1" if args.lossless else args.codec, "w").canonical_name
+    except ValueError:  # an encoder of the system's ffmpeg that PyAV's own build lacks: nothing to compare with
+        return
+    if written != expected:
+        raise UserError(f"{dst}: a {dst.suffix} file does not hold {expected} video (written, it reads back as "
+                        f"{written or 'no video'}); name the output .mkv, .mp4 or .mov")
 
 
 def first_lines(stderr: str, n: int = 2) -> str:

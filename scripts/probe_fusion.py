@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""How much could averaging the per-frame outputs of neighbouring frames gain on all-intra video, and can a
+rule that sees only the decoded frames find where to average?  All-intra codes each frame on its own, so
+where the scene stands still the coding error differs from frame to frame and a mean over frames cancels
+part of it (MFQE's premise); where the scene moves, a mean blurs.
+
+Per clip and QP: the shipped model on every frame, then for each frame the mean of its output and those of
+the frames within RADIUS whose 8x8 block (and the 8 blocks around it) passes a rule:
+  oracle   the reference is bit-identical there (knows the reference: the most a static detector could get);
+  dec<T    the decoded blocks differ by a mean squared error below T (code values squared), blind;
+  p25x4    ... below four times that frame pair's 25th percentile of block errors: a blind noise estimate;
+  guarded  ... below the smaller of 8 and p25x4, where the frames do not drift apart (a fade: the mean
+           difference over 5x5 blocks is small against its spread).
+
+  python scripts/probe_fusion.py --clips data/clips/{vtest,Megamind,tree,carphone_pristine,bikes,bigbuckbunny}.mkv
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from _common import run
+
+from diffqe.model import checkpoint
+from diffqe.model.inference import restore, to_planes, to_tensor
+from diffqe.model.temporal import dilate
+from diffqe.train.evaluate import Condition, load_sources
+from diffqe.train.metrics import psnr
+from diffqe.train.pairs import PAPER_QPS
+
+BLOCK = 8
+# (reference, decoded, frame t, frame k) -> [H/8, W/8] bool: the blocks where frame k's output may join t's
+Rule = Callable[[np.ndarray, np.ndarray, int, int], np.ndarray]
+
+
+def block_mse(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return block_mean((a.astype(np.float32) - b) ** 2)
+
+
+def box_mean(m: np.ndarray, r: int) -> np.ndarray:
+    """The mean of M over the (2r+1)^2 blocks around each block (edges repeated)."""
+    padded = np.pad(m, r, mode="edge")
+    h, w = m.shape
+    return sum(padded[i:i + h, j:j + w] for i in range(2 * r + 1) for j in range(2 * r + 1)) / (2 * r + 1) ** 2
+
+
+def block_mean(d: np.ndarray) -> np.ndarray:
+    h, w = d.shape
+    return d.reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK).mean(axis=(1, 3))
+
+
+def guarded(dec: np.ndarray, t: int, k: int) -> np.ndarray:
+    e = block_mse(dec[t], dec[k])
+    drift = box_mean(block_mean(dec[t].astype(np.float32) - dec[k]), 2) ** 2
+    return calm((e < min(8.0, 4 * np.percentile(e, 25))) & (drift < 0.1 * box_mean(e, 2) + 0.01))
+
+
+def calm(quiet: np.ndarray) -> np.ndarray:
+    """QUIET blocks whose 8 neighbours are quiet too."""
+    return ~dilate(~quiet, 1)
+
+
+RULES: dict[str, Rule] = {
+    "oracle": lambda ref, dec, t, k: calm(block_mse(ref[t], ref[k]) == 0),
+    "dec<8": lambda ref, dec, t, k: calm(block_mse(dec[t], dec[k]) < 8),
+    "dec<32": lambda ref, dec, t, k: calm(block_mse(dec[t], dec[k]) < 32),
+    "p25x4": lambda ref, dec, t, k: calm((e := block_mse(dec[t], dec[k])) < 4 * np.percentile(e, 25)),
+    "guarded": lambda ref, dec, t, k: guarded(dec, t, k),
+}
+
+
+def fused(ref: np.ndarray, dec: np.ndarray, out: np.ndarray, radius: int, rule: Rule) -> np.ndarray:
+    frames = []
+    for t in range(len(out)):
+        total, count = out[t].astype(np.float32), np.ones(out[t].shape, np.float32)
+        for k in range(max(0, t - radius), min(len(out), t + radius + 1)):
+            if k != t:
+                joins = np.kron(rule(ref, dec, t, k), np.ones((BLOCK, BLOCK), np.float32))
+                total += joins * out[k]
+                count += joins
+        frames.append(np.rint(total / count))
+    return np.stack(frames)
+
+
+def dpsnr(ref: np.ndarray, dec: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean([psnr(y[i], ref[i]) - psnr(dec[i], ref[i]) for i in range(len(ref))]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clips", nargs="+", type=Path, required=True)
+    ap.add_argument("--max-frames", type=int, default=12)
+    ap.add_argument("--qps", default="22,27,32,37,42")
+    ap.add_argument("--radius", type=int, default=2)
+    ap.add_argument("--checkpoint", type=Path, default=checkpoint.SHIPPED)
+    args = ap.parse_args()
+    model = checkpoint.load(args.checkpoint)[0].eval()
+    names = ["per frame", *RULES]
+    rows: dict[tuple[str, int], list[float]] = {}
+    for src in load_sources([], args.clips, args.max_frames):
+        ref = np.stack(src.frames)
+        for qp in map(int, args.qps.split(",")):
+            dec = np.stack(Condition(qp=qp).code(src.frames))
+            with torch.no_grad():
+                out = np.concatenate([to_planes(restore(model, to_tensor(dec[i:i + 1], 255)), 255, np.uint8)
+                                      for i in range(len(dec))])
+            rows[src.name, qp] = [dpsnr(ref, dec, out)] + [dpsnr(ref, dec, fused(ref, dec, out, args.radius, rule))
+                                                           for rule in RULES.values()]
+            print(f"{src.name:20s} QP {qp}: " + " ".join(f"{n} {v:+.3f}" for n, v in zip(names, rows[src.name, qp])),
+                  flush=True)
+    qps = sorted({q for _, q in rows})
+    print("\n| dPSNR (dB), mean over clips | " + " | ".join(f"QP {q}" for q in qps) + " | mixed | worst clip, any QP |")
+    print("|---|" + "---:|" * (len(qps) + 2))
+    for i, name in enumerate(names):
+        per_qp = [np.mean([v[i] for (_, q), v in rows.items() if q == qp]) for qp in qps]
+        paper = [v[i] for (_, q), v in rows.items() if q in PAPER_QPS]
+        worst = min(rows.items(), key=lambda kv: kv[1][i])
+        print(f"| {name} | " + " | ".join(f"{v:+.3f}" for v in per_qp) +
+              f" | {f'{np.mean(paper):+.3f}' if paper else '-'} | {worst[1][i]:+.3f} ({worst[0][0]}, QP {worst[0][1]}) |")
+
+
+if __name__ == "__main__":
+    run(main)
