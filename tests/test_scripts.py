@@ -65,11 +65,20 @@ def test_evaluate_static_check_with_and_without_stabilisation(tmp_path, referenc
 def test_bench_vspipe_compares_the_pipeline_with_the_bare_backend():
     result = run_script("bench_vspipe.py", "--backend", "ort-cpu", "--size", "256x144", "--frames", "4")
     assert result.returncode == 0, result.stderr
-    row = re.search(r"^\| ort-cpu \| 256x144 \| 4 \| 2 \| ([\d.]+) \| ([\d.]+) \| (\d+) % \| ([\d.]+) / ([\d.]+) \|$",
+    row = re.search(r"^\| ort-cpu \| 256x144 \| 4 \| 2 \| ([\d.]+) \| ([\d.]+) \| (\d+) % \| ([\d.]+) \|$",
                     result.stdout, re.M)
     assert row, result.stdout
-    bare, piped, kept = float(row[1]), float(row[2]), int(row[3])
+    bare, piped, kept, alone = float(row[1]), float(row[2]), int(row[3]), float(row[4])
     assert bare > 0 and piped > 0 and abs(kept - 100 * piped / bare) <= 1
+    assert alone > piped, "the stabilisation alone runs faster than the model with it"
+
+
+def test_probe_fusion_reports_every_rule():
+    result = run_script("probe_fusion.py", "--clips", SAMPLES / "reference.mkv", "--max-frames", "3", "--qps", "32,42")
+    assert result.returncode == 0, result.stderr
+    rows = dict(re.findall(r"^\| ([a-z<0-9 ]+?)(?: \(shipped\))? \| [-+][\d.]+ \| [-+][\d.]+ \| ([-+][\d.]+) \|",
+                           result.stdout, re.M))
+    assert set(rows) == {"per frame", "oracle", "dec<8", "dec<32", "p25x4", "guarded"}, result.stdout
 
 
 def test_probe_z_compares_own_and_mean_z(tmp_path, reference_frames):
