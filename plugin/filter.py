@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -186,7 +186,7 @@ def enhance(
         out.props["DiffQE_Backend"] = runner.name
         return out
 
-    enhanced = pictures.std.ModifyFrame(clips=pictures, selector=process)
+    enhanced = _in_parallel(pictures, [pictures], process)
     if tff is not None:
         enhanced = enhanced.std.DoubleWeave(tff=tff)[::2]
     # One 8-bit code value in the clip's units; float planes get half a value more, so that rounding in the
@@ -213,12 +213,8 @@ def _stabilised(clip: vs.VideoNode, enhanced: vs.VideoNode, radius: int, toleran
     offsets = range(-radius, radius + 1)
     sides = [_shifted(clip, k) for k in offsets] + [_shifted(enhanced, k) for k in offsets]
     last = clip.num_frames - 1
-    # VapourSynth runs one filter's Python callbacks one at a time; NumPy releases the GIL in its loops, so as
-    # many filters as threads, each taking every k-th frame, stabilise side by side (1080p on 2 cores: 1.5-2x).
-    k = min(core.num_threads, clip.num_frames)
 
-    def process(i: int, n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
-        n = n * k + i
+    def process(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         window = [j for j, d in enumerate(offsets) if 0 <= n + d <= last]
         inputs = [np.asarray(f[j][0]) for j in window]
         outputs = [np.asarray(f[len(offsets) + j][0]) for j in window]
@@ -227,9 +223,24 @@ def _stabilised(clip: vs.VideoNode, enhanced: vs.VideoNode, radius: int, toleran
         np.copyto(np.asarray(out[0]), y)
         return out
 
-    def every(c: vs.VideoNode, i: int) -> vs.VideoNode:
-        return c.std.SelectEvery(cycle=k, offsets=i, modify_duration=False) if k > 1 else c
+    return _in_parallel(enhanced, sides, process)
 
-    parts = [core.std.ModifyFrame(every(enhanced, i), [every(c, i) for c in sides], functools.partial(process, i))
-             for i in range(k)]
-    return core.std.Interleave(parts, modify_duration=False) if k > 1 else parts[0]
+
+def _in_parallel(clip: vs.VideoNode, clips: list[vs.VideoNode],
+                 selector: Callable[[int, vs.VideoFrame | list[vs.VideoFrame]], vs.VideoFrame]) -> vs.VideoNode:
+    """``std.ModifyFrame(clip, clips, selector)`` as one instance per VapourSynth thread, each taking every k-th
+    frame, interleaved back.  VapourSynth runs one instance's Python callbacks one at a time (the filter is
+    fmParallelRequests), which would hold the whole pipeline to one core; NumPy and the backends release the
+    GIL in their loops, so instances run side by side (docs/performance.md, "Temporal stabilisation")."""
+    core = vs.core
+    k = min(core.num_threads, clip.num_frames)
+    if k == 1:
+        return core.std.ModifyFrame(clip, clips, selector)
+
+    def every(c: vs.VideoNode, i: int) -> vs.VideoNode:
+        return c.std.SelectEvery(cycle=k, offsets=i, modify_duration=False)
+
+    def part(i: int) -> vs.VideoNode:
+        return core.std.ModifyFrame(every(clip, i), [every(c, i) for c in clips], lambda n, f: selector(n * k + i, f))
+
+    return core.std.Interleave([part(i) for i in range(k)], modify_duration=False)
