@@ -155,7 +155,7 @@ def enhance(
     lock = threading.Lock()  # one inference at a time: TensorRT contexts are not re-entrant
 
     # A runner that takes the plane as it is (the PyTorch one: conversions on the GPU) does the whole frame in
-    # one call; VapourSynth runs Python frame callbacks one at a time, so work done here is not overlapped.
+    # one call; inference runs one frame at a time (the lock), so work done inside it is not overlapped.
     whole_frame = getattr(runner, "enhance_frame", None) if tile_hw is None else None
 
     def infer(luma: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -206,18 +206,17 @@ def _stabilised(clip: vs.VideoNode, enhanced: vs.VideoNode, radius: int, toleran
     """ENHANCED with each frame stabilised over RADIUS frames either side (model.temporal)."""
     if radius == 0:
         return enhanced
-    core = vs.core
     # Each per-frame output is read by 2 radius + 1 output frames: cache enough of them that each is inferred
     # once when frames are requested in order, by as many threads as the core runs.
-    enhanced.std.SetVideoCache(mode=1, fixedsize=1, maxsize=2 * (2 * radius + 1) + core.num_threads)
+    enhanced.std.SetVideoCache(mode=1, fixedsize=1, maxsize=2 * (2 * radius + 1) + vs.core.num_threads)
     offsets = range(-radius, radius + 1)
     sides = [_shifted(clip, k) for k in offsets] + [_shifted(enhanced, k) for k in offsets]
     last = clip.num_frames - 1
 
     def process(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
-        window = [j for j, d in enumerate(offsets) if 0 <= n + d <= last]
-        inputs = [np.asarray(f[j][0]) for j in window]
-        outputs = [np.asarray(f[len(offsets) + j][0]) for j in window]
+        window = [i for i, k in enumerate(offsets) if 0 <= n + k <= last]
+        inputs = [np.asarray(f[i][0]) for i in window]
+        outputs = [np.asarray(f[len(offsets) + i][0]) for i in window]
         y = stabilise(inputs, outputs, window.index(radius), tolerance)
         out = f[len(offsets) + radius].copy()
         np.copyto(np.asarray(out[0]), y)
