@@ -21,6 +21,10 @@ wheel() {  # wheel FOLDER NAME==VERSION: a Python 3.12 x86-64 wheel, as the devi
 }
 wheel "$carry/whl" "av==$($py -c 'import av; print(av.__version__)')"
 wheel "$carry/vs" "vapoursynth==$($py -c 'import vapoursynth; print(vapoursynth.__version__.release_major)')"
+version() { $py -c "import importlib.metadata as m; print(m.version('$1'))"; }
+# bench_vspipe.py imports diffqe.plugin.cli, which builds ffmpeg commands with ffmpeg-python (pure Python, needs future)
+wheel "$carry/vs" "ffmpeg-python==$(version ffmpeg-python)"
+wheel "$carry/vs" "future==$(version future)"
 
 # What travels: the tracked tree and the carried folders, 64 MiB in all; keep 2 MiB spare for untracked files.
 tree=$(cd "$here/.." && git ls-files -z | du -cb --files0-from=- | tail -1 | cut -f1)
