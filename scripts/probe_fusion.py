@@ -22,11 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 from _common import run
 
 from diffqe.model import checkpoint
-from diffqe.model.inference import restore, to_planes, to_tensor
+from diffqe.model.inference import enhance_planes
 from diffqe.model.temporal import dilate
 from diffqe.train.evaluate import Condition, load_sources
 from diffqe.train.metrics import psnr
@@ -105,9 +104,7 @@ def main() -> None:
         ref = np.stack(src.frames)
         for qp in map(int, args.qps.split(",")):
             dec = np.stack(Condition(qp=qp).code(src.frames))
-            with torch.no_grad():
-                out = np.concatenate([to_planes(restore(model, to_tensor(dec[i:i + 1], 255)), 255, np.uint8)
-                                      for i in range(len(dec))])
+            out = np.stack([enhance_planes(model, d) for d in dec])
             rows[src.name, qp] = [dpsnr(ref, dec, out)] + [dpsnr(ref, dec, fused(ref, dec, out, args.radius, rule))
                                                            for rule in RULES.values()]
             print(f"{src.name:20s} QP {qp}: " + " ".join(f"{n} {v:+.3f}" for n, v in zip(names, rows[src.name, qp])),
