@@ -7,7 +7,7 @@ import pytest
 import vapoursynth as vs
 
 from conftest import SAMPLES
-from diffqe.model import checkpoint
+from diffqe.model import checkpoint, temporal
 from diffqe.model.inference import enhance_planes
 from diffqe.model.temporal import stabilise, stabilise_clip
 from diffqe.plugin import backends, enhance
@@ -47,6 +47,26 @@ def test_identical_input_gives_the_mean_output_and_changed_input_its_own(still):
     pair = np.rint(y[:2].astype(np.float32).mean(axis=0)).astype(np.uint8)
     assert np.array_equal(out[far], mean[far]), "frames 0 and 2 settle every pixel far from the change"
     assert np.array_equal(out[near], pair[near]), "near it only frame 0 does"
+
+
+def test_a_few_calm_blocks_give_what_whole_planes_give(still, monkeypatch):
+    """Below temporal.SPARSE the blocks that can change are gathered; the frames must be those of the
+    whole-plane arithmetic, at every share of calm blocks, odd sizes (edge padding) and in every type."""
+    decoded, per_frame = still
+    rng = np.random.default_rng(0)
+    x = np.repeat(decoded[:1, :101, :179], 5, axis=0)
+    for i, rows in enumerate((0, 24, 56, 101, 80)):  # frame i moves below a row: a different calm share each
+        x[i, rows:] = np.clip(x[i, rows:].astype(int) + 2 * i, 0, 255)
+    y = per_frame[:5, :101, :179]
+    for xs, ys, tolerance in ((x, y, 1.0), (x.astype(np.uint16) * 257, y.astype(np.uint16) * 257 + 3, 257.0),
+                              (x / np.float32(255), y / np.float32(255) + np.float32(1e-3), 1.5 / 255)):
+        whole, gathered = {}, {}
+        for share, out in ((0.0, whole), (1.01, gathered)):
+            monkeypatch.setattr(temporal, "SPARSE", share)
+            for c in range(5):
+                out[c] = stabilise(list(xs), list(ys), c, tolerance)
+        assert all(np.array_equal(whole[c], gathered[c]) and whole[c].dtype == xs.dtype for c in range(5))
+        assert any(not np.array_equal(whole[c], ys[c]) for c in range(5)), "some pixels must settle"
 
 
 def test_motion_keeps_each_frames_own_output(reference_frames):
