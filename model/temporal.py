@@ -90,40 +90,43 @@ def stabilise(inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray], centr
     """Frame CENTRE's output [H,W] from a window of input and per-frame output planes (same order, same dtype):
     per pixel, the mean output over the frames that settle it (module docstring), rounded to the planes'
     integer type (float planes stay float).  TOLERANCE: one 8-bit code value in the planes' units."""
-    x, y = inputs[centre], outputs[centre]
-    h, w = x.shape
+    h, w = inputs[centre].shape
     pad = ((0, -h % BLOCK), (0, -w % BLOCK))
     grid = (lambda p: np.pad(p, pad, mode="edge")) if any(e for _, e in pad) else (lambda p: p)
-    xg = grid(x)
-    calms = [(i, c) for i, xi in enumerate(inputs) if i != centre and (c := _calm(grid(xi), xg, tolerance)) is not None]
+    xs = [grid(p) for p in inputs]  # on the block grid, once: the calm test and the means both read them
+    calms = [(i, c) for i, xi in enumerate(xs) if i != centre and (c := _calm(xi, xs[centre], tolerance)) is not None]
     if not calms:  # nothing settled (motion, all-intra): the frame's own output
-        return y.copy()
+        return outputs[centre].copy()
+    yg = grid(outputs[centre])
     union = np.logical_or.reduce([c for _, c in calms])
     rows, cols = union.shape
-    sparse = union.mean() < SPARSE
-    if sparse:  # only the blocks that can change, gathered: [K, BLOCK * BLOCK]
+    if union.mean() < SPARSE:  # only the blocks that can change, gathered: [K, BLOCK * BLOCK]
         by, bx = np.nonzero(union)
 
         def take(p: np.ndarray) -> np.ndarray:
-            return _block_rows(grid(p))[by, :, bx].view(p.dtype)
+            return _block_rows(p)[by, :, bx].view(p.dtype)
 
         def flag(calm: np.ndarray) -> np.ndarray:
             return calm[by, bx][:, None]
+
+        def put(mean: np.ndarray) -> np.ndarray:  # the gathered blocks back into a copy of the frame's output
+            out = np.array(yg)
+            blocks = _block_rows(out)
+            blocks[by, :, bx] = mean.view(blocks.dtype)
+            return out
     else:  # whole planes as rows of blocks: broadcasting over rows of W is 9x faster than over 8-wide blocks
         def take(p: np.ndarray) -> np.ndarray:
-            return grid(p).reshape(rows, BLOCK, cols * BLOCK)
+            return p.reshape(rows, BLOCK, cols * BLOCK)
 
         def flag(calm: np.ndarray) -> np.ndarray:
             return np.repeat(calm, BLOCK, axis=1)[:, None, :]
 
-    xb = take(x)
-    mean = _mean(take(y), [(take(outputs[i]), (take(inputs[i]) == xb) & flag(c)) for i, c in calms], len(inputs))
-    if sparse:
-        out = np.array(grid(y))
-        _block_rows(out)[by, :, bx] = mean.view(_block_rows(out).dtype)
-    else:
-        out = mean.reshape(rows * BLOCK, cols * BLOCK)
-    return out[:h, :w]
+        def put(mean: np.ndarray) -> np.ndarray:
+            return mean.reshape(rows * BLOCK, cols * BLOCK)
+
+    xb = take(xs[centre])
+    settled = [(take(grid(outputs[i])), (take(xs[i]) == xb) & flag(c)) for i, c in calms]
+    return put(_mean(take(yg), settled, len(inputs)))[:h, :w]
 
 
 def stabilise_clip(inputs: np.ndarray, outputs: np.ndarray, radius: int, tolerance: float = 1.0) -> np.ndarray:
