@@ -378,8 +378,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--quiet", action="store_true", help="same as --progress none")
     for key in ENHANCE_OPTIONS:
         flag = "--" + key.replace("_", "-")
-        if key == "lossless":
-            ap.add_argument(flag, action="store_true", default=None, help="FFV1 lossless video")
+        if key in ("lossless", "no_fusion"):
+            ap.add_argument(flag, action="store_true", default=None, help="as for diffqe enhance")
         else:
             kind = (int if key in ("tile", "overlap", "seed", "ensemble", "temporal")
                     else float if key in ("crf", "strength", "segment_seconds") else str)

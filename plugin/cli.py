@@ -45,8 +45,8 @@ MATROSKA = {".mkv", ".mka", ".mks"}
 
 
 # The options that change the enhanced video: segments made with others are not resumed from.
-VIDEO_OPTIONS = ("backend", "checkpoint", "tile", "overlap", "seed", "ensemble", "strength", "temporal", "codec",
-                 "crf", "preset", "lossless")
+VIDEO_OPTIONS = ("backend", "checkpoint", "tile", "overlap", "seed", "ensemble", "strength", "temporal", "no_fusion",
+                 "codec", "crf", "preset", "lossless")
 
 
 class UserError(RuntimeError):
@@ -318,7 +318,8 @@ def _encode(src: Path, stream: dict, segments: Segments, start: int, total: int 
         # vspipe runs the script with its folder (a temporary one) as the working directory: paths go absolute.
         vs_args = ["-s", str(start), "-a", f"input={src.resolve()}", "-a", f"seed={args.seed}",
                    "-a", f"overlap={args.overlap}", "-a", f"ensemble={args.ensemble}",
-                   "-a", f"strength={args.strength}", "-a", f"temporal={args.temporal}"]
+                   "-a", f"strength={args.strength}", "-a", f"temporal={args.temporal}",
+                   "-a", f"fusion={int(not args.no_fusion)}"]
         if args.checkpoint:
             vs_args += ["-a", f"checkpoint={Path(args.checkpoint).resolve()}"]
         for key in ("backend", "tile"):
@@ -384,6 +385,8 @@ def parse_enhance(argv: list[str]) -> argparse.Namespace:
                    help="scale the model's correction, 0 to 2 (default 1; lower for sources that were clean or soft)")
     p.add_argument("--temporal", type=int, default=2, metavar="RADIUS",
                    help="stabilise static regions over this many frames either side (default 2; 0: off)")
+    p.add_argument("--no-fusion", action="store_true",
+                   help="do not fuse neighbouring intra-coded frames (the fusion works on all-intra streams only)")
     p.add_argument("--codec", default="libx265", help="ffmpeg video encoder (default libx265)")
     p.add_argument("--crf", type=float, default=18, help="encoder CRF (default 18: visually transparent)")
     p.add_argument("--preset", default="medium")

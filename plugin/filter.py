@@ -11,6 +11,9 @@ import torch
 import vapoursynth as vs
 
 from ..model.diffqe import default_noise
+from ..model.fusion import RADIUS as FUSION_RADIUS
+from ..model.fusion import FusionNet, fuse_window
+from ..model.fusion import load as load_fusion
 from ..model.inference import MAX_STRENGTH, scale_correction
 from ..model.mirror import FLIPS, mirror_average
 from ..model.temporal import stabilise
@@ -86,6 +89,7 @@ def enhance(
     ensemble: int = 1,
     strength: float = 1.0,
     temporal: int = 2,
+    fusion: bool = True,
     engine_dir: str | Path | None = None,
 ) -> vs.VideoNode:
     """Enhance the luma of an HEVC-decoded clip without knowing its QP.
@@ -117,10 +121,16 @@ def enhance(
                        by more than one 8-bit code value, gets the mean of those frames' outputs, so static scenes
                        flicker less.  0: each frame on its own.  Frame n depends on frames n-temporal..n+temporal,
                        whether played or seeked.
+    :param fusion:     on intra-coded pictures (``_PictType`` "I", as source filters set it; all of an all-intra
+                       stream), first mean each frame's output with those of its intra-coded neighbours within
+                       ``temporal`` (at most 2), weighted per 8x8 block by a small network that tells the coding
+                       error of a still scene, which differs from frame to frame, from motion, fades and grain
+                       (model.fusion; docs/results.md, "Temporal fusion").  Frames of other types, and frames
+                       without ``_PictType``, are left to the stabilisation.
     :param engine_dir: where ONNX graphs and TensorRT engines are cached (default: engines/).
 
-    Frame properties set: ``DiffQE_ZMean``, ``DiffQE_ZStd`` (a summary of the estimated Z) and
-    ``DiffQE_Backend``.
+    Frame properties set: ``DiffQE_ZMean``, ``DiffQE_ZStd`` (a summary of the estimated Z),
+    ``DiffQE_Backend`` and, with ``temporal``, ``DiffQE_Fused`` (how many neighbouring frames the fusion took in).
     """
     if not isinstance(clip, vs.VideoNode):
         raise vs.Error("diffqe.enhance: clip must be a VideoNode")
@@ -192,7 +202,9 @@ def enhance(
     # One 8-bit code value in the clip's units; float planes get half a value more, so that rounding in the
     # conversion to float does not push a one-value change over it.
     tolerance = 1.5 / 255 if is_float else peak / 255
-    return _stabilised(clip, enhanced, min(temporal, clip.num_frames - 1), tolerance)
+    # The fusion runs where the backend runs: its cost is a small fraction of the decoder's (docs/performance.md).
+    net = load_fusion().to("cpu" if runner.name.endswith("cpu") else "cuda") if fusion and temporal else None
+    return _stabilised(clip, enhanced, min(temporal, clip.num_frames - 1), tolerance, peak, net)
 
 
 def _shifted(clip: vs.VideoNode, k: int) -> vs.VideoNode:
@@ -202,8 +214,15 @@ def _shifted(clip: vs.VideoNode, k: int) -> vs.VideoNode:
     return clip[k:] + clip[-1] * k if k > 0 else clip
 
 
-def _stabilised(clip: vs.VideoNode, enhanced: vs.VideoNode, radius: int, tolerance: float) -> vs.VideoNode:
-    """ENHANCED with each frame stabilised over RADIUS frames either side (model.temporal)."""
+def _intra(frame: vs.VideoFrame) -> bool:
+    kind = frame.props.get("_PictType")
+    return (kind.decode() if isinstance(kind, bytes) else kind) == "I"
+
+
+def _stabilised(clip: vs.VideoNode, enhanced: vs.VideoNode, radius: int, tolerance: float, peak: float,
+                fusion: FusionNet | None) -> vs.VideoNode:
+    """ENHANCED with each frame fused over its intra-coded neighbours (with FUSION, model.fusion), then
+    stabilised over RADIUS frames either side (model.temporal)."""
     if radius == 0:
         return enhanced
     # Each per-frame output is read by 2 radius + 1 output frames: cache enough of them that each is inferred
@@ -217,9 +236,16 @@ def _stabilised(clip: vs.VideoNode, enhanced: vs.VideoNode, radius: int, toleran
         window = [i for i, k in enumerate(offsets) if 0 <= n + k <= last]
         inputs = [np.asarray(f[i][0]) for i in window]
         outputs = [np.asarray(f[len(offsets) + i][0]) for i in window]
-        y = stabilise(inputs, outputs, window.index(radius), tolerance)
+        centre = window.index(radius)
+        near = [j for j, i in enumerate(window) if abs(i - radius) <= FUSION_RADIUS and _intra(f[i])]
+        fused = fusion is not None and _intra(f[radius]) and len(near) > 1
+        if fused:
+            outputs[centre] = fuse_window(fusion, [inputs[j] for j in near], [outputs[j] for j in near],
+                                          near.index(centre), peak)
+        y = stabilise(inputs, outputs, centre, tolerance)
         out = f[len(offsets) + radius].copy()
         np.copyto(np.asarray(out[0]), y)
+        out.props["DiffQE_Fused"] = len(near) - 1 if fused else 0
         return out
 
     return _in_parallel(enhanced, sides, process)

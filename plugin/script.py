@@ -43,5 +43,6 @@ def output_from_args(args: dict) -> None:
         ensemble=_number(args, "ensemble", int, 1),
         strength=_number(args, "strength", float, 1.0),
         temporal=_number(args, "temporal", int, 2),
+        fusion=_number(args, "fusion", int, 1) != 0,
     )
     clip.set_output()

@@ -13,6 +13,7 @@ within a code value, near the worst case): what it leaves of a frame's time budg
 
   python scripts/bench_vspipe.py [--backend torch] [--size 1920x1080] [--frames 200] [--temporal 2]
   python scripts/bench_vspipe.py --stabilisation-only [--size 1920x1080] [--frames 240]
+  python scripts/bench_vspipe.py --stabilisation-only --intra      # frames marked intra: with the fusion
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ SCRIPT = """\
 import numpy as np
 import vapoursynth as vs
 from diffqe.plugin import enhance
+from diffqe.model.fusion import load
 from diffqe.plugin.filter import _stabilised
 
 frames = np.load({frames!r})
@@ -50,14 +52,17 @@ clip = vs.core.std.BlankClip(format=vs.YUV420P8, width={w}, height={h}, length={
 def fill(n, f):
     out = f.copy()
     np.copyto(np.asarray(out[0]), frames[n % len(frames)])
+    if {intra!r}:  # as a source filter marks an all-intra stream's pictures: the fusion runs
+        out.props["_PictType"] = "I"
     return out
 
 
 source = clip.std.ModifyFrame(clip, fill)
 if {model!r}:
     enhance(source, backend={backend!r}, temporal={temporal}).set_output()
-else:  # the stabilisation alone, behind a native stand-in for the model
-    _stabilised(source, vs.core.std.Expr(source, ["x 1 +", ""]), {temporal}, 1.0).set_output()
+else:  # the temporal stage alone (fusion on intra pictures, stabilisation), behind a native stand-in for the model
+    _stabilised(source, vs.core.std.Expr(source, ["x 1 +", ""]), {temporal}, 1.0, 255.0,
+                load() if {intra!r} else None).set_output()
 """
 
 
@@ -90,14 +95,16 @@ def bare_fps(backend: str, frames: np.ndarray, count: int) -> float:
     return count / (time.perf_counter() - start)
 
 
-def pipeline_fps(backend: str, frames: np.ndarray, count: int, temporal: int, model: bool = True) -> float:
-    """vspipe -p frames/s of the filter (MODEL) or of the temporal stabilisation alone."""
+def pipeline_fps(backend: str, frames: np.ndarray, count: int, temporal: int, intra: bool,
+                 model: bool = True) -> float:
+    """vspipe -p frames/s of the filter (MODEL) or of its temporal stage alone; INTRA: the frames are marked
+    intra-coded, so the fusion runs too."""
     h, w = frames.shape[1:]
     with tempfile.TemporaryDirectory() as tmp:
         np.save(Path(tmp) / "frames.npy", frames)
         script = Path(tmp) / "bench.vpy"
         script.write_text(SCRIPT.format(frames=str(Path(tmp) / "frames.npy"), w=w, h=h, n=count, backend=backend,
-                                       temporal=temporal, model=model))
+                                       temporal=temporal, model=model, intra=intra))
         result = subprocess.run(["vspipe", "-p", str(script), "--"], capture_output=True, text=True)
     # vspipe's last progress line: "Output 200 frames in 8.20 seconds (24.39 fps)"
     match = re.search(r"Output \d+ frames in [\d.]+ seconds \(([\d.]+) fps\)", result.stderr)
@@ -112,20 +119,24 @@ def main() -> int:
     ap.add_argument("--size", default="1920x1080", help="WxH")
     ap.add_argument("--frames", type=int, default=200)
     ap.add_argument("--temporal", type=int, default=2, help="the filter's temporal radius (0: off)")
-    ap.add_argument("--stabilisation-only", action="store_true", help="time the temporal stabilisation alone")
+    ap.add_argument("--stabilisation-only", action="store_true", help="time the temporal stage alone")
+    ap.add_argument("--intra", action="store_true",
+                    help="mark the frames intra-coded (an all-intra stream), so the temporal fusion runs too")
     args = ap.parse_args()
     if not MALLOC_TUNING.keys() <= os.environ.keys():  # measure in-process as `diffqe enhance` runs vspipe
         os.execve(sys.executable, [sys.executable, *sys.argv], vspipe_env())
     w, h = (int(v) for v in args.size.split("x"))
     frames = sample_frames(w, h)
-    alone = pipeline_fps(args.backend, frames, args.frames, args.temporal, model=False) if args.temporal else None
+    alone = (pipeline_fps(args.backend, frames, args.frames, args.temporal, args.intra, model=False)
+             if args.temporal else None)
+    stage = "fusion and stabilisation" if args.intra else "stabilisation"
     if args.stabilisation_only:
-        print(f"temporal stabilisation alone, radius {args.temporal}, {w}x{h}, {args.frames} frames through vspipe: "
+        print(f"temporal {stage} alone, radius {args.temporal}, {w}x{h}, {args.frames} frames through vspipe: "
               f"{alone or 0:.1f} frames/s")
         return 0
     bare = bare_fps(args.backend, frames, args.frames)
-    piped = pipeline_fps(args.backend, frames, args.frames, args.temporal)
-    print("| backend | frame | frames | temporal | bare fps | vspipe fps | kept | stabilisation alone, vspipe fps |")
+    piped = pipeline_fps(args.backend, frames, args.frames, args.temporal, args.intra)
+    print(f"| backend | frame | frames | temporal | bare fps | vspipe fps | kept | {stage} alone, vspipe fps |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     print(f"| {args.backend} | {w}x{h} | {args.frames} | {args.temporal} | {bare:.2f} | {piped:.2f} | "
           f"{100 * piped / bare:.0f} % | {f'{alone:.1f}' if alone else '-'} |")

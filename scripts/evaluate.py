@@ -10,6 +10,7 @@ clips encoded on the fly with x265; every enhancer sees the same encodes.
   python scripts/evaluate.py --images data/corpus/val --strength 1,0.75        # the correction scaled
   python scripts/evaluate.py --images data/corpus/val --qps "" --static 6 --temporal 0,2   # and the stabilisation
   python scripts/evaluate.py --images a.png b.png --fade 1 --qps "" --crf 28 --temporal 0,2     # on fades
+  python scripts/evaluate.py --clips data/clips/*.mkv --max-frames 12 --temporal 2 --fusion   # and the fusion
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from _common import run
 
-from diffqe.model import checkpoint
+from diffqe.model import checkpoint, fusion
 from diffqe.model.inference import MAX_STRENGTH
 from diffqe.model.mirror import FLIPS
 from diffqe.train.evaluate import (Condition, evaluate, faded, ffmpeg_enhancer, load_sources, markdown,
@@ -69,6 +70,9 @@ def main() -> int:
                     help="correction scales to run each checkpoint at, e.g. 1,0.75 (rows 'NAME' and 'NAME s0.75')")
     ap.add_argument("--temporal", type=ints, default=[0],
                     help="temporal-stabilisation radii to run each checkpoint at, e.g. 0,2 (rows 'NAME' and 'NAME t2')")
+    ap.add_argument("--fusion", type=Path, nargs="?", const=fusion.SHIPPED,
+                    help="also run each checkpoint with the temporal fusion (these weights; default: the shipped "
+                         "ones) on all-intra encodes, at each --temporal radius up to 2 (rows 'NAME t2 f')")
     ap.add_argument("--out", type=Path, help="write the markdown table here (default: stdout)")
     args = ap.parse_args()
     if not set(args.ensemble) <= set(FLIPS):
@@ -77,14 +81,17 @@ def main() -> int:
         ap.error("--temporal: radii must be >= 0")
     if not all(0 <= s <= MAX_STRENGTH for s in args.strength):
         ap.error(f"--strength: scales must be between 0 and {MAX_STRENGTH}")
+    if args.fusion and not max(args.temporal):
+        ap.error("--fusion needs a --temporal radius above 0 (the frames it fuses), e.g. --temporal 2")
     device = pick_device(args.device)
+    net = fusion.load(args.fusion) if args.fusion else None
     enhancers = {}
     for name, stem in args.checkpoint or [("shipped", str(checkpoint.SHIPPED))]:
         model = checkpoint.load(Path(stem))[0].to(device)
         for k in args.ensemble:
-            for (s, r), enhancer in model_enhancers(model, args.seed, k, args.temporal, args.strength).items():
+            for (s, r, f), enhancer in model_enhancers(model, args.seed, k, args.temporal, args.strength, net).items():
                 enhancers[name + (f" x{k}" if k > 1 else "") + (f" s{s:g}" if s != 1 else "")
-                          + (f" t{r}" if r else "")] = enhancer
+                          + (f" t{r}" if r else "") + (" f" if f else "")] = enhancer
     enhancers |= {name: ffmpeg_enhancer(vf) for name, vf in args.ffmpeg_filter}
     sources = load_sources(args.images, args.clips, args.max_frames, args.clip_downscale)
     if args.fade:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from _common import run
 
-from diffqe.model import checkpoint
+from diffqe.model import checkpoint, fusion
 from diffqe.model.inference import enhance_planes
 from diffqe.model.temporal import dilate
 from diffqe.train.evaluate import Condition, load_sources
@@ -85,6 +85,19 @@ def fused(ref: np.ndarray, dec: np.ndarray, out: np.ndarray, radius: int, rule: 
     return np.stack(frames)
 
 
+def per_frame(model, ref: np.ndarray, qp: int, cache: Path | None) -> tuple[np.ndarray, np.ndarray]:
+    """The all-intra decoded frames at QP and the shipped model's output on each, from CACHE where it has them."""
+    if cache and cache.exists():
+        with np.load(cache) as z:
+            return z["dec"], z["out"]
+    dec = np.stack(Condition(qp=qp).code(list(ref)))
+    out = np.stack([enhance_planes(model, d) for d in dec])
+    if cache:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, dec=dec, out=out)
+    return dec, out
+
+
 def dpsnr(ref: np.ndarray, dec: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean([psnr(y[i], ref[i]) - psnr(dec[i], ref[i]) for i in range(len(ref))]))
 
@@ -96,17 +109,22 @@ def main() -> None:
     ap.add_argument("--qps", default="22,27,32,37,42")
     ap.add_argument("--radius", type=int, default=2)
     ap.add_argument("--checkpoint", type=Path, default=checkpoint.SHIPPED)
+    ap.add_argument("--fusion", type=Path, action="append", default=[],
+                    help="also score a trained fusion (model.fusion; weights stem), as a row named after it")
+    ap.add_argument("--cache", type=Path, help="keep each clip and QP's decoded frames and per-frame outputs here "
+                    "(npz), so that a later run with other rules codes and infers nothing again")
     args = ap.parse_args()
     model = checkpoint.load(args.checkpoint)[0].eval()
-    names = ["per frame", *RULES]
+    nets = {stem.name: fusion.load(stem) for stem in args.fusion}
+    names = ["per frame", *RULES, *nets]
     rows: dict[tuple[str, int], list[float]] = {}
     for src in load_sources([], args.clips, args.max_frames):
         ref = np.stack(src.frames)
         for qp in map(int, args.qps.split(",")):
-            dec = np.stack(Condition(qp=qp).code(src.frames))
-            out = np.stack([enhance_planes(model, d) for d in dec])
+            dec, out = per_frame(model, ref, qp, args.cache and args.cache / f"{src.name}_qp{qp}.npz")
             rows[src.name, qp] = [dpsnr(ref, dec, out)] + [dpsnr(ref, dec, fused(ref, dec, out, args.radius, rule))
-                                                           for rule in RULES.values()]
+                                                           for rule in RULES.values()] + \
+                [dpsnr(ref, dec, fusion.fuse_clip(net, dec, out)) for net in nets.values()]
             print(f"{src.name:20s} QP {qp}: " + " ".join(f"{n} {v:+.3f}" for n, v in zip(names, rows[src.name, qp])),
                   flush=True)
     qps = sorted({q for _, q in rows})

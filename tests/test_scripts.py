@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from PIL import Image
 
-from conftest import SAMPLES, run_script
+from conftest import ROOT, SAMPLES, run_script
 
 
 def test_demo_enhances_the_bundled_sample_and_reports_dpsnr():
@@ -62,8 +64,9 @@ def test_evaluate_static_check_with_and_without_stabilisation(tmp_path, referenc
     assert "still fade 1" in fade.read_text() and abs(float(dpsnr["shipped t2"]) - float(dpsnr["shipped"])) <= 0.01
 
 
-def test_bench_vspipe_compares_the_pipeline_with_the_bare_backend():
-    result = run_script("bench_vspipe.py", "--backend", "ort-cpu", "--size", "256x144", "--frames", "4")
+@pytest.mark.parametrize("intra", [[], ["--intra"]], ids=["random-access", "intra"])
+def test_bench_vspipe_compares_the_pipeline_with_the_bare_backend(intra):
+    result = run_script("bench_vspipe.py", "--backend", "ort-cpu", "--size", "256x144", "--frames", "4", *intra)
     assert result.returncode == 0, result.stderr
     row = re.search(r"^\| ort-cpu \| 256x144 \| 4 \| 2 \| ([\d.]+) \| ([\d.]+) \| (\d+) % \| ([\d.]+) \|$",
                     result.stdout, re.M)
@@ -73,12 +76,15 @@ def test_bench_vspipe_compares_the_pipeline_with_the_bare_backend():
     assert alone > piped, "the stabilisation alone runs faster than the model with it"
 
 
-def test_probe_fusion_reports_every_rule():
-    result = run_script("probe_fusion.py", "--clips", SAMPLES / "reference.mkv", "--max-frames", "3", "--qps", "32,42")
-    assert result.returncode == 0, result.stderr
-    rows = dict(re.findall(r"^\| ([a-z<0-9 ]+?)(?: \(shipped\))? \| [-+][\d.]+ \| [-+][\d.]+ \| ([-+][\d.]+) \|",
-                           result.stdout, re.M))
-    assert set(rows) == {"per frame", "oracle", "dec<8", "dec<32", "p25x4", "guarded"}, result.stdout
+def test_probe_fusion_reports_every_rule_and_the_trained_fusion_from_its_cache(tmp_path):
+    args = ["--clips", SAMPLES / "reference.mkv", "--max-frames", "3", "--qps", "32,42",
+            "--fusion", ROOT / "model" / "weights" / "fusion", "--cache", tmp_path]
+    results = [run_script("probe_fusion.py", *args) for _ in range(2)]
+    assert results[0].returncode == 0, results[0].stderr
+    rows = dict(re.findall(r"^\| ([a-z<0-9 ]+?) \| [-+][\d.]+ \| [-+][\d.]+ \| ([-+][\d.]+) \|", results[0].stdout, re.M))
+    assert set(rows) == {"per frame", "oracle", "dec<8", "dec<32", "p25x4", "guarded", "fusion"}, results[0].stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reference_qp32.npz", "reference_qp42.npz"]
+    assert results[1].stdout == results[0].stdout, "the second run reads the same encodes and outputs"
 
 
 def test_probe_z_compares_own_and_mean_z(tmp_path, reference_frames):

@@ -17,6 +17,8 @@ from PIL import Image
 
 from ..model.diffqe import DiffQE
 from ..model.inference import restore, scale_correction, to_planes, to_tensor
+from ..model.fusion import RADIUS as FUSION_RADIUS
+from ..model.fusion import FusionNet, fuse_clip
 from ..model.temporal import dilate, stabilise_clip
 from .codec import decode_luma, encode_hevc, read_video_luma
 from .corpus import find_images, load_luma
@@ -82,14 +84,15 @@ class Score:
 
 
 # [N,H,W] 8-bit luma in, the same out: a model, or a classical post-filter for comparison.
-Enhancer = Callable[[np.ndarray], np.ndarray]
+Enhancer = Callable[[np.ndarray, bool], np.ndarray]  # (decoded [T,H,W], every frame intra-coded) -> enhanced
 
 
-def model_enhancers(model: DiffQE, seed: int, ensemble: int, radii: list[int],
-                    strengths: list[float]) -> dict[tuple[float, int], Enhancer]:
-    """Per (strength, radius), the model per frame with its correction scaled (model.inference) then stabilised
-    over that many frames either side (model.temporal), as the filter.  All of them share one model pass per
-    input: ``evaluate`` and ``temporal_change`` hand every enhancer the same array."""
+def model_enhancers(model: DiffQE, seed: int, ensemble: int, radii: list[int], strengths: list[float],
+                    fusion: FusionNet | None = None) -> dict[tuple[float, int, bool], Enhancer]:
+    """Per (strength, radius, fused), the model per frame with its correction scaled (model.inference), fused
+    over up to that many frames either side where every frame is intra-coded (model.fusion; with FUSION only),
+    then stabilised over them (model.temporal), as the filter.  All of them share one model pass per input:
+    ``evaluate`` and ``temporal_change`` hand every enhancer the same array."""
     last: dict = {"input": None}  # the last input array: its tensor, the model's output, rounded per strength
 
     def per_frame(planes: np.ndarray, strength: float) -> np.ndarray:
@@ -100,14 +103,21 @@ def model_enhancers(model: DiffQE, seed: int, ensemble: int, radii: list[int],
             last["rounded"][strength] = to_planes(scale_correction(last["y"], last["out"], strength), 255, planes.dtype)
         return last["rounded"][strength]
 
-    return {(s, r): (lambda planes, s=s, r=r: stabilise_clip(planes, per_frame(planes, s), r))
-            for s in strengths for r in radii}
+    def enhancer(strength: float, radius: int, fused: bool) -> Enhancer:
+        def run(planes: np.ndarray, intra: bool) -> np.ndarray:
+            out = per_frame(planes, strength)
+            if fused and intra and radius:
+                out = fuse_clip(fusion, planes, out, min(radius, FUSION_RADIUS))
+            return stabilise_clip(planes, out, radius)
+        return run
+
+    return {(s, r, f): enhancer(s, r, f) for s in strengths for r in radii for f in (False, True)[:1 + bool(fusion)]}
 
 
 def ffmpeg_enhancer(video_filter: str) -> Enhancer:
     """A classical post-filter: the frames through ``ffmpeg -vf VIDEO_FILTER`` as raw 8-bit gray video."""
 
-    def run(planes: np.ndarray) -> np.ndarray:
+    def run(planes: np.ndarray, intra: bool) -> np.ndarray:
         n, h, w = planes.shape
         cmd = ["ffmpeg", "-v", "error", "-f", "rawvideo", "-pix_fmt", "gray", "-s", f"{w}x{h}", "-i", "-",
                "-vf", video_filter, "-f", "rawvideo", "-pix_fmt", "gray", "-"]
@@ -142,7 +152,7 @@ def evaluate(enhancers: dict[str, Enhancer], sources: list[Source], conditions: 
             psnr_in, ssim_in = (0.0, 0.0) if kept else frame_scores(decoded, src.frames)
             planes = np.stack(decoded)  # one array for all: enhancers of one model share its pass on it
             for name, enhance in enhancers.items():
-                enhanced = enhance(planes)
+                enhanced = enhance(planes, cond.qp is not None)
                 if kept:
                     change = int(max(np.abs(e.astype(np.int32) - r).max() for e, r in zip(enhanced, src.frames)))
                     lossless[name] = max(lossless[name], change)
@@ -175,7 +185,7 @@ def temporal_change(enhancers: dict[str, Enhancer], images: list[Source], frames
         near = dilate(moved > 0, reach)
         base.append(float(moved.mean()))
         for name, enhance in enhancers.items():
-            out = frame_change(enhance(decoded))
+            out = frame_change(enhance(decoded, False))
             rows[name].append(float(out.mean()))
             far[name].append(float(out[~near].sum() / out.size))
     lines = [f"**Static scenes** ({len(images)} stills x {frames} frames, CRF {crf:g} RA): mean absolute frame-to-frame "

@@ -1,0 +1,106 @@
+"""Temporal fusion for intra-coded video: each frame's output becomes a weighted mean with its neighbours' outputs.
+
+All-intra coding codes every frame on its own, so where the scene stands still the coding error differs from
+frame to frame and a mean of the per-frame outputs cancels part of it (MFQE's premise); where the scene moves,
+fades or carries its own noise, a mean blurs or flattens what the reference has.  Which is which cannot be told
+by a threshold on the decoded frames' difference (docs/results.md, "Averaging over frames"), so a small network
+learns it from synthetic video (train.motion): per 8x8 block and neighbouring frame k, from the difference of
+the decoded blocks, the block's own texture and level and the frame pair's noise level, the weight in [0, 1]
+that frame k's output gets in frame t's mean.  The decoded frames decide, not the outputs, so the weights do not
+depend on the decoder's backend.  Only between intra-coded pictures: in random-access streams a still
+background is coded as skipped blocks, which model.temporal already settles.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from torch import nn
+
+BLOCK = 8  # the weights' grid: HEVC's smallest coding block
+RADIUS = 2  # neighbours on each side that a frame's mean may take in
+# A guard on the network: a neighbour joins only where its decoded block and the 8 around it differ from this
+# frame's by a mean squared error below STILL (8-bit code values squared, RMS 4).  Without it the network,
+# trained on synthetic video, averaged small clips in motion at QP 22-27 (-3.4 dB on one); the value was
+# chosen among 16/32/64 on the validation clips (docs/results.md, "Temporal fusion").
+STILL = 16.0
+SHIPPED = Path(__file__).parent / "weights" / "fusion"
+
+
+class FusionNet(nn.Module):
+    def __init__(self, width: int = 32) -> None:
+        super().__init__()
+        self.width = width
+        channels = 2 * BLOCK * BLOCK + 2  # the blocks' difference, the block's texture, its level, the noise level
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(width, 1, 1),
+        )
+
+    def forward(self, frame: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        """Decoded planes [B,1,H,W] in [0,1] (H, W multiples of BLOCK): frame t and neighbour k ->
+        [B,1,H/BLOCK,W/BLOCK] weights of k's output in t's mean."""
+        blocks = F.pixel_unshuffle(frame * 255, BLOCK)  # 8-bit code values whatever the bit depth
+        diff = F.pixel_unshuffle(other * 255, BLOCK) - blocks
+        level = blocks.mean(1, keepdim=True)
+        energy = diff.square().mean(1).flatten(1)  # [B, blocks]: each block's mean squared difference
+        noise = torch.log(torch.quantile(energy, 0.25, dim=1) + 0.01)  # what coding alone changes, per pair
+        x = torch.cat([diff / 4, (blocks - level) / 32, level / 128 - 1,
+                       noise[:, None, None, None].expand_as(level) / 4], 1)
+        return torch.sigmoid(self.body(x))
+
+
+def fuse(net: FusionNet, decoded: torch.Tensor, outputs: torch.Tensor, centre: int) -> torch.Tensor:
+    """Frame CENTRE's fused output from a window of decoded planes and per-frame outputs, [K,1,H,W] in [0,1]
+    (any H, W) -> [1,1,H,W]: its own output plus each neighbour's weighted by ``net``, over the weights' sum."""
+    others = [k for k in range(len(decoded)) if k != centre]
+    if not others:
+        return outputs[centre:centre + 1]
+    h, w = decoded.shape[-2:]
+    pad = (0, -w % BLOCK, 0, -h % BLOCK)
+    dec = F.pad(decoded, pad, mode="replicate")
+    weights = net(dec[centre:centre + 1].expand(len(others), -1, -1, -1), dec[others])
+    energy = F.avg_pool2d(((dec[others] - dec[centre:centre + 1]) * 255).square(), BLOCK)
+    weights = weights * -F.max_pool2d(-(energy < STILL).float(), 3, 1, 1)  # the block and its 8 neighbours
+    weights = F.interpolate(weights, scale_factor=BLOCK, mode="bilinear", align_corners=False)[..., :h, :w]
+    return (outputs[centre] + (weights * outputs[others]).sum(0, keepdim=True)) / (1 + weights.sum(0, keepdim=True))
+
+
+def load(stem: Path = SHIPPED) -> FusionNet:
+    """The network saved as STEM.safetensors with its STEM.json (scripts/train_fusion.py), in eval mode."""
+    weights, meta = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    for path in (weights, meta):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file; train the fusion with scripts/train_fusion.py")
+    net = FusionNet(width=json.loads(meta.read_text())["width"])
+    net.load_state_dict(load_file(str(weights)))
+    return net.eval()
+
+
+@torch.no_grad()
+def fuse_window(net: FusionNet, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray], centre: int,
+                peak: float) -> np.ndarray:
+    """``fuse`` on planes, on the device NET is on: a window of decoded input and per-frame output planes
+    (integer code values up to PEAK, or float with PEAK 1) -> frame CENTRE's fused output [H,W], rounded to the
+    planes' integer type."""
+    device = next(net.parameters()).device
+    dec, out = (torch.from_numpy(np.stack(p)).to(device).float().div_(peak)[:, None] for p in (inputs, outputs))
+    y = fuse(net, dec, out, centre)[0, 0].cpu().numpy() * np.float32(peak)
+    dtype = outputs[centre].dtype
+    return y.astype(dtype) if np.issubdtype(dtype, np.floating) else np.rint(y).astype(dtype)
+
+
+def fuse_clip(net: FusionNet, inputs: np.ndarray, outputs: np.ndarray, radius: int = RADIUS,
+              peak: float = 255) -> np.ndarray:
+    """[T,H,W] all-intra decoded input and per-frame output -> each frame fused over the frames within RADIUS
+    (clipped at the clip's ends)."""
+    windows = [(max(0, n - radius), min(len(inputs), n + radius + 1)) for n in range(len(inputs))]
+    return np.stack([fuse_window(net, inputs[a:b], outputs[a:b], n - a, peak) for n, (a, b) in enumerate(windows)])

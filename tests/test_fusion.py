@@ -1,0 +1,117 @@
+"""Temporal fusion (model.fusion) on real all-intra x265 encodes, and through the filter."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+import vapoursynth as vs
+from PIL import Image
+
+from conftest import SAMPLES, run_script
+from diffqe.model import checkpoint, fusion
+from diffqe.model.inference import enhance_planes
+from diffqe.plugin import enhance
+from diffqe.train.evaluate import Condition
+from diffqe.train.metrics import psnr
+
+core = vs.core
+QP = 32  # where the guard lets the still background through (at 37 its coding differs by more)
+
+
+def still_with_a_moving_square(reference_frames: list[np.ndarray], frames: int = 6) -> np.ndarray:
+    """The sample's photograph standing still, a 48x48 square cut from another frame crossing it at 3 px a frame."""
+    still, square = reference_frames[0], reference_frames[4][40:88, 40:88]
+    video = np.repeat(still[None], frames, axis=0)
+    for t in range(frames):
+        video[t, 60:108, 100 + 3 * t:148 + 3 * t] = square
+    return video
+
+
+def mean_psnr(frames: np.ndarray, reference: np.ndarray) -> float:
+    return float(np.mean([psnr(f, r) for f, r in zip(frames, reference)]))
+
+
+@pytest.fixture(scope="module")
+def net() -> fusion.FusionNet:
+    return fusion.load()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return checkpoint.load()[0].eval()
+
+
+def scores(net, model, reference: np.ndarray) -> tuple[float, float]:
+    """dPSNR (dB) per frame and fused, on REFERENCE coded all-intra at QP."""
+    decoded = np.stack(Condition(qp=QP).code(list(reference)))
+    per_frame = enhance_planes(model, decoded)
+    base = mean_psnr(decoded, reference)
+    return mean_psnr(per_frame, reference) - base, mean_psnr(fusion.fuse_clip(net, decoded, per_frame), reference) - base
+
+
+def test_a_still_scene_gains_where_it_stands_still(net, model, reference_frames):
+    per_frame, fused = scores(net, model, still_with_a_moving_square(reference_frames))
+    assert fused > per_frame + 0.1, (per_frame, fused)
+
+
+@pytest.mark.parametrize("make", [
+    lambda ref: np.stack(ref[:6]),  # the sample's pan: nothing stands still
+    lambda ref: np.stack([np.clip(np.rint(ref[0] * (1 - 0.03 * t)), 0, 255).astype(np.uint8) for t in range(6)]),  # a fade
+], ids=["pan", "fade"])
+def test_motion_and_fades_lose_nothing(net, model, reference_frames, make):
+    per_frame, fused = scores(net, model, make(reference_frames))
+    assert fused > per_frame - 0.02, (per_frame, fused)
+
+
+def test_the_same_frames_give_the_output_of_each(net, model, reference_frames):
+    decoded = np.stack(Condition(qp=QP).code([reference_frames[0]] * 3))
+    assert all(np.array_equal(d, decoded[0]) for d in decoded), "all-intra codes a repeated frame the same way"
+    out = enhance_planes(model, decoded)
+    np.testing.assert_array_equal(fusion.fuse_clip(net, decoded, out), out)
+
+
+def test_the_filter_fuses_intra_pictures_only(tmp_path, reference_frames):
+    """An all-intra x265 encode of the moving square gains from the fusion; the bundled random-access sample
+    (I, then P and B pictures) comes out the same with and without it."""
+    reference = still_with_a_moving_square(reference_frames)
+    raw, coded = tmp_path / "ref.y", tmp_path / "intra.mkv"
+    chroma = np.full((2, 96, 160), 128, np.uint8).tobytes()
+    raw.write_bytes(b"".join(y.tobytes() + chroma for y in reference))
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", "320x192", "-i", raw,
+                    "-c:v", "libx265", "-x265-params", f"log-level=error:keyint=1:qp={QP}",
+                    coded], check=True)
+    clip = core.bs.VideoSource(source=str(coded))
+    assert clip.get_frame(2).props["_PictType"] in ("I", b"I")
+    gains = []
+    for fused in (False, True):
+        out = enhance(clip, backend="torch-cpu", fusion=fused)
+        gains.append(mean_psnr(np.stack([np.asarray(f[0]) for f in out.frames()]), reference))
+    assert gains[1] > gains[0] + 0.1, gains
+    assert [out.get_frame(n).props["DiffQE_Fused"] for n in range(clip.num_frames)] == [2, 3, 4, 4, 3, 2]
+
+    sample = core.bs.VideoSource(source=str(SAMPLES / "sample.mp4"))
+    with_, without = (enhance(sample, backend="torch-cpu", fusion=f) for f in (True, False))
+    for n in range(sample.num_frames):
+        frame = with_.get_frame(n)
+        np.testing.assert_array_equal(np.asarray(frame[0]), np.asarray(without.get_frame(n)[0]))
+        assert frame.props["DiffQE_Fused"] == 0
+
+
+def test_train_fusion_makes_videos_once_and_writes_weights_that_load(tmp_path, reference_frames):
+    """scripts/train_fusion.py on a corpus of the sample's frames (enlarged: the videos are 256 px and pan): it
+    codes and enhances each video of both series once, keeps them for a resumed run, and writes weights that fusion.load reads."""
+    (tmp_path / "corpus" / "train").mkdir(parents=True)
+    for i in (0, 4, 7):
+        Image.fromarray(reference_frames[i]).resize((640, 384), Image.Resampling.LANCZOS).save(
+            tmp_path / "corpus" / "train" / f"{i}.png")
+    args = ["--corpus", tmp_path / "corpus", "--work", tmp_path / "videos", "--videos", 10, "--busy-videos", 10,
+            "--minutes", 0.05, "--out", tmp_path / "fusion"]
+    first = run_script("train_fusion.py", *args)
+    assert first.returncode == 0, first.stderr
+    assert first.stderr.count("videos made: 10/10") == 2 and "held-out videos (2)" in first.stderr, first.stderr
+    again = run_script("train_fusion.py", *args)
+    assert again.returncode == 0 and "videos made" not in again.stderr, again.stderr
+    assert fusion.load(tmp_path / "fusion").width == json.loads((tmp_path / "fusion.json").read_text())["width"]
