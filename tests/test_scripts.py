@@ -44,6 +44,19 @@ def test_evaluate_writes_a_markdown_table(tmp_path):
     assert re.search(r"^\| shipped x2 \| [-+]\d", table, re.M), "and one for its mirror ensemble"
 
 
+def test_evaluate_fusion_rows_fuse_all_intra_encodes_only(tmp_path):
+    out = tmp_path / "table.md"
+    result = run_script("evaluate.py", "--clips", SAMPLES / "reference.mkv", "--max-frames", "3", "--qps", "32",
+                        "--crf", "28", "--temporal", "2", "--fusion", "--out", out)
+    assert result.returncode == 0, result.stderr
+    # the first table is dPSNR: QP 32, CRF 28 RA, mixed
+    crf = dict(re.findall(r"^\| (shipped t2|shipped t2 f) \| [-+][\d.]+ \| ([-+][\d.]+) \|", out.read_text(), re.M)[:2])
+    assert set(crf) == {"shipped t2", "shipped t2 f"}, out.read_text()
+    assert crf["shipped t2"] == crf["shipped t2 f"], "random-access frames are not fused"
+    refused = run_script("evaluate.py", "--clips", SAMPLES / "reference.mkv", "--fusion")
+    assert refused.returncode == 2 and "--fusion needs a --temporal radius" in refused.stderr
+
+
 def test_evaluate_static_check_with_and_without_stabilisation(tmp_path, reference_frames):
     Image.fromarray(reference_frames[5]).save(tmp_path / "still.png")
     out = tmp_path / "static.md"
