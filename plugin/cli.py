@@ -21,6 +21,7 @@ import av
 import ffmpeg
 
 from ..model.checkpoint import SHIPPED, paths as checkpoint_paths
+from ..model.fusion import SHIPPED as FUSION
 from ..model.inference import MAX_STRENGTH
 from ..model.mirror import FLIPS
 from .hdr import side_data, x265_params
@@ -274,7 +275,8 @@ def run_enhance(args: argparse.Namespace) -> int:
     if not weights.is_file():
         raise UserError(f"{weights}: no such weights file (--checkpoint takes the stem of NAME.safetensors)")
     options = {key: getattr(args, key) for key in VIDEO_OPTIONS}
-    segments, resumed = Segments.open(work_dir(dst), job_identity(src, weights, options),
+    used = [weights] + ([] if args.no_fusion or not args.temporal else [FUSION.with_suffix(".safetensors")])
+    segments, resumed = Segments.open(work_dir(dst), job_identity(src, used, options),
                                       segment_length(stream, args.segment_seconds))
     partial = partial_path(dst)
     try:

@@ -28,15 +28,17 @@ def work_dir(dst: Path) -> Path:
     return dst.with_name(f".{dst.stem}.partial{dst.suffix}.d")
 
 
-def job_identity(src: Path, weights: Path, options: dict) -> dict:
-    """What the segments depend on: the input file as it is now, the weights' bytes, the code and the options."""
+def job_identity(src: Path, weights: list[Path], options: dict) -> dict:
+    """What the segments depend on: the input file as it is now, the bytes of the weights the job reads, the
+    code and the options."""
     info = src.stat()
     try:
         version = metadata.version("diffqe")
     except metadata.PackageNotFoundError:
         version = "0+source"
     return {"input": str(src.resolve()), "size": info.st_size, "mtime_ns": info.st_mtime_ns,
-            "weights": hashlib.sha256(weights.read_bytes()).hexdigest(), "diffqe": version, "options": options}
+            "weights": hashlib.sha256(b"".join(p.read_bytes() for p in weights)).hexdigest(), "diffqe": version,
+            "options": options}
 
 
 def _packets(path: Path) -> int:

@@ -295,13 +295,18 @@ def test_segments_of_another_job_are_not_resumed(tmp_path):
     src.write_bytes(b"video")
     weights.write_bytes(b"weights")
     work = tmp_path / ".out.partial.mkv.d"
-    segments, resumed = Segments.open(work, job_identity(src, weights, {"strength": 1.0}), 5)
+    segments, resumed = Segments.open(work, job_identity(src, [weights], {"strength": 1.0}), 5)
     assert not resumed and work.is_dir()
     (work / "stale").write_text("from the first job")
-    assert Segments.open(work, job_identity(src, weights, {"strength": 1.0}), 5)[0].folder == work
+    assert Segments.open(work, job_identity(src, [weights], {"strength": 1.0}), 5)[0].folder == work
     assert (work / "stale").exists(), "the same job keeps its folder"
-    Segments.open(work, job_identity(src, weights, {"strength": 0.5}), 5)
+    Segments.open(work, job_identity(src, [weights], {"strength": 0.5}), 5)
     assert not (work / "stale").exists(), "other options: started afresh"
+    (work / "stale").write_text("from the second job")
+    fusion = tmp_path / "fusion.safetensors"
+    fusion.write_bytes(b"fusion weights")
+    Segments.open(work, job_identity(src, [weights, fusion], {"strength": 0.5}), 5)
+    assert not (work / "stale").exists(), "weights read besides the model's (the fusion's): started afresh"
 
 
 def test_vspipe_reason_is_the_exception_that_stopped_the_script():
