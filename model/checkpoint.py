@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -62,6 +63,14 @@ def atomic_write(path: Path, write) -> None:
     write(tmp)
     tmp.chmod(0o644)
     os.replace(tmp, path)
+
+
+def atomic_savez(path: Path, **arrays) -> None:
+    """np.savez of ARRAYS to PATH through ``atomic_write``: an interrupted run leaves no truncated archive."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file, not a name: np.savez would add ".npz" to the temporary name
+            np.savez(f, **arrays)
+    atomic_write(path, write)
 
 
 def save(stem: Path, model: DiffQE, meta: dict | None = None, optimizer: dict | None = None, *,

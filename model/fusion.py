@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
+from .temporal import clip_windows
+
 BLOCK = 8  # the weights' grid: HEVC's smallest coding block
 RADIUS = 2  # neighbours on each side that a frame's mean may take in
 # A guard on the network: a neighbour joins only where its decoded block and the 8 around it differ from this
@@ -58,9 +60,11 @@ class FusionNet(nn.Module):
         return torch.sigmoid(self.body(x))
 
 
-def fuse(net: FusionNet, decoded: torch.Tensor, outputs: torch.Tensor, centre: int) -> torch.Tensor:
+def fuse(net: FusionNet, decoded: torch.Tensor, outputs: torch.Tensor, centre: int,
+         still: float | None = STILL) -> torch.Tensor:
     """Frame CENTRE's fused output from a window of decoded planes and per-frame outputs, [K,1,H,W] in [0,1]
-    (any H, W) -> [1,1,H,W]: its own output plus each neighbour's weighted by ``net``, over the weights' sum."""
+    (any H, W) -> [1,1,H,W]: its own output plus each neighbour's weighted by ``net``, over the weights' sum.
+    STILL guards the weights (None: the network's own, as it is trained)."""
     others = [k for k in range(len(decoded)) if k != centre]
     if not others:
         return outputs[centre:centre + 1]
@@ -68,8 +72,9 @@ def fuse(net: FusionNet, decoded: torch.Tensor, outputs: torch.Tensor, centre: i
     pad = (0, -w % BLOCK, 0, -h % BLOCK)
     dec = F.pad(decoded, pad, mode="replicate")
     weights = net(dec[centre:centre + 1].expand(len(others), -1, -1, -1), dec[others])
-    energy = F.avg_pool2d(((dec[others] - dec[centre:centre + 1]) * 255).square(), BLOCK)
-    weights = weights * -F.max_pool2d(-(energy < STILL).float(), 3, 1, 1)  # the block and its 8 neighbours
+    if still is not None:
+        energy = F.avg_pool2d(((dec[others] - dec[centre:centre + 1]) * 255).square(), BLOCK)
+        weights = weights * -F.max_pool2d(-(energy < still).float(), 3, 1, 1)  # the block and its 8 neighbours
     weights = F.interpolate(weights, scale_factor=BLOCK, mode="bilinear", align_corners=False)[..., :h, :w]
     return (outputs[centre] + (weights * outputs[others]).sum(0, keepdim=True)) / (1 + weights.sum(0, keepdim=True))
 
@@ -102,5 +107,5 @@ def fuse_clip(net: FusionNet, inputs: np.ndarray, outputs: np.ndarray, radius: i
               peak: float = 255) -> np.ndarray:
     """[T,H,W] all-intra decoded input and per-frame output -> each frame fused over the frames within RADIUS
     (clipped at the clip's ends)."""
-    windows = [(max(0, n - radius), min(len(inputs), n + radius + 1)) for n in range(len(inputs))]
-    return np.stack([fuse_window(net, inputs[a:b], outputs[a:b], n - a, peak) for n, (a, b) in enumerate(windows)])
+    return np.stack([fuse_window(net, inputs[a:b], outputs[a:b], n - a, peak)
+                     for n, (a, b) in enumerate(clip_windows(len(inputs), radius))])

@@ -134,5 +134,10 @@ def stabilise_clip(inputs: np.ndarray, outputs: np.ndarray, radius: int, toleran
     RADIUS frames either side (clipped at the clip's ends).  TOLERANCE as in ``stabilise`` (8-bit: 1)."""
     if radius == 0:
         return outputs
-    windows = [(max(0, n - radius), min(len(inputs), n + radius + 1)) for n in range(len(inputs))]
-    return np.stack([stabilise(inputs[a:b], outputs[a:b], n - a, tolerance) for n, (a, b) in enumerate(windows)])
+    return np.stack([stabilise(inputs[a:b], outputs[a:b], n - a, tolerance)
+                     for n, (a, b) in enumerate(clip_windows(len(inputs), radius))])
+
+
+def clip_windows(frames: int, radius: int) -> list[tuple[int, int]]:
+    """Per frame of a clip of FRAMES, the [start, stop) of the frames within RADIUS of it, clipped at the ends."""
+    return [(max(0, n - radius), min(frames, n + radius + 1)) for n in range(frames)]

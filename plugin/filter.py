@@ -237,15 +237,16 @@ def _stabilised(clip: vs.VideoNode, enhanced: vs.VideoNode, radius: int, toleran
         inputs = [np.asarray(f[i][0]) for i in window]
         outputs = [np.asarray(f[len(offsets) + i][0]) for i in window]
         centre = window.index(radius)
-        near = [j for j, i in enumerate(window) if abs(i - radius) <= FUSION_RADIUS and _intra(f[i])]
-        fused = fusion is not None and _intra(f[radius]) and len(near) > 1
-        if fused:
+        near = [centre]  # the frames fused: the intra-coded ones within FUSION_RADIUS, the centre among them
+        if fusion is not None and _intra(f[radius]):
+            near = [j for j, i in enumerate(window) if abs(i - radius) <= FUSION_RADIUS and _intra(f[i])]
+        if len(near) > 1:
             outputs[centre] = fuse_window(fusion, [inputs[j] for j in near], [outputs[j] for j in near],
                                           near.index(centre), peak)
         y = stabilise(inputs, outputs, centre, tolerance)
         out = f[len(offsets) + radius].copy()
         np.copyto(np.asarray(out[0]), y)
-        out.props["DiffQE_Fused"] = len(near) - 1 if fused else 0
+        out.props["DiffQE_Fused"] = len(near) - 1
         return out
 
     return _in_parallel(enhanced, sides, process)

@@ -94,7 +94,7 @@ def per_frame(model, ref: np.ndarray, qp: int, cache: Path | None) -> tuple[np.n
     out = np.stack([enhance_planes(model, d) for d in dec])
     if cache:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(cache, dec=dec, out=out)
+        checkpoint.atomic_savez(cache, dec=dec, out=out)
     return dec, out
 
 

@@ -24,7 +24,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from diffqe.model import checkpoint
-from diffqe.model.checkpoint import atomic_write
+from diffqe.model.checkpoint import atomic_savez, atomic_write
 from diffqe.model.fusion import RADIUS, FusionNet, fuse
 from diffqe.model.inference import enhance_planes
 from diffqe.train.motion import coded_video
@@ -46,15 +46,10 @@ def make_videos(corpus: Path, work: Path, count: int, seed: int, busy: bool) -> 
         for done, i in enumerate(missing, 1):
             ref, dec, qp = coded_video(images, i, frames=FRAMES, seed=seed, busy=busy)
             out = enhance_planes(model, dec)
-            atomic_write(paths[i], lambda tmp: save_npz(tmp, ref=ref, dec=dec, out=out, qp=qp))
+            atomic_savez(paths[i], ref=ref, dec=dec, out=out, qp=qp)
             if done % 25 == 0 or done == len(missing):
                 print(f"videos made: {done}/{len(missing)}", file=sys.stderr, flush=True)
     return paths
-
-
-def save_npz(path: Path, **arrays: np.ndarray) -> None:
-    with open(path, "wb") as f:  # a file, not a name: np.savez would add ".npz" to the temporary name
-        np.savez(f, **arrays)
 
 
 def load(paths: list[Path]) -> dict[str, torch.Tensor]:
@@ -78,7 +73,8 @@ def log_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def score(net: FusionNet, data: dict[str, torch.Tensor]) -> tuple[float, float]:
-    """Mean dPSNR (dB) of the per-frame outputs and of the fused ones over every centre of DATA."""
+    """Mean dPSNR (dB) of the per-frame outputs and of the fused ones (the network's own weights, unguarded, as
+    it trains) over every centre of DATA."""
     per_frame, fused = [], []
     with torch.no_grad():
         for v in range(len(data["ref"])):
@@ -86,7 +82,7 @@ def score(net: FusionNet, data: dict[str, torch.Tensor]) -> tuple[float, float]:
                 dec, out, ref = window(data, v, c)
                 base = log_mse(dec[RADIUS:RADIUS + 1], ref)
                 per_frame.append(10 * float(base - log_mse(out[RADIUS:RADIUS + 1], ref)))
-                y = (fuse(net, dec, out, RADIUS) * 255).round() / 255
+                y = (fuse(net, dec, out, RADIUS, still=None) * 255).round() / 255
                 fused.append(10 * float(base - log_mse(y, ref)))
     return float(np.mean(per_frame)), float(np.mean(fused))
 
@@ -120,7 +116,8 @@ def main() -> int:
         loss = torch.zeros(())
         for _ in range(args.batch):
             dec, out, ref = window(train, int(rng.integers(len(train["ref"]))), int(rng.integers(RADIUS, FRAMES - RADIUS)))
-            worse = log_mse(fuse(net, dec, out, RADIUS), ref) - log_mse(out[RADIUS:RADIUS + 1], ref)
+            # The network learns its own weights; the guard (model.fusion.STILL) is for inference only.
+            worse = log_mse(fuse(net, dec, out, RADIUS, still=None), ref) - log_mse(out[RADIUS:RADIUS + 1], ref)
             loss = loss + worse + HARM * torch.relu(worse)
         opt.zero_grad()
         (loss / args.batch).backward()

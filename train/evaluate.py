@@ -111,7 +111,8 @@ def model_enhancers(model: DiffQE, seed: int, ensemble: int, radii: list[int], s
             return stabilise_clip(planes, out, radius)
         return run
 
-    return {(s, r, f): enhancer(s, r, f) for s in strengths for r in radii for f in (False, True)[:1 + bool(fusion)]}
+    return {(s, r, f): enhancer(s, r, f) for s in strengths for r in radii
+            for f in ((False, True) if fusion else (False,))}
 
 
 def ffmpeg_enhancer(video_filter: str) -> Enhancer:

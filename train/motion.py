@@ -3,9 +3,10 @@
 All-intra codes every frame on its own, so where a scene stands still its coding error differs from frame to
 frame (a change anywhere earlier in the frame changes x265's decisions everywhere after it) and a mean over
 frames cancels part of it; where the scene moves, a mean blurs.  Each video is a crop of one corpus image as
-the background with zero to three crops of other images moving over it, and on top, each with its own
-chance: the camera pans (nothing stands still), the scene fades (nothing keeps its value), sensor noise
-that differs per frame.  Reproducible: a video depends only on the seed and its index.
+the background with zero to three crops of other images moving over it (ten to thirty in the "busy" series),
+and on top, each with its own chance: the camera pans (nothing stands still), the scene is dark, fades or its
+light drifts (nothing keeps its value), sensor noise that differs per frame.  Reproducible: a video depends
+only on the seed, its series and its index.
 """
 
 from __future__ import annotations
