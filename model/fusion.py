@@ -27,11 +27,16 @@ from .temporal import clip_windows
 
 BLOCK = 8  # the weights' grid: HEVC's smallest coding block
 RADIUS = 2  # neighbours on each side that a frame's mean may take in
-# A guard on the network: a neighbour joins only where its decoded block and the 8 around it differ from this
-# frame's by a mean squared error below STILL (8-bit code values squared, RMS 4).  Without it the network,
-# trained on synthetic video, averaged small clips in motion at QP 22-27 (-3.4 dB on one); the value was
+# Guards on the network, for inference.  A neighbour joins only where its decoded block and the 8 around it
+# differ from this frame's by a mean squared error below STILL (8-bit code values squared, RMS 4): without it the
+# network, trained on synthetic video, averaged small clips in motion at QP 22-27 (-3.4 dB on one); the value was
 # chosen among 16/32/64 on the validation clips (docs/results.md, "Temporal fusion").
 STILL = 16.0
+# ... and where that difference does not look like motion: a least-squares fit of it over the 3x3 blocks to the
+# pair's local gradients, level and offset (a small shift, a change of light) explains less than MOVED of its
+# energy.  Coding noise is not explained by them; slow motion, which at QP 22 differs by less than STILL, is.
+# MOVED lets 95 % of the truly still blocks of synthetic training video through (scripts/calibrate_fusion.py).
+MOVED = 0.4
 SHIPPED = Path(__file__).parent / "weights" / "fusion"
 
 
@@ -64,7 +69,7 @@ def fuse(net: FusionNet, decoded: torch.Tensor, outputs: torch.Tensor, centre: i
          still: float | None = STILL) -> torch.Tensor:
     """Frame CENTRE's fused output from a window of decoded planes and per-frame outputs, [K,1,H,W] in [0,1]
     (any H, W) -> [1,1,H,W]: its own output plus each neighbour's weighted by ``net``, over the weights' sum.
-    STILL guards the weights (None: the network's own, as it is trained)."""
+    ``guard`` with STILL limits the weights (None: the network's own, as it is trained)."""
     others = [k for k in range(len(decoded)) if k != centre]
     if not others:
         return outputs[centre:centre + 1]
@@ -73,10 +78,41 @@ def fuse(net: FusionNet, decoded: torch.Tensor, outputs: torch.Tensor, centre: i
     dec = F.pad(decoded, pad, mode="replicate")
     weights = net(dec[centre:centre + 1].expand(len(others), -1, -1, -1), dec[others])
     if still is not None:
-        energy = F.avg_pool2d(((dec[others] - dec[centre:centre + 1]) * 255).square(), BLOCK)
-        weights = weights * -F.max_pool2d(-(energy < still).float(), 3, 1, 1)  # the block and its 8 neighbours
+        weights = weights * guard(dec[centre:centre + 1], dec[others], still)
     weights = F.interpolate(weights, scale_factor=BLOCK, mode="bilinear", align_corners=False)[..., :h, :w]
     return (outputs[centre] + (weights * outputs[others]).sum(0, keepdim=True)) / (1 + weights.sum(0, keepdim=True))
+
+
+def guard(frame: torch.Tensor, others: torch.Tensor, still: float = STILL, moved: float = MOVED) -> torch.Tensor:
+    """Decoded planes [1,1,H,W] and [K,1,H,W] in [0,1] (H, W multiples of BLOCK) -> [K,1,H/BLOCK,W/BLOCK]: 1 where
+    each neighbour may join, 0 where not (see STILL and MOVED)."""
+    energy = F.avg_pool2d(((others - frame) * 255).square(), BLOCK)
+    return (calm(energy < still) & (motion_share(frame * 255, others * 255) < moved)).float()
+
+
+def calm(quiet: torch.Tensor) -> torch.Tensor:
+    """QUIET blocks [K,1,h,w] (bool) whose 8 neighbours are quiet too."""
+    return -F.max_pool2d(-quiet.float(), 3, 1, 1) > 0
+
+
+def motion_share(frame: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+    """The share of the energy of OTHERS - FRAME (code values) over each block's 3x3 blocks that a least-squares
+    fit to an offset, the level and the horizontal and vertical gradients of their mean explains: the
+    first-order terms of a small shift and of a change of light.  [K,1,H/BLOCK,W/BLOCK] in [0, 1]."""
+    diff = others - frame
+    mean = (others + frame) / 2
+    gx = F.pad(mean[..., :, 2:] - mean[..., :, :-2], (1, 1, 0, 0), mode="replicate") / 2
+    gy = F.pad(mean[..., 2:, :] - mean[..., :-2, :], (0, 0, 1, 1), mode="replicate") / 2
+    terms = [torch.ones_like(mean), mean / 64, gx, gy]  # scaled alike so that one ridge term suits them all
+
+    def local(x: torch.Tensor) -> torch.Tensor:  # the mean over the block and its 8 neighbours
+        return F.avg_pool2d(F.pad(F.avg_pool2d(x, BLOCK), (1, 1, 1, 1), mode="replicate"), 3, 1)
+
+    gram = torch.stack([torch.stack([local(a * b) for b in terms], -1) for a in terms], -2)
+    fit = torch.stack([local(a * diff) for a in terms], -1)[..., None]
+    ridge = 1e-3 * torch.eye(len(terms), dtype=gram.dtype, device=gram.device)  # flat blocks have no gradient
+    explained = (torch.linalg.solve(gram + ridge, fit) * fit).sum((-2, -1))
+    return explained / (local(diff.square()) + 1e-6)
 
 
 def load(stem: Path = SHIPPED) -> FusionNet:

@@ -7,6 +7,7 @@ import subprocess
 
 import numpy as np
 import pytest
+import torch
 import vapoursynth as vs
 from PIL import Image
 
@@ -64,6 +65,47 @@ def test_a_still_scene_gains_where_it_stands_still(net, model, reference_frames)
 def test_motion_and_fades_lose_nothing(net, model, reference_frames, make):
     per_frame, fused = scores(net, model, make(reference_frames))
     assert fused > per_frame - 0.02, (per_frame, fused)
+
+
+def test_the_motion_share_tells_a_shift_and_a_change_of_light_from_noise():
+    """model.fusion.motion_share on planes made here: a soft texture moved by a third of a pixel, or lit 2 % brighter,
+    is explained by the fit; fresh noise of the same energy is not."""
+    rng = np.random.default_rng(0)
+    blur = lambda x: torch.nn.functional.avg_pool2d(x, 9, 1, 4, count_include_pad=False)  # noqa: E731
+    texture = 128 + blur(blur(torch.from_numpy(rng.normal(0, 400, (1, 1, 96, 128))).float()))  # soft, RMS about 20
+    shifted = texture + (torch.roll(texture, 1, dims=-1) - texture) / 3
+    lit = texture * 1.02 + 1
+    noisy = texture + torch.from_numpy(rng.normal(0, 1, texture.shape)).float()
+    share = fusion.motion_share(texture, torch.cat([shifted, lit, noisy]))[..., 2:]  # off the rolled-in edge
+    assert share[0].min() > 0.8 and share[1].min() > 0.99, (share[0].min(), share[1].min())
+    assert share[2].max() < 0.2, share[2].max()
+
+
+def decoded_window(frames: list[np.ndarray], qp: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """FRAMES (five) coded all-intra at QP -> the middle one and the others, as fusion.guard takes them."""
+    planes = torch.from_numpy(np.stack(Condition(qp=qp).code(frames))).float()[:, None] / 255
+    return planes[2:3], planes[[0, 1, 3, 4]]
+
+
+def test_the_guard_keeps_a_still_scene_under_sensor_noise(reference_frames):
+    """Fresh noise each frame (a camera's, sigma 1.5) on a still photograph, QP 22: coding and noise differ, nothing
+    moves, so the motion test keeps nearly every block the STILL check lets through."""
+    rng = np.random.default_rng(0)
+    photo = reference_frames[0]
+    frames = [np.clip(np.rint(photo + rng.normal(0, 1.5, photo.shape)), 0, 255).astype(np.uint8) for _ in range(5)]
+    centre, others = decoded_window(frames, 22)
+    quiet = fusion.guard(centre, others, moved=float("inf")).mean().item()
+    assert quiet > 0.9 and fusion.guard(centre, others).mean().item() > 0.95 * quiet
+
+
+def test_the_guard_keeps_a_change_of_light_out(reference_frames):
+    """A fade of 2 % a frame, QP 22: the frames differ by less than STILL almost everywhere, and the motion test
+    keeps about half of those blocks out (a symmetric window of a linear fade averages to the centre's level, but
+    the clip's first and last frames, and a fade that slows, do not)."""
+    photo = reference_frames[0].astype(np.float32)
+    centre, others = decoded_window([np.rint(photo * (1 - 0.02 * t)).astype(np.uint8) for t in range(5)], 22)
+    quiet = fusion.guard(centre, others, moved=float("inf")).mean().item()
+    assert quiet > 0.6 and fusion.guard(centre, others).mean().item() < 0.7 * quiet
 
 
 def test_the_same_frames_give_the_output_of_each(net, model, reference_frames):
