@@ -86,8 +86,9 @@ def fuse(net: FusionNet, decoded: torch.Tensor, outputs: torch.Tensor, centre: i
 def guard(frame: torch.Tensor, others: torch.Tensor, still: float = STILL, moved: float = MOVED) -> torch.Tensor:
     """Decoded planes [1,1,H,W] and [K,1,H,W] in [0,1] (H, W multiples of BLOCK) -> [K,1,H/BLOCK,W/BLOCK]: 1 where
     each neighbour may join, 0 where not (see STILL and MOVED)."""
-    energy = F.avg_pool2d(((others - frame) * 255).square(), BLOCK)
-    return (calm(energy < still) & (motion_share(frame * 255, others * 255) < moved)).float()
+    diff = (others - frame) * 255
+    energy = F.avg_pool2d(diff.square(), BLOCK)
+    return (calm(energy < still) & (motion_share(frame * 255, diff, energy) < moved)).float()
 
 
 def calm(quiet: torch.Tensor) -> torch.Tensor:
@@ -95,25 +96,31 @@ def calm(quiet: torch.Tensor) -> torch.Tensor:
     return -F.max_pool2d(-quiet.float(), 3, 1, 1) > 0
 
 
-def motion_share(frame: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
-    """The share of the energy of OTHERS - FRAME (code values) over each block's 3x3 blocks that a least-squares
-    fit to an offset, the level and the horizontal and vertical gradients of their mean explains: the
-    first-order terms of a small shift and of a change of light.  [K,1,H/BLOCK,W/BLOCK] in [0, 1]."""
-    diff = others - frame
-    mean = (others + frame) / 2
-    gx = F.pad(mean[..., :, 2:] - mean[..., :, :-2], (1, 1, 0, 0), mode="replicate") / 2
-    gy = F.pad(mean[..., 2:, :] - mean[..., :-2, :], (0, 0, 1, 1), mode="replicate") / 2
-    terms = [torch.ones_like(mean), mean / 64, gx, gy]  # scaled alike so that one ridge term suits them all
+def motion_share(frame: torch.Tensor, diff: torch.Tensor, energy: torch.Tensor | None = None) -> torch.Tensor:
+    """The share of the energy of DIFF (neighbours minus FRAME, [K,1,H,W], code values) over each block's 3x3
+    blocks that a least-squares fit to an offset and FRAME's level and horizontal and vertical gradients explains:
+    the first-order terms of a small shift and of a change of light.  FRAME's terms serve every neighbour, so each
+    costs three products.  ENERGY: DIFF's squares' block means, where the caller has them.
+    [K,1,H/BLOCK,W/BLOCK] in [0, 1]."""
+    gx, gy = torch.zeros_like(frame), torch.zeros_like(frame)  # central differences, 0 on the edge
+    gx[..., 1:-1] = (frame[..., 2:] - frame[..., :-2]) / 2
+    gy[..., 1:-1, :] = (frame[..., 2:, :] - frame[..., :-2, :]) / 2
+    terms = [frame / 64, gx, gy]  # scaled alike (with the offset's 1) so that one ridge term suits them all
 
-    def local(x: torch.Tensor) -> torch.Tensor:  # the mean over the block and its 8 neighbours
-        return F.avg_pool2d(F.pad(F.avg_pool2d(x, BLOCK), (1, 1, 1, 1), mode="replicate"), 3, 1)
+    def local(blocks: torch.Tensor) -> torch.Tensor:  # block means -> their mean over the block and its 8 neighbours
+        return F.avg_pool2d(F.pad(blocks, (1, 1, 1, 1), mode="replicate"), 3, 1)
 
-    gram = torch.stack([torch.stack([local(a * b) for b in terms], -1) for a in terms], -2)
-    fit = torch.stack([local(a * diff) for a in terms], -1)[..., None]
-    ridge = 1e-3 * torch.eye(len(terms), dtype=gram.dtype, device=gram.device)  # flat blocks have no gradient
-    explained = (torch.linalg.solve(gram + ridge, fit) * fit).sum((-2, -1))
-    return explained / (local(diff.square()) + 1e-6)
-
+    mean = [local(F.avg_pool2d(t, BLOCK)) for t in terms]
+    cross = {(i, j): local(F.avg_pool2d(terms[i] * terms[j], BLOCK)) for i in range(3) for j in range(i, 3)}
+    gram = torch.stack([torch.stack([torch.ones_like(mean[0]), *mean], -1)] +
+                       [torch.stack([mean[i], *(cross[min(i, j), max(i, j)] for j in range(3))], -1)
+                        for i in range(3)], -2)  # [1,1,h,w,4,4]
+    ridge = 1e-3 * torch.eye(4, dtype=gram.dtype, device=gram.device)  # flat blocks have no gradient
+    inverse = torch.linalg.inv(gram + ridge)
+    fit = torch.stack([local(F.avg_pool2d(diff, BLOCK)), *(local(F.avg_pool2d(t * diff, BLOCK)) for t in terms)],
+                      -1)[..., None]  # [K,1,h,w,4,1]
+    energy = F.avg_pool2d(diff.square(), BLOCK) if energy is None else energy
+    return (fit.transpose(-2, -1) @ inverse @ fit)[..., 0, 0] / (local(energy) + 1e-6)
 
 def load(stem: Path = SHIPPED) -> FusionNet:
     """The network saved as STEM.safetensors with its STEM.json (scripts/train_fusion.py), in eval mode."""

@@ -33,7 +33,7 @@ def shares(ref: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     c, others = FRAMES // 2, [k for k in range(FRAMES) if k != FRAMES // 2]
     quiet = calm(F.avg_pool2d((d[others] - d[c:c + 1]).square(), BLOCK) < STILL)
     still = calm(F.avg_pool2d((r[others] - r[c:c + 1]).square(), BLOCK) == 0)
-    share = motion_share(d[c:c + 1], d[others])
+    share = motion_share(d[c:c + 1], d[others] - d[c:c + 1])
     return share[quiet & still].numpy(), share[quiet & ~still].numpy()
 
 
