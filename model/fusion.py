@@ -66,10 +66,10 @@ class FusionNet(nn.Module):
 
 
 def fuse(net: FusionNet, decoded: torch.Tensor, outputs: torch.Tensor, centre: int,
-         still: float | None = STILL) -> torch.Tensor:
+         still: float | None = STILL, moved: float = MOVED) -> torch.Tensor:
     """Frame CENTRE's fused output from a window of decoded planes and per-frame outputs, [K,1,H,W] in [0,1]
     (any H, W) -> [1,1,H,W]: its own output plus each neighbour's weighted by ``net``, over the weights' sum.
-    ``guard`` with STILL limits the weights (None: the network's own, as it is trained)."""
+    ``guard`` with STILL and MOVED limits the weights (STILL None: the network's own, as it is trained)."""
     others = [k for k in range(len(decoded)) if k != centre]
     if not others:
         return outputs[centre:centre + 1]
@@ -78,7 +78,7 @@ def fuse(net: FusionNet, decoded: torch.Tensor, outputs: torch.Tensor, centre: i
     dec = F.pad(decoded, pad, mode="replicate")
     weights = net(dec[centre:centre + 1].expand(len(others), -1, -1, -1), dec[others])
     if still is not None:
-        weights = weights * guard(dec[centre:centre + 1], dec[others], still)
+        weights = weights * guard(dec[centre:centre + 1], dec[others], still, moved)
     weights = F.interpolate(weights, scale_factor=BLOCK, mode="bilinear", align_corners=False)[..., :h, :w]
     return (outputs[centre] + (weights * outputs[others]).sum(0, keepdim=True)) / (1 + weights.sum(0, keepdim=True))
 
@@ -135,20 +135,20 @@ def load(stem: Path = SHIPPED) -> FusionNet:
 
 @torch.no_grad()
 def fuse_window(net: FusionNet, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray], centre: int,
-                peak: float) -> np.ndarray:
+                peak: float, moved: float = MOVED) -> np.ndarray:
     """``fuse`` on planes, on the device NET is on: a window of decoded input and per-frame output planes
     (integer code values up to PEAK, or float with PEAK 1) -> frame CENTRE's fused output [H,W], rounded to the
     planes' integer type."""
     device = next(net.parameters()).device
     dec, out = (torch.from_numpy(np.stack(p)).to(device).float().div_(peak)[:, None] for p in (inputs, outputs))
-    y = fuse(net, dec, out, centre)[0, 0].cpu().numpy() * np.float32(peak)
+    y = fuse(net, dec, out, centre, moved=moved)[0, 0].cpu().numpy() * np.float32(peak)
     dtype = outputs[centre].dtype
     return y.astype(dtype) if np.issubdtype(dtype, np.floating) else np.rint(y).astype(dtype)
 
 
 def fuse_clip(net: FusionNet, inputs: np.ndarray, outputs: np.ndarray, radius: int = RADIUS,
-              peak: float = 255) -> np.ndarray:
+              peak: float = 255, moved: float = MOVED) -> np.ndarray:
     """[T,H,W] all-intra decoded input and per-frame output -> each frame fused over the frames within RADIUS
     (clipped at the clip's ends)."""
-    return np.stack([fuse_window(net, inputs[a:b], outputs[a:b], n - a, peak)
+    return np.stack([fuse_window(net, inputs[a:b], outputs[a:b], n - a, peak, moved)
                      for n, (a, b) in enumerate(clip_windows(len(inputs), radius))])

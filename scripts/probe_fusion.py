@@ -111,11 +111,16 @@ def main() -> None:
     ap.add_argument("--checkpoint", type=Path, default=checkpoint.SHIPPED)
     ap.add_argument("--fusion", type=Path, action="append", default=[],
                     help="also score a trained fusion (model.fusion; weights stem), as a row named after it")
+    ap.add_argument("--moved", type=float, action="append", default=[],
+                    help="score each fusion with this motion test (model.fusion.MOVED; inf: none) instead of the "
+                         "shipped one; repeatable, a row each")
     ap.add_argument("--cache", type=Path, help="keep each clip and QP's decoded frames and per-frame outputs here "
                     "(npz), so that a later run with other rules codes and infers nothing again")
     args = ap.parse_args()
     model = checkpoint.load(args.checkpoint)[0].eval()
-    nets = {stem.name: fusion.load(stem) for stem in args.fusion}
+    moved = args.moved or [fusion.MOVED]
+    nets = {f"{stem.name}" + (f" moved<{m:g}" if args.moved else ""): (fusion.load(stem), m)
+            for stem in args.fusion for m in moved}
     names = ["per frame", *RULES, *nets]
     rows: dict[tuple[str, int], list[float]] = {}
     for src in load_sources([], args.clips, args.max_frames):
@@ -124,7 +129,7 @@ def main() -> None:
             dec, out = per_frame(model, ref, qp, args.cache and args.cache / f"{src.name}_qp{qp}.npz")
             rows[src.name, qp] = [dpsnr(ref, dec, out)] + [dpsnr(ref, dec, fused(ref, dec, out, args.radius, rule))
                                                            for rule in RULES.values()] + \
-                [dpsnr(ref, dec, fusion.fuse_clip(net, dec, out)) for net in nets.values()]
+                [dpsnr(ref, dec, fusion.fuse_clip(net, dec, out, moved=m)) for net, m in nets.values()]
             print(f"{src.name:20s} QP {qp}: " + " ".join(f"{n} {v:+.3f}" for n, v in zip(names, rows[src.name, qp])),
                   flush=True)
     qps = sorted({q for _, q in rows})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import numpy as np
@@ -142,14 +143,30 @@ def test_the_filter_fuses_intra_pictures_only(tmp_path, reference_frames):
         assert frame.props["DiffQE_Fused"] == 0
 
 
-def test_train_fusion_makes_videos_once_and_writes_weights_that_load(tmp_path, reference_frames):
-    """scripts/train_fusion.py on a corpus of the sample's frames (enlarged: the videos are 256 px and pan): it
-    codes and enhances each video of both series once, keeps them for a resumed run, and writes weights that fusion.load reads."""
+@pytest.fixture
+def corpus(tmp_path, reference_frames):
+    """A corpus of the sample's frames, enlarged (the synthetic videos are 256 px and pan)."""
     (tmp_path / "corpus" / "train").mkdir(parents=True)
     for i in (0, 4, 7):
         Image.fromarray(reference_frames[i]).resize((640, 384), Image.Resampling.LANCZOS).save(
             tmp_path / "corpus" / "train" / f"{i}.png")
-    args = ["--corpus", tmp_path / "corpus", "--work", tmp_path / "videos", "--videos", 10, "--busy-videos", 10,
+    return tmp_path / "corpus"
+
+
+def test_calibrate_fusion_reports_the_share_of_still_blocks_below_each_value(corpus):
+    result = run_script("calibrate_fusion.py", "--corpus", corpus, "--videos", 4)
+    assert result.returncode == 0, result.stderr
+    rows = [tuple(map(float, r)) for r in re.findall(r"^\| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", result.stdout, re.M)]
+    assert {0.1, 0.2, 0.3, 0.4} <= {r[0] for r in rows}, result.stdout
+    assert all(a[1] <= b[1] and a[2] <= b[2] for a, b in zip(rows, rows[1:])), "shares below a value grow with it"
+    quantile = float(re.search(r"^95 % of the still blocks: below ([\d.]+)", result.stdout, re.M)[1])
+    assert dict((r[0], r[1]) for r in rows)[round(quantile, 3)] == pytest.approx(0.95, abs=0.01), result.stdout
+
+
+def test_train_fusion_makes_videos_once_and_writes_weights_that_load(tmp_path, corpus):
+    """scripts/train_fusion.py on a corpus of the sample's frames: it codes and enhances each video of both series
+    once, keeps them for a resumed run, and writes weights that fusion.load reads."""
+    args = ["--corpus", corpus, "--work", tmp_path / "videos", "--videos", 10, "--busy-videos", 10,
             "--minutes", 0.05, "--out", tmp_path / "fusion"]
     first = run_script("train_fusion.py", *args)
     assert first.returncode == 0, first.stderr

@@ -98,6 +98,11 @@ def test_probe_fusion_reports_every_rule_and_the_trained_fusion_from_its_cache(t
     assert set(rows) == {"per frame", "oracle", "dec<8", "dec<32", "p25x4", "guarded", "fusion"}, results[0].stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reference_qp32.npz", "reference_qp42.npz"]
     assert results[1].stdout == results[0].stdout, "the second run reads the same encodes and outputs"
+    moved = run_script("probe_fusion.py", *args, "--moved", "inf", "--moved", "0.4")
+    rows_moved = dict(re.findall(r"^\| (fusion moved<[a-z0-9.]+) \| [-+][\d.]+ \| [-+][\d.]+ \| ([-+][\d.]+) \|",
+                                 moved.stdout, re.M))
+    assert list(rows_moved) == ["fusion moved<inf", "fusion moved<0.4"], moved.stdout
+    assert rows_moved["fusion moved<0.4"] == rows["fusion"], "0.4 is the shipped motion test"
 
 
 def test_probe_z_compares_own_and_mean_z(tmp_path, reference_frames):
