@@ -12,12 +12,15 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from ..export.cache import default_engine_dir
 from ..model import checkpoint as checkpoints
+
+if TYPE_CHECKING:
+    import torch
 
 
 class BackendUnavailable(RuntimeError):
@@ -26,6 +29,7 @@ class BackendUnavailable(RuntimeError):
 
 class Runner(Protocol):
     name: str
+    device: torch.device | str  # where it computes ("cpu", "cuda:0"): the temporal fusion runs there too
     z_dim: int
     uses_z: bool
     min_side: int

@@ -202,8 +202,11 @@ def enhance(
     # One 8-bit code value in the clip's units; float planes get half a value more, so that rounding in the
     # conversion to float does not push a one-value change over it.
     tolerance = 1.5 / 255 if is_float else peak / 255
-    # The fusion runs where the backend runs: its cost is a small fraction of the decoder's (docs/performance.md).
-    net = load_fusion().to("cpu" if runner.name.endswith("cpu") else "cuda") if fusion and temporal else None
+    # The fusion runs where the backend runs (its cost is a small fraction of the decoder's: docs/performance.md),
+    # on the CPU where PyTorch has no CUDA (ONNX Runtime's CUDA provider beside a CPU build of PyTorch).
+    device = torch.device(runner.device)
+    net = (load_fusion().to(device if device.type == "cpu" or torch.cuda.is_available() else "cpu")
+           if fusion and temporal else None)
     return _stabilised(clip, enhanced, min(temporal, clip.num_frames - 1), tolerance, peak, net)
 
 

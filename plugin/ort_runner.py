@@ -53,6 +53,7 @@ class OrtRunner:
         providers = _providers(spec, engine_dir)  # before exporting: an unusable choice fails at once
         graphs = onnx_graphs(model, meta, engine_dir, fp16=spec.fp16)
         self.name = type(spec).__name__.lower().replace("_", "-")  # as users name it: "ort-cpu"
+        self.device = "cpu" if isinstance(spec, Backend.ORT_CPU) else f"cuda:{spec.device_id}"
         self.z_dim, self.uses_z, self.min_side = model.cfg.z_dim, model.uses_z, model.cfg.min_side
         self._decoder = ort.InferenceSession(str(graphs.decoder), options, providers=providers)
         self._estimator = (ort.InferenceSession(str(graphs.estimator), options, providers=providers)
