@@ -13,6 +13,7 @@ the frames within RADIUS whose 8x8 block (and the 8 blocks around it) passes a r
            difference over 5x5 blocks is small against its spread).
 
   python scripts/probe_fusion.py --clips data/clips/{vtest,Megamind,tree,carphone_pristine,bikes,bigbuckbunny}.mkv
+  python scripts/probe_fusion.py --clips ... --cache runs/fusion/clips --fusion model/weights/fusion --moved inf --moved 0.4
 """
 
 from __future__ import annotations
