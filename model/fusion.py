@@ -32,8 +32,8 @@ RADIUS = 2  # neighbours on each side that a frame's mean may take in
 # network, trained on synthetic video, averaged small clips in motion at QP 22-27 (-3.4 dB on one); the value was
 # chosen among 16/32/64 on the validation clips (docs/results.md, "Temporal fusion").
 STILL = 16.0
-# ... and where that difference does not look like motion: a least-squares fit of it over the 3x3 blocks to the
-# pair's local gradients, level and offset (a small shift, a change of light) explains less than MOVED of its
+# ... and where that difference does not look like motion: a least-squares fit of it over the 3x3 blocks to an
+# offset and this frame's level and gradients (a small shift, a change of light) explains less than MOVED of its
 # energy.  Coding noise is not explained by them; slow motion, which at QP 22 differs by less than STILL, is.
 # MOVED lets 95 % of the truly still blocks of synthetic training video through (scripts/calibrate_fusion.py).
 MOVED = 0.4
@@ -110,17 +110,18 @@ def motion_share(frame: torch.Tensor, diff: torch.Tensor, energy: torch.Tensor |
     def local(blocks: torch.Tensor) -> torch.Tensor:  # block means -> their mean over the block and its 8 neighbours
         return F.avg_pool2d(F.pad(blocks, (1, 1, 1, 1), mode="replicate"), 3, 1)
 
-    mean = [local(F.avg_pool2d(t, BLOCK)) for t in terms]
-    cross = {(i, j): local(F.avg_pool2d(terms[i] * terms[j], BLOCK)) for i in range(3) for j in range(i, 3)}
-    gram = torch.stack([torch.stack([torch.ones_like(mean[0]), *mean], -1)] +
-                       [torch.stack([mean[i], *(cross[min(i, j), max(i, j)] for j in range(3))], -1)
-                        for i in range(3)], -2)  # [1,1,h,w,4,4]
+    first = [local(F.avg_pool2d(t, BLOCK)) for t in terms]
+    second = {(i, j): local(F.avg_pool2d(terms[i] * terms[j], BLOCK)) for i in range(3) for j in range(i, 3)}
+    rows = [[torch.ones_like(first[0]), *first]] + [[first[i], *(second[min(i, j), max(i, j)] for j in range(3))]
+                                                    for i in range(3)]
+    gram = torch.stack([torch.stack(row, -1) for row in rows], -2)  # [1,1,h,w,4,4], the offset's row first
     ridge = 1e-3 * torch.eye(4, dtype=gram.dtype, device=gram.device)  # flat blocks have no gradient
     inverse = torch.linalg.inv(gram + ridge)
     fit = torch.stack([local(F.avg_pool2d(diff, BLOCK)), *(local(F.avg_pool2d(t * diff, BLOCK)) for t in terms)],
                       -1)[..., None]  # [K,1,h,w,4,1]
     energy = F.avg_pool2d(diff.square(), BLOCK) if energy is None else energy
     return (fit.transpose(-2, -1) @ inverse @ fit)[..., 0, 0] / (local(energy) + 1e-6)
+
 
 def load(stem: Path = SHIPPED) -> FusionNet:
     """The network saved as STEM.safetensors with its STEM.json (scripts/train_fusion.py), in eval mode."""
