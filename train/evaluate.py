@@ -112,7 +112,7 @@ def model_enhancers(model: DiffQE, seed: int, ensemble: int, radii: list[int], s
         return run
 
     return {(s, r, f): enhancer(s, r, f) for s in strengths for r in radii
-            for f in ((False, True) if fusion else (False,))}
+            for f in ((False, True) if fusion and r else (False,))}  # radius 0 has no frames to fuse
 
 
 def ffmpeg_enhancer(video_filter: str) -> Enhancer:
