@@ -40,9 +40,12 @@ def shares(ref: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", type=Path, required=True)
-    ap.add_argument("--videos", type=int, default=60, help="every fourth of the busy series (little stands still)")
+    ap.add_argument("--videos", type=int, default=60,
+                    help="synthetic videos to make; every fourth from the busy series (little stands still)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    if args.videos < 1:
+        ap.error(f"--videos must be at least 1, got {args.videos}")
     images = [np.asarray(Image.open(p)) for p in sorted((args.corpus / "train").glob("*.png"))]
     if not images:
         raise FileNotFoundError(f"no images under {args.corpus}/train; build the corpus with scripts/make_corpus.py")
@@ -53,6 +56,9 @@ def main() -> int:
         still.append(s)
         moved.append(m)
     s, m = np.concatenate(still), np.concatenate(moved)
+    if not len(s) or not len(m):
+        raise ValueError(f"{args.videos} videos hold no {'still' if not len(s) else 'moved'} blocks that pass STILL; "
+                         "make more (--videos)")
     print(f"{args.videos} videos: {len(s)} truly still and {len(m)} moved blocks pass STILL={STILL:g}",
           file=sys.stderr)
     print("| share explained | still blocks below | moved blocks below |\n|---:|---:|---:|")
