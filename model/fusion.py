@@ -86,9 +86,16 @@ def fuse(net: FusionNet, decoded: torch.Tensor, outputs: torch.Tensor, centre: i
 def guard(frame: torch.Tensor, others: torch.Tensor, still: float = STILL, moved: float = MOVED) -> torch.Tensor:
     """Decoded planes [1,1,H,W] and [K,1,H,W] in [0,1] (H, W multiples of BLOCK) -> [K,1,H/BLOCK,W/BLOCK]: 1 where
     each neighbour may join, 0 where not (see STILL and MOVED)."""
+    quiet, share = screen(frame, others, still)
+    return (quiet & (share < moved)).float()
+
+
+def screen(frame: torch.Tensor, others: torch.Tensor, still: float = STILL) -> tuple[torch.Tensor, torch.Tensor]:
+    """``guard``'s two measures, [K,1,H/BLOCK,W/BLOCK] each: where the blocks pass the STILL check (bool), and the
+    share of their difference that motion explains (``motion_share``)."""
     diff = (others - frame) * 255
     energy = F.avg_pool2d(diff.square(), BLOCK)
-    return (calm(energy < still) & (motion_share(frame * 255, diff, energy) < moved)).float()
+    return calm(energy < still), motion_share(frame * 255, diff, energy)
 
 
 def calm(quiet: torch.Tensor) -> torch.Tensor:

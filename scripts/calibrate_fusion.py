@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from _common import run
 from PIL import Image
 
-from diffqe.model.fusion import BLOCK, MOVED, STILL, calm, motion_share
+from diffqe.model.fusion import BLOCK, MOVED, STILL, calm, screen
 from diffqe.train.motion import coded_video
 
 FRAMES = 5  # the centre frame and its neighbours within model.fusion.RADIUS
@@ -31,9 +31,8 @@ def shares(ref: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     among the blocks that pass the STILL check."""
     r, d = (torch.from_numpy(x).float()[:, None] for x in (ref, dec))
     c, others = FRAMES // 2, [k for k in range(FRAMES) if k != FRAMES // 2]
-    quiet = calm(F.avg_pool2d((d[others] - d[c:c + 1]).square(), BLOCK) < STILL)
+    quiet, share = screen(d[c:c + 1] / 255, d[others] / 255)
     still = calm(F.avg_pool2d((r[others] - r[c:c + 1]).square(), BLOCK) == 0)
-    share = motion_share(d[c:c + 1], d[others] - d[c:c + 1])
     return share[quiet & still].numpy(), share[quiet & ~still].numpy()
 
 

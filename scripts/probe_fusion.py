@@ -120,7 +120,7 @@ def main() -> None:
     args = ap.parse_args()
     model = checkpoint.load(args.checkpoint)[0].eval()
     moved = args.moved or [fusion.MOVED]
-    nets = {f"{stem.name}" + (f" moved<{m:g}" if args.moved else ""): (fusion.load(stem), m)
+    nets = {stem.name + (f" moved<{m:g}" if args.moved else ""): (fusion.load(stem), m)
             for stem in args.fusion for m in moved}
     names = ["per frame", *RULES, *nets]
     rows: dict[tuple[str, int], list[float]] = {}
