@@ -7,8 +7,10 @@ by a threshold on the decoded frames' difference (docs/results.md, "Averaging ov
 learns it from synthetic video (train.motion): per 8x8 block and neighbouring frame k, from the difference of
 the decoded blocks, the block's own texture and level and the frame pair's noise level, the weight in [0, 1]
 that frame k's output gets in frame t's mean.  The decoded frames decide, not the outputs, so the weights do not
-depend on the decoder's backend.  Only between intra-coded pictures: in random-access streams a still
-background is coded as skipped blocks, which model.temporal already settles.
+depend on the decoder's backend.  Guards at inference (STILL, MOVED) keep the network out of motion, and finer
+joins (FINE_SHARE) take in the 4x4 pieces that stand still between moving ones.  Only between intra-coded
+pictures: in random-access streams a still background is coded as skipped blocks, which model.temporal already
+settles.
 """
 
 from __future__ import annotations
@@ -37,6 +39,14 @@ STILL = 16.0
 # energy.  Coding noise is not explained by them; slow motion, which at QP 22 differs by less than STILL, is.
 # MOVED lets 95 % of the truly still blocks of synthetic training video through (scripts/calibrate_fusion.py).
 MOVED = 0.4
+# Finer joins beside the network's: a 4x4 block (the smallest transform of HEVC and of the codecs before it) joins
+# where its decoded difference is below FINE_SHARE times that pair's 25th percentile of such differences.  Sources
+# that an earlier codec coded with skipped blocks stand still in 4x4 pieces between pieces that move (a tree in
+# the wind), which no 8x8 block with calm neighbours covers; a quarter of the typical difference asks for a
+# population clearly quieter than the rest of the frame.  FINE_SHARE is the largest of 0.25/0.5/0.75/1 with which
+# no synthetic calibration video loses 0.01 dB against the network alone (scripts/calibrate_fusion.py --fine).
+FINE = 4
+FINE_SHARE = 0.25
 SHIPPED = Path(__file__).parent / "weights" / "fusion"
 
 
@@ -66,10 +76,11 @@ class FusionNet(nn.Module):
 
 
 def fuse(net: FusionNet, decoded: torch.Tensor, outputs: torch.Tensor, centre: int,
-         still: float | None = STILL, moved: float = MOVED) -> torch.Tensor:
+         still: float | None = STILL, moved: float = MOVED, fine: float = FINE_SHARE) -> torch.Tensor:
     """Frame CENTRE's fused output from a window of decoded planes and per-frame outputs, [K,1,H,W] in [0,1]
     (any H, W) -> [1,1,H,W]: its own output plus each neighbour's weighted by ``net``, over the weights' sum.
-    ``guard`` with STILL and MOVED limits the weights (STILL None: the network's own, as it is trained)."""
+    ``guard`` with STILL and MOVED limits the weights, and ``fine_joins`` with FINE adds whole weights on a finer
+    grid (STILL None: the network's own, as it is trained; FINE 0: none)."""
     others = [k for k in range(len(decoded)) if k != centre]
     if not others:
         return outputs[centre:centre + 1]
@@ -80,6 +91,9 @@ def fuse(net: FusionNet, decoded: torch.Tensor, outputs: torch.Tensor, centre: i
     if still is not None:
         weights = weights * guard(dec[centre:centre + 1], dec[others], still, moved)
     weights = F.interpolate(weights, scale_factor=BLOCK, mode="bilinear", align_corners=False)[..., :h, :w]
+    if still is not None and fine > 0:
+        joins = fine_joins(dec[centre:centre + 1], dec[others], fine, moved).float()
+        weights = torch.maximum(weights, F.interpolate(joins, scale_factor=FINE, mode="nearest")[..., :h, :w])
     return (outputs[centre] + (weights * outputs[others]).sum(0, keepdim=True)) / (1 + weights.sum(0, keepdim=True))
 
 
@@ -98,17 +112,35 @@ def screen(frame: torch.Tensor, others: torch.Tensor, still: float = STILL) -> t
     return calm(energy < still), motion_share(frame * 255, diff, energy)
 
 
+def fine_joins(frame: torch.Tensor, others: torch.Tensor, share: float = FINE_SHARE,
+               moved: float = MOVED) -> torch.Tensor:
+    """Decoded planes [1,1,H,W] and [K,1,H,W] in [0,1] (H, W multiples of FINE) -> [K,1,H/FINE,W/FINE] bool: the
+    4x4 blocks where each neighbour joins whatever the network says.  A block joins where its mean squared
+    difference is below SHARE times the pair's 25th percentile over the blocks that count, and the motion test
+    (``motion_share`` on this grid, below MOVED) passes.  Blocks that count differ at all (bit-identical blocks
+    carry the same coding error: nothing to cancel) and are not flat in this frame (flat planes, a black frame
+    above all, come back exact, and a mean with a neighbour's output could only move them)."""
+    frame, diff = frame * 255, (others - frame) * 255
+    energy = F.avg_pool2d(diff.square(), FINE)
+    flat = F.max_pool2d(frame, FINE) == -F.max_pool2d(-frame, FINE)
+    counts = (energy > 0) & ~flat
+    typical = torch.nanquantile(energy.masked_fill(~counts, float("nan")).flatten(1), 0.25, dim=1)
+    return counts & (energy < share * typical[:, None, None, None]) & \
+        (motion_share(frame, diff, energy, block=FINE) < moved)
+
+
 def calm(quiet: torch.Tensor) -> torch.Tensor:
     """QUIET blocks [K,1,h,w] (bool) whose 8 neighbours are quiet too."""
     return -F.max_pool2d(-quiet.float(), 3, 1, 1) > 0
 
 
-def motion_share(frame: torch.Tensor, diff: torch.Tensor, energy: torch.Tensor | None = None) -> torch.Tensor:
+def motion_share(frame: torch.Tensor, diff: torch.Tensor, energy: torch.Tensor | None = None,
+                 block: int = BLOCK) -> torch.Tensor:
     """The share of the energy of DIFF (neighbours minus FRAME, [K,1,H,W], code values) over each block's 3x3
     blocks that a least-squares fit to an offset and FRAME's level and horizontal and vertical gradients explains:
     the first-order terms of a small shift and of a change of light.  FRAME's terms serve every neighbour, so each
     costs three products.  ENERGY: DIFF's squares' block means, where the caller has them.
-    [K,1,H/BLOCK,W/BLOCK] in [0, 1]."""
+    [K,1,H/block,W/block] in [0, 1]."""
     gx, gy = torch.zeros_like(frame), torch.zeros_like(frame)  # central differences, 0 on the edge
     gx[..., 1:-1] = (frame[..., 2:] - frame[..., :-2]) / 2
     gy[..., 1:-1, :] = (frame[..., 2:, :] - frame[..., :-2, :]) / 2
@@ -117,16 +149,16 @@ def motion_share(frame: torch.Tensor, diff: torch.Tensor, energy: torch.Tensor |
     def local(blocks: torch.Tensor) -> torch.Tensor:  # block means -> their mean over the block and its 8 neighbours
         return F.avg_pool2d(F.pad(blocks, (1, 1, 1, 1), mode="replicate"), 3, 1)
 
-    first = [local(F.avg_pool2d(t, BLOCK)) for t in terms]
-    second = {(i, j): local(F.avg_pool2d(terms[i] * terms[j], BLOCK)) for i in range(3) for j in range(i, 3)}
+    first = [local(F.avg_pool2d(t, block)) for t in terms]
+    second = {(i, j): local(F.avg_pool2d(terms[i] * terms[j], block)) for i in range(3) for j in range(i, 3)}
     rows = [[torch.ones_like(first[0]), *first]] + [[first[i], *(second[min(i, j), max(i, j)] for j in range(3))]
                                                     for i in range(3)]
     gram = torch.stack([torch.stack(row, -1) for row in rows], -2)  # [1,1,h,w,4,4], the offset's row first
     ridge = 1e-3 * torch.eye(4, dtype=gram.dtype, device=gram.device)  # flat blocks have no gradient
     inverse = torch.linalg.inv(gram + ridge)
-    fit = torch.stack([local(F.avg_pool2d(diff, BLOCK)), *(local(F.avg_pool2d(t * diff, BLOCK)) for t in terms)],
+    fit = torch.stack([local(F.avg_pool2d(diff, block)), *(local(F.avg_pool2d(t * diff, block)) for t in terms)],
                       -1)[..., None]  # [K,1,h,w,4,1]
-    energy = F.avg_pool2d(diff.square(), BLOCK) if energy is None else energy
+    energy = F.avg_pool2d(diff.square(), block) if energy is None else energy
     return (fit.transpose(-2, -1) @ inverse @ fit)[..., 0, 0] / (local(energy) + 1e-6)
 
 
@@ -143,20 +175,20 @@ def load(stem: Path = SHIPPED) -> FusionNet:
 
 @torch.no_grad()
 def fuse_window(net: FusionNet, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray], centre: int,
-                peak: float, moved: float = MOVED) -> np.ndarray:
+                peak: float, moved: float = MOVED, fine: float = FINE_SHARE) -> np.ndarray:
     """``fuse`` on planes, on the device NET is on: a window of decoded input and per-frame output planes
     (integer code values up to PEAK, or float with PEAK 1) -> frame CENTRE's fused output [H,W], rounded to the
     planes' integer type."""
     device = next(net.parameters()).device
     dec, out = (torch.from_numpy(np.stack(p)).to(device).float().div_(peak)[:, None] for p in (inputs, outputs))
-    y = fuse(net, dec, out, centre, moved=moved)[0, 0].cpu().numpy() * np.float32(peak)
+    y = fuse(net, dec, out, centre, moved=moved, fine=fine)[0, 0].cpu().numpy() * np.float32(peak)
     dtype = outputs[centre].dtype
     return y.astype(dtype) if np.issubdtype(dtype, np.floating) else np.rint(y).astype(dtype)
 
 
 def fuse_clip(net: FusionNet, inputs: np.ndarray, outputs: np.ndarray, radius: int = RADIUS,
-              peak: float = 255, moved: float = MOVED) -> np.ndarray:
+              peak: float = 255, moved: float = MOVED, fine: float = FINE_SHARE) -> np.ndarray:
     """[T,H,W] all-intra decoded input and per-frame output -> each frame fused over the frames within RADIUS
     (clipped at the clip's ends)."""
-    return np.stack([fuse_window(net, inputs[a:b], outputs[a:b], n - a, peak, moved)
+    return np.stack([fuse_window(net, inputs[a:b], outputs[a:b], n - a, peak, moved, fine)
                      for n, (a, b) in enumerate(clip_windows(len(inputs), radius))])

@@ -109,6 +109,46 @@ def test_the_guard_keeps_a_change_of_light_out(reference_frames):
     assert quiet > 0.6 and fusion.guard(centre, others).mean().item() < 0.7 * quiet
 
 
+def frozen_in_pieces(frames: list[np.ndarray], tau: float = 20) -> np.ndarray:
+    """FRAMES as a codec that skips blocks leaves them (Cinepak's conditional replenishment): each 4x4 block keeps
+    its last value until it has changed by a mean squared error above TAU, so still pieces lie between moving ones."""
+    video = [frames[0]]
+    for frame in frames[1:]:
+        change = (frame.astype(np.float32) - video[-1]) ** 2
+        h, w = change.shape
+        update = np.kron(change.reshape(h // 4, 4, w // 4, 4).mean(axis=(1, 3)) > tau, np.ones((4, 4), bool))
+        video.append(np.where(update, frame, video[-1]))
+    return np.stack(video)
+
+
+def test_fine_joins_find_still_pieces_between_moving_ones(net, model, reference_frames):
+    """The sample's pan frozen in 4x4 pieces, QP 22: the fine joins take in (nearly) only blocks that stand still,
+    and the fusion gains from them; the 8x8 network and its guard alone find no still neighbourhood there."""
+    reference = frozen_in_pieces(reference_frames[:5])
+    decoded = np.stack(Condition(qp=22).code(list(reference)))
+    planes = torch.from_numpy(decoded).float()[:, None] / 255
+    joins = fusion.fine_joins(planes[2:3], planes[[0, 1, 3, 4]])
+    h, w = decoded.shape[1:]
+    still = torch.from_numpy(np.stack([(reference[2] == reference[k]).reshape(h // 4, 4, w // 4, 4).all(axis=(1, 3))
+                                       for k in (0, 1, 3, 4)]))[:, None]
+    assert joins.sum() > 0.05 * joins.numel() and (joins & still).sum() > 0.95 * joins.sum(), \
+        (joins.float().mean(), (joins & still).sum() / joins.sum())
+    out = enhance_planes(model, decoded)
+    base = mean_psnr(decoded, reference)
+    without, with_ = (mean_psnr(fusion.fuse_clip(net, decoded, out, fine=f), reference) - base for f in (0, 0.25))
+    assert with_ > without + 0.02 and without < mean_psnr(out, reference) - base + 0.01, (without, with_)
+
+
+def test_a_black_frame_beside_a_scene_stays_black(net, model, reference_frames):
+    """A cut from black (as a film opens): the black frame comes back exact, though the scene's own black areas
+    differ from it by little (the fine joins skip blocks that are flat in the frame)."""
+    photo = np.where(reference_frames[0] < 40, 16, reference_frames[0]).astype(np.uint8)  # black areas at black
+    reference = [np.full_like(photo, 16)] + [photo] * 2
+    decoded = np.stack(Condition(qp=QP).code(reference))
+    out = enhance_planes(model, decoded)
+    np.testing.assert_array_equal(fusion.fuse_clip(net, decoded, out)[0], out[0])
+
+
 def test_the_same_frames_give_the_output_of_each(net, model, reference_frames):
     decoded = np.stack(Condition(qp=QP).code([reference_frames[0]] * 3))
     assert all(np.array_equal(d, decoded[0]) for d in decoded), "all-intra codes a repeated frame the same way"
@@ -161,6 +201,16 @@ def test_calibrate_fusion_reports_the_share_of_still_blocks_below_each_value(cor
     assert all(a[1] <= b[1] and a[2] <= b[2] for a, b in zip(rows, rows[1:])), "shares below a value grow with it"
     quantile = float(re.search(r"^95 % of the still blocks: below ([\d.]+)", result.stdout, re.M)[1])
     assert dict((r[0], r[1]) for r in rows)[round(quantile, 3)] == pytest.approx(0.95, abs=0.01), result.stdout
+
+
+def test_calibrate_fusion_scores_each_fine_share_against_none(corpus):
+    result = run_script("calibrate_fusion.py", "--corpus", corpus, "--videos", 2, "--fine", "--seed", 1)
+    assert result.returncode == 0, result.stderr
+    rows = re.findall(r"^\| ([\d.]+) \| ([-+][\d.]+) \| ([-+][\d.]+) \| (\d+) \|$", result.stdout, re.M)
+    assert [float(r[0]) for r in rows] == [0, 0.25, 0.5, 0.75, 1], result.stdout
+    assert float(rows[0][2]) == 0 and rows[0][3] == "0", "none, held against itself, loses nothing"
+    safe = float(re.search(r"^largest share with no video losing over 0.01 dB: ([\d.]+)", result.stdout, re.M)[1])
+    assert safe == max(float(r[0]) for r in rows if float(r[2]) >= -0.01), result.stdout
 
 
 def test_train_fusion_makes_videos_once_and_writes_weights_that_load(tmp_path, corpus):
