@@ -124,8 +124,9 @@ def enhance(
     :param fusion:     on intra-coded pictures (``_PictType`` "I", as source filters set it; all of an all-intra
                        stream), first mean each frame's output with those of its intra-coded neighbours within
                        ``temporal`` (at most 2), weighted per 8x8 block by a small network that tells the coding
-                       error of a still scene, which differs from frame to frame, from motion, fades and grain
-                       (model.fusion; docs/results.md, "Temporal fusion").  Frames of other types, and frames
+                       error of a still scene, which differs from frame to frame, from motion, fades and grain,
+                       and in whole 4x4 blocks far quieter than the rest of the frame (model.fusion;
+                       docs/results.md, "Temporal fusion").  Frames of other types, and frames
                        without ``_PictType``, are left to the stabilisation.
     :param engine_dir: where ONNX graphs and TensorRT engines are cached (default: engines/).
 
