@@ -28,7 +28,7 @@ from PIL import Image
 from diffqe.model import checkpoint
 from diffqe.model.fusion import BLOCK, FINE_SHARE, MOVED, STILL, calm, fuse_clip, load, screen
 from diffqe.model.inference import enhance_planes
-from diffqe.train.metrics import psnr
+from diffqe.train.metrics import clip_dpsnr
 from diffqe.train.motion import coded_video
 
 FRAMES = 5  # the centre frame and its neighbours within model.fusion.RADIUS
@@ -53,20 +53,19 @@ def fine_gains(images: list[np.ndarray], videos: int, seed: int) -> np.ndarray:
     for i in range(videos):
         ref, dec, _ = coded_video(images, i, frames=2 * FRAMES - 1, seed=seed, busy=i % 4 == 3)
         out = enhance_planes(model, dec)
-        base = np.mean([psnr(d, r) for d, r in zip(dec, ref)])
-        gains.append([np.mean([psnr(y, r) for y, r in zip(fuse_clip(net, dec, out, fine=share), ref)]) - base
-                      for share in FINE_SHARES])
+        gains.append([clip_dpsnr(ref, dec, fuse_clip(net, dec, out, fine=share)) for share in FINE_SHARES])
     return np.array(gains)
 
 
 def report_fine(gains: np.ndarray) -> None:
-    loss = (gains - gains[:, :1]).min(0)
+    against = gains - gains[:, :1]  # each video's gain over no fine joins
+    loss = against.min(0)
     print("| fine share | mean dPSNR | worst video against none | videos losing over 0.01 dB |\n|---:|---:|---:|---:|")
     for j, share in enumerate(FINE_SHARES):
-        print(f"| {share:g} | {gains[:, j].mean():+.3f} | {loss[j]:+.3f} | "
-              f"{int(np.sum(gains[:, j] - gains[:, 0] < -HARM))} |")
+        print(f"| {share:g} | {gains[:, j].mean():+.3f} | {loss[j]:+.3f} | {int(np.sum(against[:, j] < -HARM))} |")
     safe = [share for share, worst in zip(FINE_SHARES, loss) if worst >= -HARM]
-    print(f"largest share with no video losing over {HARM:g} dB: {max(safe):g} (model.fusion.FINE_SHARE = {FINE_SHARE:g})")
+    print(f"largest share with no video losing over {HARM:g} dB: {max(safe):g} "
+          f"(model.fusion.FINE_SHARE = {FINE_SHARE:g})")
 
 
 def main() -> int:

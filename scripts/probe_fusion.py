@@ -30,7 +30,7 @@ from diffqe.model import checkpoint, fusion
 from diffqe.model.inference import enhance_planes
 from diffqe.model.temporal import dilate
 from diffqe.train.evaluate import Condition, load_sources
-from diffqe.train.metrics import psnr
+from diffqe.train.metrics import clip_dpsnr
 from diffqe.train.pairs import PAPER_QPS
 
 BLOCK = 8
@@ -100,10 +100,6 @@ def per_frame(model, ref: np.ndarray, qp: int, cache: Path | None) -> tuple[np.n
     return dec, out
 
 
-def dpsnr(ref: np.ndarray, dec: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean([psnr(y[i], ref[i]) - psnr(dec[i], ref[i]) for i in range(len(ref))]))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clips", nargs="+", type=Path, required=True)
@@ -132,9 +128,9 @@ def main() -> None:
         ref = np.stack(src.frames)
         for qp in map(int, args.qps.split(",")):
             dec, out = per_frame(model, ref, qp, args.cache and args.cache / f"{src.name}_qp{qp}.npz")
-            rows[src.name, qp] = [dpsnr(ref, dec, out)] + [dpsnr(ref, dec, fused(ref, dec, out, args.radius, rule))
-                                                           for rule in RULES.values()] + \
-                [dpsnr(ref, dec, fusion.fuse_clip(net, dec, out, moved=m, fine=f)) for net, m, f in nets.values()]
+            outputs = [out, *(fused(ref, dec, out, args.radius, rule) for rule in RULES.values()),
+                       *(fusion.fuse_clip(net, dec, out, moved=m, fine=f) for net, m, f in nets.values())]
+            rows[src.name, qp] = [clip_dpsnr(ref, dec, y) for y in outputs]
             print(f"{src.name:20s} QP {qp}: " + " ".join(f"{n} {v:+.3f}" for n, v in zip(names, rows[src.name, qp])),
                   flush=True)
     qps = sorted({q for _, q in rows})

@@ -1,5 +1,5 @@
 """Luma quality metrics: PSNR and SSIM (Wang et al. 2004, 11x11 Gaussian window, sigma 1.5) on planes; per-patch
-dPSNR and the best scale of a residual on batches of [0, 1] tensors."""
+dPSNR and the best scale of a residual on batches of [0, 1] tensors; a clip's dPSNR, frame by frame."""
 
 from __future__ import annotations
 
@@ -15,6 +15,11 @@ DPSNR_FLOOR = 4e-6  # ~ (0.5 code values)^2 in [0, 1] units: a lossless patch st
 def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return PSNR_CAP if mse == 0 else min(PSNR_CAP, 10.0 * np.log10(peak * peak / mse))
+
+
+def clip_dpsnr(reference: np.ndarray, decoded: np.ndarray, output: np.ndarray) -> float:
+    """[T,H,W] planes -> the mean over frames of OUTPUT's PSNR gain over DECODED, against REFERENCE (dB)."""
+    return float(np.mean([psnr(y, r) - psnr(d, r) for r, d, y in zip(reference, decoded, output)]))
 
 
 def ssim(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
