@@ -162,15 +162,19 @@ def motion_share(frame: torch.Tensor, diff: torch.Tensor, energy: torch.Tensor |
     return (fit.transpose(-2, -1) @ inverse @ fit)[..., 0, 0] / (local(energy) + 1e-6)
 
 
-def load(stem: Path = SHIPPED) -> FusionNet:
-    """The network saved as STEM.safetensors with its STEM.json (scripts/train_fusion.py), in eval mode."""
+def load(stem: Path = SHIPPED, device: torch.device | str = "cpu") -> FusionNet:
+    """The network saved as STEM.safetensors with its STEM.json (scripts/train_fusion.py), in eval mode on
+    DEVICE."""
     weights, meta = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
     for path in (weights, meta):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file; train the fusion with scripts/train_fusion.py")
     net = FusionNet(width=json.loads(meta.read_text())["width"])
     net.load_state_dict(load_file(str(weights)))
-    return net.eval()
+    # PyTorch loads its CUDA linear algebra (motion_share's inverse) on first use, and two threads doing so at
+    # once fail (pytorch/pytorch#90613): here, before the filter's frame threads use it.
+    torch.linalg.inv(torch.eye(4, device=device))
+    return net.to(device).eval()
 
 
 @torch.no_grad()

@@ -68,6 +68,10 @@ class Backend:
         # default mode; autotuning modes take many minutes), so it pays off on long clips.
         compile: str = ""
         cuda_graphs: bool = True  # capture each frame size once and replay it (CUDA only)
+        # cuDNN times its convolution algorithms once per shape and keeps the fastest (docs/performance.md):
+        # the same within a process, but another process may pick another and differ by a code value at rare
+        # pixels.  False: cuDNN's heuristic choice, the same in every run, slower.
+        cudnn_benchmark: bool = True
 
     @dataclass(frozen=True)
     class TRT:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -166,12 +167,11 @@ def enhance(
     lock = threading.Lock()  # one inference at a time: TensorRT contexts are not re-entrant
 
     # A runner that takes the plane as it is (the PyTorch one: conversions on the GPU) does the whole frame in
-    # one call; inference runs one frame at a time (the lock), so work done inside it is not overlapped.
+    # one call, writing into the output frame, and is safe to call from every frame thread: on the GPU it
+    # queues one frame while others compute (plugin.torch_runner).
     whole_frame = getattr(runner, "enhance_frame", None) if tile_hw is None else None
 
     def infer(luma: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        if whole_frame:
-            return whole_frame(luma, peak, noise, ensemble, strength)
         x = torch.from_numpy(luma.astype(np.float32) / np.float32(peak))[None, None]
         z = runner.estimate(x.numpy(), noise) if runner.uses_z else None
 
@@ -182,15 +182,18 @@ def enhance(
         return (y if is_float else np.clip(np.rint(y * peak), 0, peak).astype(luma.dtype)), z
 
     def process(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
-        with lock:
-            try:
-                y, z = infer(np.asarray(f[0]))
-            except Exception as e:  # ONNX Runtime's errors are plain Exceptions; MemoryError is one too
-                if _out_of_memory(e):
-                    raise _memory_error(n if tff is None else n // 2, pictures, runner.name, tile_hw, e) from None
-                raise
         out = f.copy()
-        np.copyto(np.asarray(out[0]), y)
+        try:
+            if whole_frame:
+                z = whole_frame(np.asarray(f[0]), peak, noise, ensemble, strength, out=np.asarray(out[0]))[1]
+            else:
+                with lock:
+                    y, z = infer(np.asarray(f[0]))
+                np.copyto(np.asarray(out[0]), y)
+        except Exception as e:  # ONNX Runtime's errors are plain Exceptions; MemoryError is one too
+            if _out_of_memory(e):
+                raise _memory_error(n if tff is None else n // 2, pictures, runner.name, tile_hw, e) from None
+            raise
         if z is not None:
             out.props["DiffQE_ZMean"] = float(z.mean())
             out.props["DiffQE_ZStd"] = float(z.std())
@@ -206,7 +209,7 @@ def enhance(
     # The fusion runs where the backend runs (its cost is a small fraction of the decoder's: docs/performance.md),
     # on the CPU where PyTorch has no CUDA (ONNX Runtime's CUDA provider beside a CPU build of PyTorch).
     device = torch.device(runner.device)
-    net = (load_fusion().to(device if device.type == "cpu" or torch.cuda.is_available() else "cpu")
+    net = (load_fusion(device=device if device.type == "cpu" or torch.cuda.is_available() else "cpu")
            if fusion and temporal else None)
     return _stabilised(clip, enhanced, min(temporal, clip.num_frames - 1), tolerance, peak, net)
 
@@ -235,6 +238,17 @@ def _stabilised(clip: vs.VideoNode, enhanced: vs.VideoNode, radius: int, toleran
     offsets = range(-radius, radius + 1)
     sides = [_shifted(clip, k) for k in offsets] + [_shifted(enhanced, k) for k in offsets]
     last = clip.num_frames - 1
+    on_gpu = fusion is not None and next(fusion.parameters()).is_cuda
+    streams = threading.local()
+
+    def fusion_stream() -> contextlib.AbstractContextManager:
+        """On the GPU, each frame thread fuses on a stream of its own, of high priority: on the default stream
+        its few small kernels and its copies would wait behind every frame the backend has queued there."""
+        if not on_gpu:
+            return contextlib.nullcontext()
+        if not hasattr(streams, "stream"):
+            streams.stream = torch.cuda.Stream(priority=-1)
+        return torch.cuda.stream(streams.stream)
 
     def process(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         window = [i for i, k in enumerate(offsets) if 0 <= n + k <= last]
@@ -245,8 +259,9 @@ def _stabilised(clip: vs.VideoNode, enhanced: vs.VideoNode, radius: int, toleran
         if fusion is not None and _intra(f[radius]):
             near = [j for j, i in enumerate(window) if abs(i - radius) <= FUSION_RADIUS and _intra(f[i])]
         if len(near) > 1:
-            outputs[centre] = fuse_window(fusion, [inputs[j] for j in near], [outputs[j] for j in near],
-                                          near.index(centre), peak)
+            with fusion_stream():
+                outputs[centre] = fuse_window(fusion, [inputs[j] for j in near], [outputs[j] for j in near],
+                                              near.index(centre), peak)
         y = stabilise(inputs, outputs, centre, tolerance)
         out = f[len(offsets) + radius].copy()
         np.copyto(np.asarray(out[0]), y)

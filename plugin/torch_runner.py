@@ -3,9 +3,11 @@ the CPU, straight from the checkpoint."""
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -16,6 +18,28 @@ from ..model.mirror import mirror_average
 from .backends import Backend
 
 MAX_GRAPHS = 8  # captured shapes kept (each holds its activations); tiles of a frame need a few
+
+
+@dataclass
+class Staging:
+    """Pinned host buffers for one frame in flight on the GPU: its plane, its output and Z.  Copies from pinned
+    memory run asynchronously, so a frame's transfers queue behind the previous frame's work, and the
+    buffers stay this frame's until its ``done`` event has passed."""
+
+    plane: torch.Tensor
+    out: torch.Tensor
+    z: torch.Tensor
+    done: torch.cuda.Event
+
+    @classmethod
+    def like(cls, plane: np.ndarray, z_dim: int) -> Staging:
+        def pinned(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+            return torch.empty(shape, dtype=dtype, pin_memory=True)
+
+        codes = torch.from_numpy(np.empty(0, plane.dtype)).dtype
+        # blocking: a waiting frame thread sleeps instead of spinning on a core the temporal stage needs
+        return cls(pinned(plane.shape, codes), pinned(plane.shape, codes), pinned((1, z_dim), torch.float32),
+                   torch.cuda.Event(blocking=True))
 
 
 class CudaGraph:
@@ -56,6 +80,13 @@ class TorchRunner:
         self.graphs: OrderedDict[tuple, CudaGraph] = OrderedDict()
         self.name = f"torch-{self.device.type}"
         self.z_dim, self.uses_z, self.min_side = model.cfg.z_dim, model.uses_z, model.cfg.min_side
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = spec.cudnn_benchmark  # process-wide: PyTorch has no other switch
+        # enhance_frame: one frame at a time is queued on the GPU (the graphs' static buffers are shared) or, on
+        # the CPU, computed; on the GPU the waits for results and the host copies run outside the lock.
+        self.lock = threading.Lock()
+        self.staging: dict[tuple, list[Staging]] = {}
+        self.noise: dict[bytes, torch.Tensor] = {}
 
     def _in(self, a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a).to(self.device)
@@ -100,18 +131,53 @@ class TorchRunner:
         zs = () if z is None else (self._in(z),)
         return self._run(("decode",), self._decode, self._in(y), *zs).cpu().numpy()
 
+    def _noise(self, noise: np.ndarray) -> torch.Tensor:
+        """The estimator's starting noise on the device: a filter's seed fixes it, so it crosses the bus once."""
+        key = noise.tobytes()
+        if key not in self.noise:
+            self.noise[key] = self._in(noise)
+        return self.noise[key]
+
+    def _whole_frame(self, x: torch.Tensor, noise: np.ndarray, peak: float, ensemble: int,
+                       strength: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self._run(("frame", peak, ensemble, strength),
+                         lambda a, n: self._frame(a, n, peak, ensemble, strength), x, self._noise(noise))
+
     @torch.inference_mode()
     def enhance_frame(self, plane: np.ndarray, peak: float, noise: np.ndarray, ensemble: int = 1,
-                      strength: float = 1.0) -> tuple[np.ndarray, np.ndarray | None]:
+                      strength: float = 1.0, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """A whole frame as VapourSynth holds it (a uint8, uint16 or float32 [H,W] plane) -> (the enhanced plane
-        in the same type, Z or None), averaged over ``ensemble`` mirrored copies (model.mirror), the correction
-        scaled by ``strength`` (model.inference.scale_correction).  Scaling, rounding and clipping run on the GPU,
-        inside the graph: only the plane's own bytes cross the bus, and the frame callback, which VapourSynth's
-        Python filters run one at a time, does little else."""
+        in the same type, written into ``out`` where given; Z or None), averaged over ``ensemble`` mirrored copies
+        (model.mirror), the correction scaled by ``strength`` (model.inference.scale_correction).  Scaling,
+        rounding and clipping run on the GPU, inside the graph: only the plane's own bytes cross the bus.
+
+        Safe to call from several threads.  On the GPU a call holds the lock only to queue its frame (upload,
+        graph, download, all asynchronous through pinned buffers) and waits for the result outside it: while one
+        frame computes, the next is queued and finished ones are copied out, so the GPU does not wait for the
+        Python around each frame (docs/performance.md, "The VapourSynth pipeline")."""
         codes = plane.view(np.int16) if plane.dtype == np.uint16 else plane
-        with warnings.catch_warnings():  # VapourSynth's planes are read-only; the tensor is only read
-            warnings.simplefilter("ignore", UserWarning)
-            x = self._in(codes)
-        out, z = self._run(("frame", peak, ensemble, strength),
-                           lambda a, n: self._frame(a, n, peak, ensemble, strength), x, self._in(noise))
-        return out.cpu().numpy().view(plane.dtype), None if z is None else z.cpu().numpy()
+        result = np.empty_like(plane) if out is None else out
+        if self.device.type != "cuda":
+            with self.lock, warnings.catch_warnings():  # VapourSynth's planes are read-only; the tensor is only read
+                warnings.simplefilter("ignore", UserWarning)
+                y, z = self._whole_frame(torch.from_numpy(codes), noise, peak, ensemble, strength)
+                np.copyto(result.view(codes.dtype), y.numpy())
+            return result, None if z is None else z.numpy()
+        key = (codes.shape, codes.dtype.str)
+        with self.lock:
+            free = self.staging.setdefault(key, [])
+            stage = free.pop() if free else None
+        stage = stage or Staging.like(codes, self.z_dim)
+        np.copyto(stage.plane.numpy(), codes)  # pageable -> pinned, side by side with other frames
+        with self.lock:
+            y, z = self._whole_frame(stage.plane.to(self.device, non_blocking=True), noise, peak, ensemble, strength)
+            stage.out.copy_(y, non_blocking=True)
+            if z is not None:
+                stage.z.copy_(z, non_blocking=True)
+            stage.done.record()
+        stage.done.synchronize()  # releases the GIL
+        np.copyto(result.view(codes.dtype), stage.out.numpy())
+        z_host = None if z is None else stage.z.numpy().copy()
+        with self.lock:  # only now: a failed frame's buffers, maybe still in a copy, are not reused
+            free.append(stage)
+        return result, z_host

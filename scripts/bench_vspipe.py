@@ -40,6 +40,7 @@ SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "sample.mp4"
 
 SCRIPT = """\
 import numpy as np
+import torch
 import vapoursynth as vs
 from diffqe.plugin import enhance
 from diffqe.model.fusion import load
@@ -62,7 +63,7 @@ if {model!r}:
     enhance(source, backend={backend!r}, temporal={temporal}).set_output()
 else:  # the temporal stage alone (fusion on intra pictures, stabilisation), behind a native stand-in for the model
     _stabilised(source, vs.core.std.Expr(source, ["x 1 +", ""]), {temporal}, 1.0, 255.0,
-                load() if {intra!r} else None).set_output()
+                load(device="cuda" if torch.cuda.is_available() else "cpu") if {intra!r} else None).set_output()
 """
 
 

@@ -1,23 +1,36 @@
 #!/usr/bin/env bash
 # On the device machine: issue 7's measurements in one call.  Needs .carry/whl and .carry/vs from
-# scripts/device_pack.sh.  bench.py's torch variants (CUDA graphs, torch.compile) at 540p/1080p/2160p with
-# the ceilings and the ONNX Runtime CPU figure, then bench_vspipe.py (the pipeline against the bare
-# backend) at 1080p and 2160p with the temporal stabilisation on and off, and with the frames marked intra-coded
-# (the temporal fusion runs too, as on an all-intra stream); tables and log in $OUT.
+# scripts/device_pack.sh.  In order of what matters, each step under its own time limit (a step that fails
+# or runs out is reported and the next one runs): the CUDA tests (tests/test_cuda.py: parity, fp16 cost,
+# frames queued from many threads); the bare torch backend with and without cuDNN's algorithm timing;
+# bench_vspipe.py (the pipeline against the bare backend) at 1080p with `torch` and `torch-compile`, with the
+# frames marked intra (the temporal fusion on the GPU) and at 2160p; bench.py's compiled variant with frames
+# batched (BATCH, default 4).  Tables and log in $OUT.
 #
-#   bash scripts/device_bench.sh [BACKEND]       # default torch; SIZES="WxH ..." and FRAMES=N for bench_vspipe
-#   device tool: command "bash scripts/device_bench.sh", carry [".carry/whl", ".carry/vs"], timeout_s 480
-backend=${1:-torch}
+#   bash scripts/device_bench.sh
+#   device tool: command "bash scripts/device_bench.sh", carry [".carry/whl", ".carry/vs"], timeout_s 540
 source "$(dirname "${BASH_SOURCE[0]}")/device_env.sh" .carry/whl .carry/vs
 vapoursynth config >&2  # vspipe needs its runtime configuration for this Python
 cd "$root"
+step() {  # step SECONDS COMMAND...: run it under a limit; a failure is logged, not fatal
+    echo "== $(date +%T) ${*:2}"
+    timeout "$1" "${@:2}" || echo "== step ended with status $? (124: out of time): ${*:2}"
+}
+# The torch backend alone on 1080p 8-bit planes, frames/s, with cuDNN's algorithm timing on or off (argv[1])
+bare='import sys; sys.path.insert(0, "scripts")
+from bench_vspipe import bare_fps, sample_frames
+from diffqe.plugin.backends import Backend
+on = sys.argv[1] == "on"
+fps = bare_fps(Backend.TORCH(cudnn_benchmark=on), sample_frames(1920, 1080), 300)
+print(f"bare torch 1920x1080, cudnn_benchmark={on}: {fps:.2f} frames/s")'
 {
-    python3 scripts/bench.py --variants 2,3 --budget-s 200 --out "$out/bench.md"
-    for size in ${SIZES:-1920x1080 3840x2160}; do
-        for temporal in 2 0; do
-            python3 scripts/bench_vspipe.py --backend "$backend" --size "$size" --frames "${FRAMES:-300}" \
-                --temporal "$temporal"
-        done
-        python3 scripts/bench_vspipe.py --backend "$backend" --size "$size" --frames "${FRAMES:-300}" --intra
-    done
+    step 150 python3 -m pytest -q -s -p no:cacheprovider tests/test_cuda.py
+    step 40 python3 -c "$bare" off
+    step 40 python3 -c "$bare" on
+    step 90 python3 scripts/bench_vspipe.py --backend torch --size 1920x1080 --frames 600 --temporal 2
+    step 120 python3 scripts/bench_vspipe.py --backend torch-compile --size 1920x1080 --frames 1200 --temporal 2
+    step 90 python3 scripts/bench_vspipe.py --backend torch --size 1920x1080 --frames 300 --intra
+    step 90 python3 scripts/bench_vspipe.py --backend torch --size 3840x2160 --frames 200 --temporal 2
+    step 120 python3 scripts/bench.py --variants 3 --batch "${BATCH:-4}" --sizes 1920x1080,3840x2160 --cpu-size '' \
+        --budget-s 90 --out "$out/bench_batch.md"
 } 2>&1 | tee -a "$out/log.txt"

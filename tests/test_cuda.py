@@ -102,3 +102,43 @@ def test_whole_frame_mirror_ensemble_matches_float_path(coded: np.ndarray) -> No
     ref = np.clip(np.rint(ref.numpy()[0, 0] * 255), 0, 255).astype(np.uint8)
     single, _ = runner.enhance_frame(codes, 255.0, noise)
     assert np.abs(out.astype(int) - ref).max() <= 1 and not np.array_equal(out, single)
+
+
+def test_frames_from_many_threads_match_one_at_a_time(coded: np.ndarray) -> None:
+    """enhance_frame queues frames from several threads (the filter's frame threads) while others compute: each
+    thread gets its own frame's output and Z, written into the array it passed, as one call at a time gives."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    runner = create("torch")
+    noise = default_noise(runner.z_dim).numpy()
+    planes = [np.rint(y[0] * 255).astype(np.uint8) for y in coded] * 4
+    alone = [runner.enhance_frame(p, 255.0, noise) for p in planes]
+    outs = [np.full_like(p, 7) for p in planes]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda i: runner.enhance_frame(planes[i], 255.0, noise, out=outs[i]),
+                                 range(len(planes))))
+    for (a, za), (b, zb), o in zip(alone, together, outs):
+        assert b is o and np.array_equal(a, b) and np.array_equal(za, zb)
+
+
+def test_fusion_from_many_threads_in_a_fresh_process(coded: np.ndarray) -> None:
+    """The filter's frame threads fuse on the GPU at once from the start: PyTorch's lazily loaded CUDA linear
+    algebra must be loaded before them (pytorch/pytorch#90613), in a process where nothing used it yet."""
+    import subprocess
+    import sys
+
+    code = """
+import numpy as np, torch
+from concurrent.futures import ThreadPoolExecutor
+from diffqe.model.fusion import fuse_window, load
+net = load(device="cuda")
+rng = np.random.default_rng(0)
+base = rng.integers(0, 256, (256, 320)).astype(np.uint8)
+window = [np.clip(base.astype(int) + rng.integers(-2, 3, base.shape), 0, 255).astype(np.uint8) for _ in range(5)]
+with ThreadPoolExecutor(16) as pool:
+    outs = list(pool.map(lambda _: fuse_window(net, window, window, 2, 255.0), range(32)))
+assert all(np.array_equal(o, outs[0]) for o in outs)
+print("fused from 16 threads")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
