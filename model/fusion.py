@@ -155,7 +155,7 @@ def motion_share(frame: torch.Tensor, diff: torch.Tensor, energy: torch.Tensor |
                                                     for i in range(3)]
     gram = torch.stack([torch.stack(row, -1) for row in rows], -2)  # [1,1,h,w,4,4], the offset's row first
     ridge = 1e-3 * torch.eye(4, dtype=gram.dtype, device=gram.device)  # flat blocks have no gradient
-    inverse = torch.linalg.inv(gram + ridge)
+    inverse = torch.linalg.inv_ex(gram + ridge).inverse  # _ex: no error check, which would wait for the GPU
     fit = torch.stack([local(F.avg_pool2d(diff, block)), *(local(F.avg_pool2d(t * diff, block)) for t in terms)],
                       -1)[..., None]  # [K,1,h,w,4,1]
     energy = F.avg_pool2d(diff.square(), block) if energy is None else energy
@@ -173,7 +173,7 @@ def load(stem: Path = SHIPPED, device: torch.device | str = "cpu") -> FusionNet:
     net.load_state_dict(load_file(str(weights)))
     # PyTorch loads its CUDA linear algebra (motion_share's inverse) on first use, and two threads doing so at
     # once fail (pytorch/pytorch#90613): here, before the filter's frame threads use it.
-    torch.linalg.inv(torch.eye(4, device=device))
+    torch.linalg.inv_ex(torch.eye(4, device=device))
     return net.to(device).eval()
 
 
