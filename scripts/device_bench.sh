@@ -8,7 +8,7 @@
 # batched (BATCH, default 4).  Tables and log in $OUT.
 #
 #   bash scripts/device_bench.sh
-#   device tool: command "bash scripts/device_bench.sh", carry [".carry/whl", ".carry/vs"], timeout_s 540
+#   device tool: command "bash scripts/device_bench.sh", carry [".carry/whl", ".carry/vs"], timeout_s 560
 source "$(dirname "${BASH_SOURCE[0]}")/device_env.sh" .carry/whl .carry/vs
 vapoursynth config >&2  # vspipe needs its runtime configuration for this Python
 cd "$root"
