@@ -46,6 +46,8 @@ from diffqe.plugin import enhance
 from diffqe.model.fusion import load
 from diffqe.plugin.filter import _stabilised
 
+if {threads}:
+    vs.core.num_threads = {threads}
 frames = np.load({frames!r})
 clip = vs.core.std.BlankClip(format=vs.YUV420P8, width={w}, height={h}, length={n}, color=[0, 128, 128], keep=False)
 
@@ -97,15 +99,15 @@ def bare_fps(backend: str, frames: np.ndarray, count: int) -> float:
 
 
 def pipeline_fps(backend: str, frames: np.ndarray, count: int, temporal: int, intra: bool,
-                 model: bool = True) -> float:
+                 model: bool = True, threads: int = 0) -> float:
     """vspipe -p frames/s of the filter (MODEL) or of its temporal stage alone; INTRA: the frames are marked
-    intra-coded, so the fusion runs too."""
+    intra-coded, so the fusion runs too; THREADS: VapourSynth's (0: its default)."""
     h, w = frames.shape[1:]
     with tempfile.TemporaryDirectory() as tmp:
         np.save(Path(tmp) / "frames.npy", frames)
         script = Path(tmp) / "bench.vpy"
         script.write_text(SCRIPT.format(frames=str(Path(tmp) / "frames.npy"), w=w, h=h, n=count, backend=backend,
-                                       temporal=temporal, model=model, intra=intra))
+                                       temporal=temporal, model=model, intra=intra, threads=threads))
         result = subprocess.run(["vspipe", "-p", str(script), "--"], capture_output=True, text=True)
     # vspipe's last progress line: "Output 200 frames in 8.20 seconds (24.39 fps)"
     match = re.search(r"Output \d+ frames in [\d.]+ seconds \(([\d.]+) fps\)", result.stderr)
@@ -123,12 +125,14 @@ def main() -> int:
     ap.add_argument("--stabilisation-only", action="store_true", help="time the temporal stage alone")
     ap.add_argument("--intra", action="store_true",
                     help="mark the frames intra-coded (an all-intra stream), so the temporal fusion runs too")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="VapourSynth's threads (core.num_threads) in the pipeline; 0: its default, one per core")
     args = ap.parse_args()
     if not MALLOC_TUNING.keys() <= os.environ.keys():  # measure in-process as `diffqe enhance` runs vspipe
         os.execve(sys.executable, [sys.executable, *sys.argv], vspipe_env())
     w, h = (int(v) for v in args.size.split("x"))
     frames = sample_frames(w, h)
-    alone = (pipeline_fps(args.backend, frames, args.frames, args.temporal, args.intra, model=False)
+    alone = (pipeline_fps(args.backend, frames, args.frames, args.temporal, args.intra, False, args.threads)
              if args.temporal else None)
     stage = "fusion and stabilisation" if args.intra else "stabilisation"
     if args.stabilisation_only:
@@ -136,7 +140,7 @@ def main() -> int:
               f"{alone or 0:.1f} frames/s")
         return 0
     bare = bare_fps(args.backend, frames, args.frames)
-    piped = pipeline_fps(args.backend, frames, args.frames, args.temporal, args.intra)
+    piped = pipeline_fps(args.backend, frames, args.frames, args.temporal, args.intra, threads=args.threads)
     print(f"| backend | frame | frames | temporal | bare fps | vspipe fps | kept | {stage} alone, vspipe fps |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     print(f"| {args.backend} | {w}x{h} | {args.frames} | {args.temporal} | {bare:.2f} | {piped:.2f} | "
