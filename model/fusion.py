@@ -15,7 +15,9 @@ settles.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -177,15 +179,30 @@ def load(stem: Path = SHIPPED, device: torch.device | str = "cpu") -> FusionNet:
     return net.to(device).eval()
 
 
+_streams = threading.local()
+
+
+def _own_stream(device: torch.device) -> contextlib.AbstractContextManager:
+    """This thread's high-priority CUDA stream on DEVICE, as the current stream; nothing on the CPU."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    if not hasattr(_streams, "stream"):
+        _streams.stream = torch.cuda.Stream(device, priority=-1)
+    return torch.cuda.stream(_streams.stream)
+
+
 @torch.no_grad()
 def fuse_window(net: FusionNet, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray], centre: int,
                 peak: float, moved: float = MOVED, fine: float = FINE_SHARE) -> np.ndarray:
     """``fuse`` on planes, on the device NET is on: a window of decoded input and per-frame output planes
     (integer code values up to PEAK, or float with PEAK 1) -> frame CENTRE's fused output [H,W], rounded to the
-    planes' integer type."""
+    planes' integer type.  On the GPU each calling thread (the filter's frame threads) works on a stream of its
+    own, of high priority: on the default stream its small kernels and copies would wait behind every frame a
+    backend has queued there."""
     device = next(net.parameters()).device
-    dec, out = (torch.from_numpy(np.stack(p)).to(device).float().div_(peak)[:, None] for p in (inputs, outputs))
-    y = fuse(net, dec, out, centre, moved=moved, fine=fine)[0, 0].cpu().numpy() * np.float32(peak)
+    with _own_stream(device):
+        dec, out = (torch.from_numpy(np.stack(p)).to(device).float().div_(peak)[:, None] for p in (inputs, outputs))
+        y = fuse(net, dec, out, centre, moved=moved, fine=fine)[0, 0].cpu().numpy() * np.float32(peak)
     dtype = outputs[centre].dtype
     return y.astype(dtype) if np.issubdtype(dtype, np.floating) else np.rint(y).astype(dtype)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -238,18 +237,6 @@ def _stabilised(clip: vs.VideoNode, enhanced: vs.VideoNode, radius: int, toleran
     offsets = range(-radius, radius + 1)
     sides = [_shifted(clip, k) for k in offsets] + [_shifted(enhanced, k) for k in offsets]
     last = clip.num_frames - 1
-    on_gpu = fusion is not None and next(fusion.parameters()).is_cuda
-    streams = threading.local()
-
-    def fusion_stream() -> contextlib.AbstractContextManager:
-        """On the GPU, each frame thread fuses on a stream of its own, of high priority: on the default stream
-        its few small kernels and its copies would wait behind every frame the backend has queued there."""
-        if not on_gpu:
-            return contextlib.nullcontext()
-        if not hasattr(streams, "stream"):
-            streams.stream = torch.cuda.Stream(priority=-1)
-        return torch.cuda.stream(streams.stream)
-
     def process(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         window = [i for i, k in enumerate(offsets) if 0 <= n + k <= last]
         inputs = [np.asarray(f[i][0]) for i in window]
@@ -259,9 +246,8 @@ def _stabilised(clip: vs.VideoNode, enhanced: vs.VideoNode, radius: int, toleran
         if fusion is not None and _intra(f[radius]):
             near = [j for j, i in enumerate(window) if abs(i - radius) <= FUSION_RADIUS and _intra(f[i])]
         if len(near) > 1:
-            with fusion_stream():
-                outputs[centre] = fuse_window(fusion, [inputs[j] for j in near], [outputs[j] for j in near],
-                                              near.index(centre), peak)
+            outputs[centre] = fuse_window(fusion, [inputs[j] for j in near], [outputs[j] for j in near],
+                                          near.index(centre), peak)
         y = stabilise(inputs, outputs, centre, tolerance)
         out = f[len(offsets) + radius].copy()
         np.copyto(np.asarray(out[0]), y)

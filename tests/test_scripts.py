@@ -89,6 +89,13 @@ def test_bench_vspipe_compares_the_pipeline_with_the_bare_backend(intra):
     assert alone > piped, "the stabilisation alone runs faster than the model with it"
 
 
+def test_bench_fusion_times_one_caller_and_several():
+    result = run_script("bench_fusion.py", "--sizes", "256x144", "--threads", "2", "--frames", "4")
+    assert result.returncode == 0, result.stderr
+    row = re.search(r"^\| (cpu|cuda) \| 256x144 \| ([\d.]+) \| ([\d.]+) \|$", result.stdout, re.M)
+    assert row and float(row[2]) > 0 and float(row[3]) > 0, result.stdout
+
+
 def test_probe_fusion_reports_every_rule_and_the_trained_fusion_from_its_cache(tmp_path):
     args = ["--clips", SAMPLES / "reference.mkv", "--max-frames", "3", "--qps", "32,42",
             "--fusion", ROOT / "model" / "weights" / "fusion", "--cache", tmp_path]
