@@ -193,7 +193,7 @@ def _own_stream(device: torch.device) -> contextlib.AbstractContextManager:
 
 @torch.no_grad()
 def fuse_window(net: FusionNet, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray], centre: int,
-                peak: float, moved: float = MOVED, fine: float = FINE_SHARE) -> np.ndarray:
+                peak: float, moved: float = MOVED, fine: float = FINE_SHARE, still: float = STILL) -> np.ndarray:
     """``fuse`` on planes, on the device NET is on: a window of decoded input and per-frame output planes
     (integer code values up to PEAK, or float with PEAK 1) -> frame CENTRE's fused output [H,W], rounded to the
     planes' integer type.  On the GPU each calling thread (the filter's frame threads) works on a stream of its
@@ -202,14 +202,14 @@ def fuse_window(net: FusionNet, inputs: Sequence[np.ndarray], outputs: Sequence[
     device = next(net.parameters()).device
     with _own_stream(device):
         dec, out = (torch.from_numpy(np.stack(p)).to(device).float().div_(peak)[:, None] for p in (inputs, outputs))
-        y = fuse(net, dec, out, centre, moved=moved, fine=fine)[0, 0].cpu().numpy() * np.float32(peak)
+        y = fuse(net, dec, out, centre, still, moved, fine)[0, 0].cpu().numpy() * np.float32(peak)
     dtype = outputs[centre].dtype
     return y.astype(dtype) if np.issubdtype(dtype, np.floating) else np.rint(y).astype(dtype)
 
 
 def fuse_clip(net: FusionNet, inputs: np.ndarray, outputs: np.ndarray, radius: int = RADIUS,
-              peak: float = 255, moved: float = MOVED, fine: float = FINE_SHARE) -> np.ndarray:
+              peak: float = 255, moved: float = MOVED, fine: float = FINE_SHARE, still: float = STILL) -> np.ndarray:
     """[T,H,W] all-intra decoded input and per-frame output -> each frame fused over the frames within RADIUS
     (clipped at the clip's ends)."""
-    return np.stack([fuse_window(net, inputs[a:b], outputs[a:b], n - a, peak, moved, fine)
+    return np.stack([fuse_window(net, inputs[a:b], outputs[a:b], n - a, peak, moved, fine, still)
                      for n, (a, b) in enumerate(clip_windows(len(inputs), radius))])

@@ -9,8 +9,12 @@ The fine joins (--fine; model.fusion.FINE_SHARE): the shipped model on every fra
 fine joins and with each candidate share; FINE_SHARE is the largest with which no video loses 0.01 dB against none.
 Seed 1 makes videos that the fusion network never trained on (it used seed 0).
 
+The STILL guard (--still; model.fusion.STILL): the same videos fused with each candidate STILL (the motion test
+and the fine joins as shipped); the largest STILL with which no video loses 0.01 dB against its per-frame output.
+
   python scripts/calibrate_fusion.py --corpus data/corpus --videos 60
   python scripts/calibrate_fusion.py --corpus data/corpus --videos 64 --fine --seed 1
+  python scripts/calibrate_fusion.py --corpus data/corpus --videos 64 --still --seed 1
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ from diffqe.train.motion import coded_video
 
 FRAMES = 5  # the centre frame and its neighbours within model.fusion.RADIUS
 FINE_SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)  # 0: no fine joins, what the others are held against
-HARM = 0.01  # dB: the most a video may lose to the fine joins
+STILLS = (8.0, 16.0, 32.0, 64.0)
+HARM = 0.01  # dB: the most a video may lose to the fine joins against none, or to the fusion against none
 
 
 def shares(ref: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -46,26 +51,33 @@ def shares(ref: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return share[quiet & still].numpy(), share[quiet & ~still].numpy()
 
 
-def fine_gains(images: list[np.ndarray], videos: int, seed: int) -> np.ndarray:
-    """[videos, FINE_SHARES] dPSNR (dB, mean over frames) of each video's fused output with each fine-join share."""
+def fused_gains(images: list[np.ndarray], videos: int, seed: int, settings: list[dict]) -> np.ndarray:
+    """[videos, 1 + len(SETTINGS)] dPSNR (dB, mean over frames) of each video's per-frame output, then of its fused
+    output with each of SETTINGS (``fuse_clip``'s keyword arguments)."""
     model, net = checkpoint.load()[0].eval(), load()
     gains = []
     for i in range(videos):
         ref, dec, _ = coded_video(images, i, frames=2 * FRAMES - 1, seed=seed, busy=i % 4 == 3)
         out = enhance_planes(model, dec)
-        gains.append([clip_dpsnr(ref, dec, fuse_clip(net, dec, out, fine=share)) for share in FINE_SHARES])
+        gains.append([clip_dpsnr(ref, dec, out)] +
+                     [clip_dpsnr(ref, dec, fuse_clip(net, dec, out, **kw)) for kw in settings])
     return np.array(gains)
 
 
-def report_fine(gains: np.ndarray) -> None:
-    against = gains - gains[:, :1]  # each video's gain over no fine joins
-    loss = against.min(0)
-    print("| fine share | mean dPSNR | worst video against none | videos losing over 0.01 dB |\n|---:|---:|---:|---:|")
-    for j, share in enumerate(FINE_SHARES):
-        print(f"| {share:g} | {gains[:, j].mean():+.3f} | {loss[j]:+.3f} | {int(np.sum(against[:, j] < -HARM))} |")
-    safe = [share for share, worst in zip(FINE_SHARES, loss) if worst >= -HARM]
-    print(f"largest share with no video losing over {HARM:g} dB: {max(safe):g} "
-          f"(model.fusion.FINE_SHARE = {FINE_SHARE:g})")
+def report(name: str, values: tuple[float, ...], gains: np.ndarray, against: np.ndarray, baseline: str,
+           constant: str) -> float:
+    """A table of each value's mean dPSNR and its worst video against AGAINST (its baseline's gains per video);
+    returns the largest value with which no video loses over HARM."""
+    loss = (gains - against[:, None]).min(0)
+    losing = (gains - against[:, None] < -HARM).sum(0)
+    print(f"| {name} | mean dPSNR | worst video against {baseline} | videos losing over {HARM:g} dB |\n"
+          "|---:|---:|---:|---:|")
+    for value, mean, worst, n in zip(values, gains.mean(0), loss, losing):
+        print(f"| {value:g} | {mean:+.3f} | {worst:+.3f} | {n} |")
+    safe = [value for value, worst in zip(values, loss) if worst >= -HARM]
+    chosen = max(safe, default=float("nan"))
+    print(f"largest {name} with no video losing over {HARM:g} dB: {chosen:g} ({constant})")
+    return chosen
 
 
 def main() -> int:
@@ -75,6 +87,7 @@ def main() -> int:
                     help="synthetic videos to make; every fourth from the busy series (little stands still)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fine", action="store_true", help="calibrate the fine joins' share instead of the motion test")
+    ap.add_argument("--still", action="store_true", help="calibrate the STILL guard instead of the motion test")
     args = ap.parse_args()
     if args.videos < 1:
         ap.error(f"--videos must be at least 1, got {args.videos}")
@@ -82,7 +95,13 @@ def main() -> int:
     if not images:
         raise FileNotFoundError(f"no images under {args.corpus}/train; build the corpus with scripts/make_corpus.py")
     if args.fine:
-        report_fine(fine_gains(images, args.videos, args.seed))
+        gains = fused_gains(images, args.videos, args.seed, [{"fine": share} for share in FINE_SHARES])[:, 1:]
+        report("fine share", FINE_SHARES, gains, gains[:, 0], "none", f"model.fusion.FINE_SHARE = {FINE_SHARE:g}")
+        return 0
+    if args.still:
+        gains = fused_gains(images, args.videos, args.seed, [{"still": still} for still in STILLS])
+        report("STILL", STILLS, gains[:, 1:], gains[:, 0], "per frame", f"model.fusion.STILL = {STILL:g}")
+        print(f"per frame (no fusion): mean dPSNR {gains[:, 0].mean():+.3f}")
         return 0
     still, moved = [], []
     for i in range(args.videos):

@@ -209,8 +209,22 @@ def test_calibrate_fusion_scores_each_fine_share_against_none(corpus):
     rows = re.findall(r"^\| ([\d.]+) \| ([-+][\d.]+) \| ([-+][\d.]+) \| (\d+) \|$", result.stdout, re.M)
     assert [float(r[0]) for r in rows] == [0, 0.25, 0.5, 0.75, 1], result.stdout
     assert float(rows[0][2]) == 0 and rows[0][3] == "0", "none, held against itself, loses nothing"
-    safe = float(re.search(r"^largest share with no video losing over 0.01 dB: ([\d.]+)", result.stdout, re.M)[1])
+    safe = float(re.search(r"^largest fine share with no video losing over 0.01 dB: ([\d.]+)", result.stdout,
+                           re.M)[1])
     assert safe == max(float(r[0]) for r in rows if float(r[2]) >= -0.01), result.stdout
+
+
+def test_calibrate_fusion_scores_each_still_against_per_frame(corpus):
+    result = run_script("calibrate_fusion.py", "--corpus", corpus, "--videos", 2, "--still", "--seed", 1)
+    assert result.returncode == 0, result.stderr
+    rows = re.findall(r"^\| ([\d.]+) \| ([-+][\d.]+) \| ([-+][\d.]+) \| (\d+) \|$", result.stdout, re.M)
+    assert [float(r[0]) for r in rows] == [8, 16, 32, 64], result.stdout
+    per_frame = float(re.search(r"^per frame \(no fusion\): mean dPSNR ([-+][\d.]+)", result.stdout, re.M)[1])
+    # with two videos, each STILL's worst video against per frame is at most its mean gain over per frame
+    assert all(float(r[2]) <= float(r[1]) - per_frame + 0.002 for r in rows), result.stdout
+    chosen = re.search(r"^largest STILL with no video losing over 0.01 dB: ([\d.]+|nan)", result.stdout, re.M)[1]
+    safe = [float(r[0]) for r in rows if float(r[2]) >= -0.01]
+    assert (float(chosen) == max(safe)) if safe else chosen == "nan", result.stdout
 
 
 def test_train_fusion_makes_videos_once_and_writes_weights_that_load(tmp_path, corpus):
