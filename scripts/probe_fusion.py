@@ -15,6 +15,7 @@ the frames within RADIUS whose 8x8 block (and the 8 blocks around it) passes a r
   python scripts/probe_fusion.py --clips data/clips/{vtest,Megamind,tree,carphone_pristine,bikes,bigbuckbunny}.mkv
   python scripts/probe_fusion.py --clips ... --cache runs/fusion/clips --fusion model/weights/fusion --moved inf --moved 0.4
   python scripts/probe_fusion.py --clips ... --cache runs/fusion/clips --fusion model/weights/fusion --fine 0 --fine 0.25
+  python scripts/probe_fusion.py --clips ... --cache runs/fusion/clips --fusion model/weights/fusion --still 16 --still 32
 """
 
 from __future__ import annotations
@@ -115,13 +116,17 @@ def main() -> None:
     ap.add_argument("--fine", type=float, action="append", default=[],
                     help="score each fusion with this share for its fine joins (model.fusion.FINE_SHARE; 0: none) "
                          "instead of the shipped one; repeatable, a row each")
+    ap.add_argument("--still", type=float, action="append", default=[],
+                    help="score each fusion with this STILL guard (model.fusion.STILL) instead of the shipped one; "
+                         "repeatable, a row each")
     ap.add_argument("--cache", type=Path, help="keep each clip and QP's decoded frames and per-frame outputs here "
                     "(npz), so that a later run with other rules codes and infers nothing again")
     args = ap.parse_args()
     model = checkpoint.load(args.checkpoint)[0].eval()
-    moved, fine = args.moved or [fusion.MOVED], args.fine or [fusion.FINE_SHARE]
-    nets = {stem.name + (f" moved<{m:g}" if args.moved else "") + (f" fine {f:g}" if args.fine else ""):
-            (fusion.load(stem), m, f) for stem in args.fusion for m in moved for f in fine}
+    moved, fine, still = args.moved or [fusion.MOVED], args.fine or [fusion.FINE_SHARE], args.still or [fusion.STILL]
+    nets = {stem.name + (f" moved<{m:g}" if args.moved else "") + (f" fine {f:g}" if args.fine else "")
+            + (f" still {t:g}" if args.still else ""):
+            (fusion.load(stem), m, f, t) for stem in args.fusion for m in moved for f in fine for t in still}
     names = ["per frame", *RULES, *nets]
     rows: dict[tuple[str, int], list[float]] = {}
     for src in load_sources([], args.clips, args.max_frames):
@@ -129,7 +134,8 @@ def main() -> None:
         for qp in map(int, args.qps.split(",")):
             dec, out = per_frame(model, ref, qp, args.cache and args.cache / f"{src.name}_qp{qp}.npz")
             outputs = [out, *(fused(ref, dec, out, args.radius, rule) for rule in RULES.values()),
-                       *(fusion.fuse_clip(net, dec, out, moved=m, fine=f) for net, m, f in nets.values())]
+                       *(fusion.fuse_clip(net, dec, out, moved=m, fine=f, still=t)
+                         for net, m, f, t in nets.values())]
             rows[src.name, qp] = [clip_dpsnr(ref, dec, y) for y in outputs]
             print(f"{src.name:20s} QP {qp}: " + " ".join(f"{n} {v:+.3f}" for n, v in zip(names, rows[src.name, qp])),
                   flush=True)
