@@ -34,7 +34,8 @@ RADIUS = 2  # neighbours on each side that a frame's mean may take in
 # Guards on the network, for inference.  A neighbour joins only where its decoded block and the 8 around it
 # differ from this frame's by a mean squared error below STILL (8-bit code values squared, RMS 4): without it the
 # network, trained on synthetic video, averaged small clips in motion at QP 22-27 (-3.4 dB on one); the value was
-# chosen among 16/32/64 on the validation clips (docs/results.md, "Temporal fusion").
+# chosen among 16/32/64 on the validation clips and confirmed on held-out synthetic video: at 32 its worst video
+# loses ten times what it does at 8 or 16 (scripts/calibrate_fusion.py --still; docs/results.md, "Temporal fusion").
 STILL = 16.0
 # ... and where that difference does not look like motion: a least-squares fit of it over the 3x3 blocks to an
 # offset and this frame's level and gradients (a small shift, a change of light) explains less than MOVED of its
