@@ -237,6 +237,7 @@ def _stabilised(clip: vs.VideoNode, enhanced: vs.VideoNode, radius: int, toleran
     offsets = range(-radius, radius + 1)
     sides = [_shifted(clip, k) for k in offsets] + [_shifted(enhanced, k) for k in offsets]
     last = clip.num_frames - 1
+
     def process(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         window = [i for i, k in enumerate(offsets) if 0 <= n + k <= last]
         inputs = [np.asarray(f[i][0]) for i in window]

@@ -139,7 +139,7 @@ class TorchRunner:
         return self.noise[key]
 
     def _whole_frame(self, x: torch.Tensor, noise: np.ndarray, peak: float, ensemble: int,
-                       strength: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+                     strength: float) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self._run(("frame", peak, ensemble, strength),
                          lambda a, n: self._frame(a, n, peak, ensemble, strength), x, self._noise(noise))
 
@@ -154,7 +154,7 @@ class TorchRunner:
         Safe to call from several threads.  On the GPU a call holds the lock only to queue its frame (upload,
         graph, download, all asynchronous through pinned buffers) and waits for the result outside it: while one
         frame computes, the next is queued and finished ones are copied out, so the GPU does not wait for the
-        Python around each frame (docs/performance.md, "The VapourSynth pipeline")."""
+        Python around each frame (docs/performance.md, "Frames queued from every thread")."""
         codes = plane.view(np.int16) if plane.dtype == np.uint16 else plane
         result = np.empty_like(plane) if out is None else out
         if self.device.type != "cuda":
