@@ -36,6 +36,8 @@ def main() -> int:
     ap.add_argument("--coded-fraction", type=float, default=0.0,
                     help="share of photos also written after MPEG-2, MPEG-4 part 2, H.264 or Cinepak coding "
                          "(sources delivered as video before the transcode)")
+    ap.add_argument("--soft-screen-fraction", type=float, default=0.0,
+                    help="share of synthetic screens also written soft (screen recordings scaled: soft text)")
     ap.add_argument("--flat", type=int, default=6, help="flat frames to add (black at 0 and 16, white, grey)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -48,7 +50,8 @@ def main() -> int:
                           downscale=args.downscale, max_side=args.max_side, min_side=args.min_side,
                           levels_fraction=args.levels_fraction, soft_fraction=args.soft_fraction,
                           recompressed_fraction=args.recompressed_fraction,
-                          coded_fraction=args.coded_fraction, flat=args.flat, seed=args.seed)
+                          coded_fraction=args.coded_fraction, soft_screen_fraction=args.soft_screen_fraction,
+                          flat=args.flat, seed=args.seed)
     print(f"wrote {report.written['train']} train and {report.written['val']} validation images to {args.out}; "
           f"skipped {len(report.skipped)}", file=sys.stderr)
     if not sum(report.written.values()):

@@ -156,3 +156,25 @@ def test_probe_quality_reports_qp_prediction_and_strengths(tmp_path, reference_f
     assert len(rows) == 4, result.stdout
     as_is, oracle = ([float(v) for v in rows[k].split(" | ")] for k in ("decoder as is", "each crop's own best factor (oracle)"))
     assert all(o >= a - 1e-6 for o, a in zip(oracle, as_is)), "the least-squares factor cannot do worse than 1"
+
+
+def test_make_soft_screens_writes_a_shifted_and_a_soft_copy(tmp_path):
+    import random
+
+    import numpy as np
+
+    from diffqe.train.corpus import screen_like
+
+    screen = screen_like(random.Random(3))
+    Image.fromarray(screen).save(tmp_path / "ui.png")
+    result = run_script("make_soft_screens.py", tmp_path / "ui.png", "--out", tmp_path / "soft")
+    assert result.returncode == 0, result.stderr
+    shift, soft = (np.asarray(Image.open(tmp_path / "soft" / f"ui_{k}.png")) for k in ("shift", "soft"))
+    assert shift.shape == soft.shape == screen.shape
+    x = screen.astype(np.float32)
+    assert np.array_equal(shift[:-1, :-1], np.rint((x[:-1, :-1] + x[1:, :-1] + x[:-1, 1:] + x[1:, 1:]) / 4))
+
+    def energy(y: np.ndarray) -> float:
+        return float(np.square(np.diff(y.astype(np.float32), axis=1)).mean())
+
+    assert energy(soft) < energy(shift) < energy(screen), "each copy softer than the screen, the soft one most"

@@ -215,6 +215,7 @@ def build_corpus(
     soft_fraction: float = 0.0,
     recompressed_fraction: float = 0.0,
     coded_fraction: float = 0.0,
+    soft_screen_fraction: float = 0.0,
     flat: int = 6,
     seed: int = 0,
 ) -> CorpusReport:
@@ -222,7 +223,9 @@ def build_corpus(
     are skipped and listed in the report; the split is by image and reproducible from ``seed``.
     ``levels_fraction`` of the photos get a second copy at other black/white levels (same split as the
     original), as do ``soft_fraction`` of them as a soft copy, ``recompressed_fraction`` as a JPEG-coded
-    copy and ``coded_fraction`` as a copy through an earlier video codec, and ``flat`` flat frames are added."""
+    copy and ``coded_fraction`` as a copy through an earlier video codec; ``soft_screen_fraction`` of the
+    synthetic screens also get a soft copy (screen recordings scaled or resampled: soft text), and ``flat`` flat
+    frames are added."""
     report = CorpusReport()
     entries = []
     rng = random.Random(seed)
@@ -260,7 +263,12 @@ def build_corpus(
     n_photos = sum(report.written.values()) - copies
     n_screens = math.ceil(screen_fraction * n_photos / max(1e-9, 1 - screen_fraction))
     for i in range(n_screens):
-        emit(f"screen_{i:04d}", screen_like(rng), "synthetic screen")
+        name = f"screen_{i:04d}"
+        y = screen_like(rng)
+        emit(name, y, "synthetic screen")
+        copy_rng = random.Random(f"{seed}:soft:{name}")  # its own stream, as the photos' copies
+        if soft_screen_fraction and copy_rng.random() < soft_screen_fraction:
+            emit(f"{name}_soft", soft_copy(y, copy_rng), "synthetic screen, soft", split_key=name)
     for name, y in flat_frames(rng, flat):
         emit(name, y, "flat frame")
     (out / "manifest.json").write_text(json.dumps({"seed": seed, "images": entries, "skipped": report.skipped}, indent=2))

@@ -1,0 +1,53 @@
+#!/usr/bin/env python3
+"""Soft copies of screen and text images, as screen recordings are once scaled or resampled, for the do-no-harm
+check on soft text (docs/results.md, "Soft text"): for each image NAME, OUT/NAME_shift.png (moved half a pixel
+up and left, bilinear: the mildest resampling there is) and OUT/NAME_soft.png (train.corpus.soft_copy: shrunk
+1.5-3x and scaled back up, drawn from a seed per name).  Then, e.g.:
+
+  python scripts/make_soft_screens.py data/corpus/val/screen_*.png --out data/soft_screens
+  python scripts/evaluate.py --images data/soft_screens --qps 22,27,32,37,42 --extra-qps "" --out soft.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+from _common import run
+from PIL import Image
+
+from diffqe.train.corpus import soft_copy
+
+
+def half_pixel_shift(y: np.ndarray) -> np.ndarray:
+    """Y moved half a pixel up and left, bilinear (each pixel the mean of four; the last row and column
+    repeated): the same size, so still on the codec's block grid."""
+    x = np.pad(y, ((0, 1), (0, 1)), mode="edge").astype(np.float32)
+    return np.rint((x[:-1, :-1] + x[1:, :-1] + x[:-1, 1:] + x[1:, 1:]) / 4).astype(np.uint8)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("images", nargs="+", type=Path)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    for path in args.images:
+        try:  # corpus images are 8-bit luma already; others are taken as their grey
+            with Image.open(path) as im:
+                y = np.asarray(im.convert("L"))
+        except OSError as e:
+            raise ValueError(f"{path}: not a readable image ({e})") from None
+        for kind, plane in (("shift", half_pixel_shift(y)),
+                            ("soft", soft_copy(y, random.Random(f"{args.seed}:{path.stem}")))):
+            Image.fromarray(plane).save(args.out / f"{path.stem}_{kind}.png")
+    print(f"wrote {2 * len(args.images)} images to {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)
