@@ -4,7 +4,8 @@ check on soft text (docs/results.md, "Soft text"): for each image NAME, OUT/NAME
 up and left, bilinear: the mildest resampling there is) and OUT/NAME_soft.png (train.corpus.soft_copy: shrunk
 1.5-3x and scaled back up, drawn from a seed per name).  Then, e.g.:
 
-  python scripts/make_soft_screens.py data/corpus/val/screen_*.png --out data/soft_screens
+  python scripts/make_soft_screens.py data/corpus/val/*screen*.png --out data/soft_screens
+  python scripts/make_soft_screens.py --synthetic 6 --out data/fresh_screens    # screens no model trained on
   python scripts/evaluate.py --images data/soft_screens --qps 22,27,32,37,42 --extra-qps "" --out soft.md
 """
 
@@ -19,7 +20,7 @@ import numpy as np
 from _common import run
 from PIL import Image
 
-from diffqe.train.corpus import soft_copy
+from diffqe.train.corpus import screen_like, soft_copy
 
 
 def half_pixel_shift(y: np.ndarray) -> np.ndarray:
@@ -31,21 +32,32 @@ def half_pixel_shift(y: np.ndarray) -> np.ndarray:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("images", nargs="+", type=Path)
+    ap.add_argument("images", nargs="*", type=Path)
+    ap.add_argument("--synthetic", type=int, default=0,
+                    help="also this many synthetic screens (train.corpus.screen_like) that no corpus holds (drawn "
+                         "from seeds 100000 on), written crisp as well")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    if not args.images and not args.synthetic:
+        ap.error("give images and/or --synthetic N")
     args.out.mkdir(parents=True, exist_ok=True)
+    sources = []
     for path in args.images:
         try:  # corpus images are 8-bit luma already; others are taken as their grey
             with Image.open(path) as im:
-                y = np.asarray(im.convert("L"))
+                sources.append((path.stem, np.asarray(im.convert("L"))))
         except OSError as e:
             raise ValueError(f"{path}: not a readable image ({e})") from None
-        for kind, plane in (("shift", half_pixel_shift(y)),
-                            ("soft", soft_copy(y, random.Random(f"{args.seed}:{path.stem}")))):
-            Image.fromarray(plane).save(args.out / f"{path.stem}_{kind}.png")
-    print(f"wrote {2 * len(args.images)} images to {args.out}", file=sys.stderr)
+    for k in range(args.synthetic):  # corpora draw their screens from one stream per corpus seed, never these
+        name, y = f"fresh_screen_{k:02d}", screen_like(random.Random(100000 + k))
+        Image.fromarray(y).save(args.out / f"{name}.png")
+        sources.append((name, y))
+    for name, y in sources:
+        soft = soft_copy(y, random.Random(f"{args.seed}:{name}"))
+        for kind, plane in (("shift", half_pixel_shift(y)), ("soft", soft)):
+            Image.fromarray(plane).save(args.out / f"{name}_{kind}.png")
+    print(f"wrote {2 * len(sources) + args.synthetic} images to {args.out}", file=sys.stderr)
     return 0
 
 

@@ -178,3 +178,7 @@ def test_make_soft_screens_writes_a_shifted_and_a_soft_copy(tmp_path):
         return float(np.square(np.diff(y.astype(np.float32), axis=1)).mean())
 
     assert energy(soft) < energy(shift) < energy(screen), "each copy softer than the screen, the soft one most"
+    fresh = run_script("make_soft_screens.py", "--synthetic", "1", "--out", tmp_path / "fresh")
+    assert fresh.returncode == 0, fresh.stderr
+    assert sorted(f.name for f in (tmp_path / "fresh").iterdir()) == [
+        "fresh_screen_00.png", "fresh_screen_00_shift.png", "fresh_screen_00_soft.png"]
