@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -238,6 +238,16 @@ def build_corpus(
         report.written[split] += 1
         entries.append({"name": name, "split": split, "source": source, "height": y.shape[0], "width": y.shape[1]})
 
+    def copy_of(name: str, y: np.ndarray, kind: str, fraction: float,
+                make: Callable[[np.ndarray, random.Random], np.ndarray], source: str) -> bool:
+        """In FRACTION of cases, NAME's copy of KIND (MAKE), in NAME's split.  Each copy draws from its own
+        stream, so that adding a kind of copy leaves the rest of a corpus as it was.  Whether it was written."""
+        copy_rng = random.Random(f"{seed}:{kind}:{name}")
+        if not (fraction and copy_rng.random() < fraction):
+            return False
+        emit(f"{name}_{kind}", make(y, copy_rng), source, split_key=name)
+        return True
+
     images = find_images(sources)
     copies = 0
     for i, path in enumerate(images):
@@ -251,24 +261,18 @@ def build_corpus(
         emit(name, y, str(path))
         if levels_fraction and rng.random() < levels_fraction:
             emit(name + "_levels", other_levels(y, rng), f"{path} at other levels", split_key=name)
-        # Each copy draws from its own stream and does not count towards the screens' share, so that
-        # adding one leaves the rest of a corpus as it was.
+        # Copies do not count towards the screens' share, so that adding one leaves the rest of a corpus as it was.
         for kind, fraction, make in (("soft", soft_fraction, soft_copy),
                                      ("recompressed", recompressed_fraction, recompressed_copy),
                                      ("coded", coded_fraction, coded_copy)):
-            copy_rng = random.Random(f"{seed}:{kind}:{name}")
-            if fraction and copy_rng.random() < fraction:
-                emit(f"{name}_{kind}", make(y, copy_rng), f"{path}, {kind}", split_key=name)
-                copies += 1
+            copies += copy_of(name, y, kind, fraction, make, f"{path}, {kind}")
     n_photos = sum(report.written.values()) - copies
     n_screens = math.ceil(screen_fraction * n_photos / max(1e-9, 1 - screen_fraction))
     for i in range(n_screens):
         name = f"screen_{i:04d}"
         y = screen_like(rng)
         emit(name, y, "synthetic screen")
-        copy_rng = random.Random(f"{seed}:soft:{name}")  # its own stream, as the photos' copies
-        if soft_screen_fraction and copy_rng.random() < soft_screen_fraction:
-            emit(f"{name}_soft", soft_copy(y, copy_rng), "synthetic screen, soft", split_key=name)
+        copy_of(name, y, "soft", soft_screen_fraction, soft_copy, "synthetic screen, soft")
     for name, y in flat_frames(rng, flat):
         emit(name, y, "flat frame")
     (out / "manifest.json").write_text(json.dumps({"seed": seed, "images": entries, "skipped": report.skipped}, indent=2))
