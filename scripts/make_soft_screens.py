@@ -20,14 +20,7 @@ import numpy as np
 from _common import run
 from PIL import Image
 
-from diffqe.train.corpus import screen_like, soft_copy
-
-
-def half_pixel_shift(y: np.ndarray) -> np.ndarray:
-    """Y moved half a pixel up and left, bilinear (each pixel the mean of four; the last row and column
-    repeated): the same size, so still on the codec's block grid."""
-    x = np.pad(y, ((0, 1), (0, 1)), mode="edge").astype(np.float32)
-    return np.rint((x[:-1, :-1] + x[1:, :-1] + x[:-1, 1:] + x[1:, 1:]) / 4).astype(np.uint8)
+from diffqe.train.corpus import screen_like, soft_copy, subpixel_shift
 
 
 def main() -> int:
@@ -55,7 +48,7 @@ def main() -> int:
         sources.append((name, y))
     for name, y in sources:
         soft = soft_copy(y, random.Random(f"{args.seed}:{name}"))
-        for kind, plane in (("shift", half_pixel_shift(y)), ("soft", soft)):
+        for kind, plane in (("shift", subpixel_shift(y, 0.5, 0.5)), ("soft", soft)):
             Image.fromarray(plane).save(args.out / f"{name}_{kind}.png")
     print(f"wrote {2 * len(sources) + args.synthetic} images to {args.out}", file=sys.stderr)
     return 0

@@ -10,7 +10,8 @@
 # with 0.5 0.5 from step 3's (30 minutes each), step 9 as step 4 from step 4's weights, 40 minutes, with the
 # extra train.py arguments --flips 4 --mirror-weight 1.  QPS=22,27,32,37,42 codes the pairs at other QPs (the
 # GPU refinement of scripts/device_refine.sh); CODED=0.5 adds copies through earlier video codecs (step 14),
-# SOFT_SCREENS=0.5 soft copies of the synthetic screens (step 17).
+# SOFT_SCREENS=0.5 soft copies of the synthetic screens (step 17), SHIFTED_SCREENS=1 copies of them shifted by
+# a fraction of a pixel (step 18).
 # Rerunning the same command resumes.
 set -euo pipefail
 init=$1 out=$2 minutes=${3:-30} soft=${4:-0.5} recompressed=${5:-0.5}
@@ -20,7 +21,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 [ -f "$out/corpus/manifest.json" ] || $py "$here/make_corpus.py" --debian --max-side 768 --soft-fraction "$soft" \
     --recompressed-fraction "$recompressed" --coded-fraction "${CODED:-0}" \
-    --soft-screen-fraction "${SOFT_SCREENS:-0}" --out "$out/corpus" ${DEBIAN_CACHE:+--debian-cache "$DEBIAN_CACHE"}
+    --soft-screen-fraction "${SOFT_SCREENS:-0}" --shifted-screen-fraction "${SHIFTED_SCREENS:-0}" --out "$out/corpus" ${DEBIAN_CACHE:+--debian-cache "$DEBIAN_CACHE"}
 
 # Every copy, flat and screen, and every third other photo (sorted by name, from the third); all of val.
 rm -rf "$out/subset" && mkdir -p "$out/subset/train" "$out/subset/val"

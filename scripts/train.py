@@ -55,6 +55,9 @@ def main() -> int:
                     help="stage 3: weight of a second target, the starting weights' four-copy mirror ensemble")
     ap.add_argument("--mirror-copies", type=int, choices=(1, 2, 4), default=4,
                     help="stage 3 with --mirror-weight: mirrored copies the teacher averages (1: its plain output)")
+    ap.add_argument("--mirror-gate", action="store_true",
+                    help="stage 3 with --mirror-weight: on crops where the teacher's output is worse than the input, "
+                         "the reference is the second target instead")
     ap.add_argument("--z-targets", type=str, default="",
                     help="stages 2-3: a Z per QP from scripts/fit_z_table.py as the target instead of the encoder's Z")
     ap.add_argument("--model-config", type=Path, help="JSON with ModelConfig fields (stage 1; --variant overrides its variant)")

@@ -48,13 +48,13 @@ def test_corpus_builder_keeps_going_past_bad_images(tmp_path, reference_frames):
     result = run_script("make_corpus.py", "--images", tmp_path / "photos", "--out", out, "--downscale", "1",
                         "--val-fraction", "0.3", "--levels-fraction", "1", "--soft-fraction", "1",
                         "--recompressed-fraction", "1", "--coded-fraction", "1", "--soft-screen-fraction", "1",
-                        "--flat", "5")
+                        "--shifted-screen-fraction", "1", "--flat", "5")
     assert result.returncode == 0, result.stderr
     assert "corrupt.jpg: not a readable image" in result.stderr and "tiny.png: too small" in result.stderr
     assert "Traceback" not in result.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     by_name = {e["name"]: e for e in manifest["images"]}
-    photos = [e for e in manifest["images"] if e["source"] not in ("synthetic screen", "flat frame")
+    photos = [e for e in manifest["images"] if not e["source"].startswith(("synthetic screen", "flat frame"))
               and not e["name"].endswith(COPIES)]
     assert len(photos) == 4 and len(manifest["skipped"]) == 2
     for e in photos:  # each photo's copies stay in its split: no leak into validation
@@ -62,7 +62,13 @@ def test_corpus_builder_keeps_going_past_bad_images(tmp_path, reference_frames):
     flats = [e for e in manifest["images"] if e["source"] == "flat frame"]
     assert [e["name"].split("_")[1] for e in flats] == ["000", "016", "128", "235", "255"]
     screens = [e for e in manifest["images"] if e["source"] == "synthetic screen"]
-    assert screens and all(by_name[e["name"] + "_soft"]["split"] == e["split"] for e in screens)
+    assert screens and all(by_name[e["name"] + copy]["split"] == e["split"] for e in screens
+                           for copy in ("_soft", "_shift"))
+    for e in screens:  # resampled text: softer, but the same picture at the same brightness
+        crisp = np.asarray(Image.open(out / e["split"] / f"{e['name']}.png"))
+        shifted = np.asarray(Image.open(out / e["split"] / f"{e['name']}_shift.png"))
+        assert 0 < high_frequency(shifted) < 0.95 * high_frequency(crisp)
+        assert np.abs(shifted.astype(float).mean() - crisp.mean()) < 1.0
     assert {e["split"] for e in manifest["images"]} <= {"train", "val"}
     for e in manifest["images"]:
         y = np.asarray(Image.open(out / e["split"] / f"{e['name']}.png"))
@@ -81,6 +87,25 @@ def test_corpus_builder_keeps_going_past_bad_images(tmp_path, reference_frames):
             assert 25 < psnr(y, original) < 55
         elif e["source"] != "flat frame":
             assert y.min() >= 16 and y.max() <= 235  # limited range, as a decoder outputs it
+
+
+def test_screens_are_the_same_pictures_in_every_corpus_of_a_seed(tmp_path, reference_frames):
+    """Corpora built with other options must not number the same screen differently: a screen in one
+    corpus's validation split would otherwise be a training image of another (the leak of 2026-12-04)."""
+    write_real_images(tmp_path / "photos", reference_frames)
+    screens = {}
+    for options in (("--levels-fraction", "0", "--flat", "0"), ("--levels-fraction", "1", "--soft-fraction", "1")):
+        out = tmp_path / "_".join(options)
+        result = run_script("make_corpus.py", "--images", tmp_path / "photos", "--out", out, "--downscale", "1",
+                            "--screen-fraction", "0.5", *options)
+        assert result.returncode == 0, result.stderr
+        manifest = json.loads((out / "manifest.json").read_text())
+        screens[options] = {e["name"]: (e["split"], np.asarray(Image.open(out / e["split"] / f"{e['name']}.png")))
+                            for e in manifest["images"] if e["source"] == "synthetic screen"}
+    few, many = screens.values()
+    assert 0 < len(few) < len(many), "the second corpus has more photos, so more screens"
+    for name, (split, y) in few.items():
+        assert many[name][0] == split and np.array_equal(many[name][1], y), name
 
 
 def test_corpus_builder_fails_clearly_on_a_missing_folder(tmp_path):

@@ -108,6 +108,22 @@ def test_mirror_target_pulls_one_pass_towards_the_ensemble(tmp_path, tiny_cfg, t
     assert with_mirror < 0.7 * without, (without, with_mirror)
 
 
+def test_gated_mirror_target_keeps_the_ensemble_only_where_it_helps(tiny_cfg):
+    """--mirror-gate: a crop where the teacher's ensemble is worse than the input gets the reference as target."""
+    teacher = DiffQE(tiny_cfg).eval()
+    torch.manual_seed(0)
+    gt = torch.rand(4, 1, 32, 32)
+    y = (gt + 0.02 * torch.randn_like(gt)).clamp(0, 1)
+    y[2:] = gt[2:]  # lossless crops: any change the teacher makes there is a harm
+    noise = torch.randn(4, tiny_cfg.z_dim)
+    plain = mirror_target(teacher, y, noise)
+    gated = mirror_target(teacher, y, noise, gt=gt)
+    helps = patch_dpsnr(plain, gt, y) > 0
+    assert not helps[2:].any()
+    for i in range(4):
+        assert torch.equal(gated[i], plain[i] if helps[i] else gt[i]), i
+
+
 def test_mirror_target_needs_stage_3(tmp_path, tiny_cfg, tiny_pairs):
     pairs = load_pairs(tiny_pairs, "train")
     with pytest.raises(ValueError, match="stage 3"):

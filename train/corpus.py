@@ -117,6 +117,21 @@ def soft_copy(y: np.ndarray, rng: random.Random) -> np.ndarray:
     return np.asarray(small.resize((w, h), up))
 
 
+def subpixel_shift(y: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """Y moved DX pixels left and DY up (each in [0, 1]), bilinear, the last row and column repeated: the same
+    size, so still on the codec's block grid."""
+    x = np.pad(y, ((0, 1), (0, 1)), mode="edge").astype(np.float32)
+    top = (1 - dx) * x[:-1, :-1] + dx * x[:-1, 1:]
+    bottom = (1 - dx) * x[1:, :-1] + dx * x[1:, 1:]
+    return np.rint((1 - dy) * top + dy * bottom).astype(np.uint8)
+
+
+def shifted_copy(y: np.ndarray, rng: random.Random) -> np.ndarray:
+    """The picture resampled at a fraction of a pixel (0.2-0.8 along each axis): a screen recording scaled
+    or moved by a sub-pixel step, whose text and UI edges come out soft without losing their contrast."""
+    return subpixel_shift(y, rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8))
+
+
 def recompressed_copy(y: np.ndarray, rng: random.Random) -> np.ndarray:
     """The picture after an earlier generation of block-DCT coding (JPEG at quality 30-85; MPEG-2 and
     MPEG-4 part 2 sources carry the same 8x8 blocking and ringing).  As a reference it teaches the model
@@ -216,6 +231,7 @@ def build_corpus(
     recompressed_fraction: float = 0.0,
     coded_fraction: float = 0.0,
     soft_screen_fraction: float = 0.0,
+    shifted_screen_fraction: float = 0.0,
     flat: int = 6,
     seed: int = 0,
 ) -> CorpusReport:
@@ -224,8 +240,10 @@ def build_corpus(
     ``levels_fraction`` of the photos get a second copy at other black/white levels (same split as the
     original), as do ``soft_fraction`` of them as a soft copy, ``recompressed_fraction`` as a JPEG-coded
     copy and ``coded_fraction`` as a copy through an earlier video codec; ``soft_screen_fraction`` of the
-    synthetic screens also get a soft copy (screen recordings scaled or resampled: soft text), and ``flat`` flat
-    frames are added."""
+    synthetic screens also get a soft copy and ``shifted_screen_fraction`` a copy shifted by a fraction of a
+    pixel (screen recordings scaled or resampled: soft text), and ``flat`` flat frames are added.  Screen I is
+    drawn from a stream of its own, so that it is the same picture, in the same split, in every corpus of one
+    seed whatever its other options."""
     report = CorpusReport()
     entries = []
     rng = random.Random(seed)
@@ -270,9 +288,10 @@ def build_corpus(
     n_screens = math.ceil(screen_fraction * n_photos / max(1e-9, 1 - screen_fraction))
     for i in range(n_screens):
         name = f"screen_{i:04d}"
-        y = screen_like(rng)
+        y = screen_like(random.Random(f"{seed}:screen:{i}"))
         emit(name, y, "synthetic screen")
         copy_of(name, y, "soft", soft_screen_fraction, soft_copy, "synthetic screen, soft")
+        copy_of(name, y, "shift", shifted_screen_fraction, shifted_copy, "synthetic screen, shifted")
     for name, y in flat_frames(rng, flat):
         emit(name, y, "flat frame")
     (out / "manifest.json").write_text(json.dumps({"seed": seed, "images": entries, "skipped": report.skipped}, indent=2))

@@ -68,6 +68,9 @@ class TrainConfig:
     # mirrored copies the teacher averages (4, 2, or 1: its plain output, a quarter of the teacher's time, for
     # distilling a shipped model that already learnt its ensemble into another network: step 12)
     mirror_copies: int = 4
+    # stage 3: the mirror target only on crops where the teacher's ensemble beats the input; on the others the
+    # reference stands in for it, so that the student does not learn a harm the teacher does (step 18)
+    mirror_gate: bool = False
     # stages 2 and 3: a Z per QP (scripts/fit_z_table.py) as the Z target instead of the encoder's ("": encoder)
     z_targets: str = ""
 
@@ -129,13 +132,19 @@ def stage_loss(model: DiffQE, stage: int, y, gt, qp, noise, z_weight: float = 1.
 
 
 @torch.no_grad()
-def mirror_target(teacher: DiffQE, y: torch.Tensor, noise: torch.Tensor, copies: int = 4) -> torch.Tensor:
+def mirror_target(teacher: DiffQE, y: torch.Tensor, noise: torch.Tensor, copies: int = 4,
+                  gt: torch.Tensor | None = None) -> torch.Tensor:
     """The frozen TEACHER's inference output averaged over COPIES mirror images of each crop (4: the
     ``ensemble=4`` of the filter).  It beats one pass of the same weights at every QP and on every source
     measured (docs/results.md, "Mirror ensemble"), most where one pass invents detail; as a target it shows
-    a single pass what to drop, at no cost at inference."""
+    a single pass what to drop, at no cost at inference.  Given GT, crops where it is no better than the
+    input Y take GT instead (the teacher's harms, such as soft text sharpened, are not taught)."""
     z = teacher.estimator(y, noise)
-    return mirror_average(lambda x: teacher.decoder(x, z), y, copies).clamp(0, 1)
+    target = mirror_average(lambda x: teacher.decoder(x, z), y, copies).clamp(0, 1)
+    if gt is None:
+        return target
+    helps = patch_dpsnr(target.float(), gt, y) > 0
+    return torch.where(helps[:, None, None, None], target, gt)
 
 
 # Half-resolution positions the transplanted decoder's new head and tail are fitted on (train/transplant.py),
@@ -338,7 +347,8 @@ def train(run: Path, cfg: TrainConfig, model_cfg: ModelConfig | None, train_pair
         noise_gen.manual_seed(cfg.seed * 1_000_003 + step)
         noise = torch.randn(y.shape[0], model.cfg.z_dim, generator=noise_gen, device=device)
         with autocast():
-            mirror = mirror_target(teacher, y, noise, cfg.mirror_copies) if teacher is not None else None
+            mirror = (mirror_target(teacher, y, noise, cfg.mirror_copies, gt if cfg.mirror_gate else None)
+                      if teacher is not None else None)
             loss = stage_loss(model, cfg.stage, y, gt, qp, noise, cfg.z_weight, cfg.loss, mirror, cfg.mirror_weight,
                               z_table, cfg.harm_weight)
             if stills:
