@@ -42,7 +42,7 @@ def main() -> int:
                 sources.append((path.stem, np.asarray(im.convert("L"))))
         except OSError as e:
             raise ValueError(f"{path}: not a readable image ({e})") from None
-    for k in range(args.synthetic):  # corpora draw their screens from one stream per corpus seed, never these
+    for k in range(args.synthetic):  # corpora seed screen I with the string "SEED:screen:I", never these integers
         name, y = f"fresh_screen_{k:02d}", screen_like(random.Random(100000 + k))
         Image.fromarray(y).save(args.out / f"{name}.png")
         sources.append((name, y))
