@@ -162,9 +162,10 @@ def test_harm_weight_counts_only_the_patches_made_worse(tiny_pairs):
     assert recon_loss(half, gt, y, "dpsnr", harm=2).item() == pytest.approx(6.02, abs=0.1)
 
 
-def test_static_scene_check_tells_local_from_frame_wide_change(reference_frames):
+def test_static_scene_check_tells_local_from_frame_wide_change(reference_frames, capsys):
     """Real x265 random-access frames of one still: an identity filter moves exactly as its input and nothing
-    far from the input's changes; a filter that lifts every other frame by a code value moves everywhere."""
+    far from the input's changes; a filter that lifts every other frame by a code value moves everywhere.
+    Each still's figures go to stderr to 5 places."""
     still = Source("still", [reference_frames[0][:128, :192]])
     identity = lambda planes, intra: planes  # noqa: E731
 
@@ -176,6 +177,9 @@ def test_static_scene_check_tells_local_from_frame_wide_change(reference_frames)
     far = dict(re.findall(r"^\| (identity|pulsing) \| [\d.]+ \| [-+][\d.]+ \| ([\d.]+) \|$", text, re.M))
     assert float(rows["identity"]) == float(rows["decoded input"]) and float(far["identity"]) == 0
     assert float(rows["pulsing"]) > 0.5 and float(far["pulsing"]) > 0.1, text
+    per_still = dict(re.findall(r"^(identity|pulsing) +CRF 28 still still +input [\d.]+ output [\d.]+ excess ([-+]\d\.\d{5})$",
+                                capsys.readouterr().err, re.M))
+    assert float(per_still["identity"]) == 0 and float(per_still["pulsing"]) > 0.5, per_still
 
 
 def test_train_script_takes_a_model_config_and_a_variant(tmp_path, tiny_cfg, tiny_pairs):
