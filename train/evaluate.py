@@ -184,12 +184,14 @@ def temporal_change(enhancers: dict[str, Enhancer], images: list[Source], frames
         decoded = np.stack(Condition(crf=crf).code([src.frames[0]] * frames))
         moved = frame_change(decoded)
         near = dilate(moved > 0, reach)
-        base.append(float(moved.mean()))
+        still_in = float(moved.mean())
+        base.append(still_in)
         for name, enhance in enhancers.items():
             out = frame_change(enhance(decoded, False))
-            rows[name].append(float(out.mean()))
-            print(f"{name:10s} CRF {crf:g} still {src.name:30s} input {base[-1]:.5f} output {rows[name][-1]:.5f} "
-                  f"excess {rows[name][-1] - base[-1]:+.5f}", file=sys.stderr)  # per still, to 5 places
+            still_out = float(out.mean())
+            rows[name].append(still_out)
+            print(f"{name:10s} CRF {crf:g} still {src.name:30s} input {still_in:.5f} output {still_out:.5f} "
+                  f"excess {still_out - still_in:+.5f}", file=sys.stderr)  # per still, to 5 places
             far[name].append(float(out[~near].sum() / out.size))
     lines = [f"**Static scenes** ({len(images)} stills x {frames} frames, CRF {crf:g} RA): mean absolute frame-to-frame "
              "difference in code values; worst = the largest excess over the input's on any one still; far = the "
