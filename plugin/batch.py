@@ -381,7 +381,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if key in ("lossless", "no_fusion"):
             ap.add_argument(flag, action="store_true", default=None, help="as for diffqe enhance")
         else:
-            kind = (int if key in ("tile", "overlap", "seed", "ensemble", "temporal")
+            kind = (int if key in ("tile", "overlap", "seed", "ensemble", "temporal", "bits")
                     else float if key in ("crf", "strength", "segment_seconds") else str)
             ap.add_argument(flag, type=kind, help="as for diffqe enhance")
     args = ap.parse_args(argv)

@@ -47,7 +47,7 @@ MATROSKA = {".mkv", ".mka", ".mks"}
 
 # The options that change the enhanced video: segments made with others are not resumed from.
 VIDEO_OPTIONS = ("backend", "checkpoint", "tile", "overlap", "seed", "ensemble", "strength", "temporal", "no_fusion",
-                 "codec", "crf", "preset", "lossless")
+                 "bits", "codec", "crf", "preset", "lossless")
 
 
 class UserError(RuntimeError):
@@ -112,10 +112,33 @@ def frame_tags(video: ffmpeg.nodes.FilterableStream, stream: dict) -> ffmpeg.nod
     return video
 
 
+def output_pix_fmt(stream: dict, bits: int | None) -> str:
+    """The enhanced video's pixel format: the input's, or its layout (gray, 4:2:0, 4:2:2, 4:4:4) at BITS per
+    sample (--bits)."""
+    name = stream.get("pix_fmt", "yuv420p")
+    if bits is None:
+        return name
+    try:
+        luma, *chroma = av.VideoFormat(name, 16, 16).components
+    except ValueError:
+        raise UserError(f"--bits {bits}: the input's pixel format {name} is unknown to PyAV; leave --bits out") from None
+    if bits < luma.bits:
+        raise UserError(f"--bits {bits}: the input is {luma.bits}-bit ({name}); the output keeps at least its depth")
+    if bits == luma.bits:
+        return name
+    layout = "gray" if not chroma else "yuv" + {16: "444", 8: "420" if chroma[0].height == 8 else "422"}[chroma[0].width] + "p"
+    deeper = f"{layout}{bits}le"
+    try:
+        av.VideoFormat(deeper)
+    except ValueError:
+        raise UserError(f"--bits {bits}: ffmpeg has no {layout} format of that depth; use 10, 12 or 16") from None
+    return deeper
+
+
 def encoder_options(stream: dict, args: argparse.Namespace) -> dict:
     """ffmpeg's output options for the enhanced video: the encoder, and the input's pixel format, colour tags
     and field order (frame_tags marks the frames; this keeps ffmpeg from restating the order as "tb")."""
-    options: dict = {"pix_fmt": stream.get("pix_fmt", "yuv420p")}
+    options: dict = {"pix_fmt": output_pix_fmt(stream, args.bits)}
     for key, tag in (("color_range", "color_range"), ("color_primaries", "color_primaries"),
                      ("color_trc", "color_transfer"), ("colorspace", "color_space")):
         if stream.get(tag) and stream[tag] != "unknown":
@@ -209,7 +232,7 @@ def check_encoder(stream: dict, args: argparse.Namespace) -> None:
     if done.returncode:
         chosen = "--lossless (FFV1)" if args.lossless else f"--codec {args.codec} --crf {args.crf:g} --preset {args.preset}"
         raise UserError(f"ffmpeg cannot encode the output with {chosen} at pixel format "
-                        f"{stream.get('pix_fmt', 'yuv420p')}: {first_lines(done.stderr)}")
+                        f"{output_pix_fmt(stream, args.bits)}: {first_lines(done.stderr)}")
 
 
 def vspipe_reason(log: str) -> str | None:
@@ -324,7 +347,7 @@ def _encode(src: Path, stream: dict, segments: Segments, start: int, total: int 
                    "-a", f"fusion={int(not args.no_fusion)}"]
         if args.checkpoint:
             vs_args += ["-a", f"checkpoint={Path(args.checkpoint).resolve()}"]
-        for key in ("backend", "tile"):
+        for key in ("backend", "tile", "bits"):
             if getattr(args, key):
                 vs_args += ["-a", f"{key}={getattr(args, key)}"]
         vs_log = stack.enter_context(open(Path(tmp) / "vspipe.log", "w+"))
@@ -389,6 +412,9 @@ def parse_enhance(argv: list[str]) -> argparse.Namespace:
                    help="stabilise static regions over this many frames either side (default 2; 0: off)")
     p.add_argument("--no-fusion", action="store_true",
                    help="do not fuse neighbouring intra-coded frames (the fusion works on all-intra streams only)")
+    p.add_argument("--bits", type=int, metavar="DEPTH",
+                   help="write the video at this bit depth (default: the input's); 10 keeps the model's finer "
+                   "corrections of 8-bit sources (x265 Main10)")
     p.add_argument("--codec", default="libx265", help="ffmpeg video encoder (default libx265)")
     p.add_argument("--crf", type=float, default=18, help="encoder CRF (default 18: visually transparent)")
     p.add_argument("--preset", default="medium")
@@ -405,6 +431,8 @@ def parse_enhance(argv: list[str]) -> argparse.Namespace:
         p.error(f"--temporal: a radius in frames, >= 0 (got {args.temporal})")
     if not 0 <= args.strength <= MAX_STRENGTH:
         p.error(f"--strength: between 0 and {MAX_STRENGTH} (got {args.strength})")
+    if args.bits is not None and not 8 <= args.bits <= 16:
+        p.error(f"--bits: a depth from 8 to 16 (got {args.bits})")
     if args.segment_seconds <= 0:
         p.error(f"--segment-seconds: a length in seconds, > 0 (got {args.segment_seconds})")
     if args.quiet:

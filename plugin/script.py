@@ -44,5 +44,6 @@ def output_from_args(args: dict) -> None:
         strength=_number(args, "strength", float, 1.0),
         temporal=_number(args, "temporal", int, 2),
         fusion=_number(args, "fusion", int, 1) != 0,
+        bits=_number(args, "bits", int, None),
     )
     clip.set_output()

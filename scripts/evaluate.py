@@ -11,6 +11,7 @@ clips encoded on the fly with x265; every enhancer sees the same encodes.
   python scripts/evaluate.py --images data/corpus/val --qps "" --static 6 --temporal 0,2   # and the stabilisation
   python scripts/evaluate.py --images a.png b.png --fade 1 --qps "" --crf 28 --temporal 0,2     # on fades
   python scripts/evaluate.py --clips data/clips/*.mkv --max-frames 12 --temporal 2 --fusion   # and the fusion
+  python scripts/evaluate.py --images data/corpus/val --bits 8,10        # 8-bit input enhanced to 10-bit output
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ def main() -> int:
     ap.add_argument("--fusion", type=Path, nargs="?", const=fusion.SHIPPED,
                     help="also run each checkpoint with the temporal fusion (these weights; default: the shipped "
                          "ones) on all-intra encodes, at each --temporal radius up to 2 (rows 'NAME t2 f')")
+    ap.add_argument("--bits", type=ints, default=[8],
+                    help="output bit depths: above 8, the input shifted up first, as the filter's bits (e.g. 8,10)")
     ap.add_argument("--out", type=Path, help="write the markdown table here (default: stdout)")
     args = ap.parse_args()
     if not set(args.ensemble) <= set(FLIPS):
@@ -81,6 +84,8 @@ def main() -> int:
         ap.error("--temporal: radii must be >= 0")
     if not all(0 <= s <= MAX_STRENGTH for s in args.strength):
         ap.error(f"--strength: scales must be between 0 and {MAX_STRENGTH}")
+    if not all(8 <= b <= 16 for b in args.bits):
+        ap.error("--bits: depths must be between 8 and 16")
     if args.fusion and not max(args.temporal):
         ap.error("--fusion needs a --temporal radius above 0 (the frames it fuses), e.g. --temporal 2")
     device = pick_device(args.device)
@@ -88,10 +93,11 @@ def main() -> int:
     enhancers = {}
     for name, stem in args.checkpoint or [("shipped", str(checkpoint.SHIPPED))]:
         model = checkpoint.load(Path(stem))[0].to(device)
-        for k in args.ensemble:
-            for (s, r, f), enhancer in model_enhancers(model, args.seed, k, args.temporal, args.strength, net).items():
-                enhancers[name + (f" x{k}" if k > 1 else "") + (f" s{s:g}" if s != 1 else "")
-                          + (f" t{r}" if r else "") + (" f" if f else "")] = enhancer
+        for k, bits in ((k, b) for k in args.ensemble for b in args.bits):
+            for (s, r, f), enhancer in model_enhancers(model, args.seed, k, args.temporal, args.strength, net,
+                                                       bits).items():
+                enhancers[name + (f" x{k}" if k > 1 else "") + (f" b{bits}" if bits != 8 else "")
+                          + (f" s{s:g}" if s != 1 else "") + (f" t{r}" if r else "") + (" f" if f else "")] = enhancer
     enhancers |= {name: ffmpeg_enhancer(vf) for name, vf in args.ffmpeg_filter}
     sources = load_sources(args.images, args.clips, args.max_frames, args.clip_downscale)
     if args.fade:

@@ -16,8 +16,9 @@ import pytest
 
 from conftest import SAMPLES
 from diffqe.model import checkpoint
+from diffqe.plugin.cli import output_pix_fmt
 from diffqe.train.codec import read_video_luma
-from diffqe.train.metrics import frame_change
+from diffqe.train.metrics import frame_change, psnr
 
 
 def diffqe(*args, cwd=None) -> subprocess.CompletedProcess:
@@ -75,6 +76,36 @@ def test_ten_bit_in_ten_bit_out(tmp_path):
     assert result.returncode == 0, result.stderr
     assert streams(out)[2] == "yuv420p10le"
     assert read_video_luma(out)[0].dtype == np.uint16
+    lower = diffqe("enhance", src, tmp_path / "out8.mkv", "--bits", "8")
+    assert lower.returncode == 2 and "the input is 10-bit" in lower.stderr and not (tmp_path / "out8.mkv").exists()
+
+
+@pytest.mark.parametrize("pix_fmt, bits, written", [("yuv420p", 10, "yuv420p10le"), ("yuvj422p", 12, "yuv422p12le"),
+                                                    ("yuv444p", 16, "yuv444p16le"), ("gray", 10, "gray10le"),
+                                                    ("nv12", 10, "yuv420p10le"), ("yuv420p10le", 10, "yuv420p10le"),
+                                                    ("yuv420p", None, "yuv420p")])
+def test_bits_picks_the_inputs_layout_at_that_depth(pix_fmt, bits, written):
+    assert output_pix_fmt({"pix_fmt": pix_fmt}, bits) == written
+
+
+def test_bits_writes_an_8_bit_input_at_10_bits(tmp_path):
+    """--bits 10: the output's luma, a quarter of its code values, is closer to the reference than the decoded
+    input; chroma is the input's shifted up; a depth outside 8..16 or below the input's is refused up front."""
+    out = tmp_path / "out10.mkv"
+    result = diffqe("enhance", SAMPLES / "sample.mp4", out, "--backend", "ort-cpu", "--lossless", "--quiet", "--bits", "10")
+    assert result.returncode == 0, result.stderr
+    assert streams(out)[2] == "yuv420p10le"
+    enhanced, decoded = read_video_luma(out), read_video_luma(SAMPLES / "sample.mp4")
+    reference = read_video_luma(SAMPLES / "reference.mkv")
+    assert len(enhanced) == 8 and enhanced[0].dtype == np.uint16
+    before = np.mean([psnr(d, r) for d, r in zip(decoded, reference)])
+    assert np.mean([psnr(e / 4, r) for e, r in zip(enhanced, reference)]) > before
+    with av.open(str(out)) as a, av.open(str(SAMPLES / "sample.mp4")) as b:
+        fa, fb = next(a.decode(video=0)), next(b.decode(video=0))
+        assert np.array_equal(fa.to_ndarray()[fa.height:], fb.to_ndarray()[fb.height:].astype(np.uint16) * 4)
+    for depth, said in (("20", "--bits: a depth from 8 to 16"), ("7", "--bits: a depth from 8 to 16")):
+        bad = diffqe("enhance", SAMPLES / "sample.mp4", tmp_path / "bad.mkv", "--bits", depth)
+        assert bad.returncode == 2 and said in bad.stderr and not (tmp_path / "bad.mkv").exists()
 
 
 def test_aspect_ratio_and_field_order_survive(tmp_path):

@@ -135,6 +135,24 @@ def test_strength_scales_the_correction(sample, backend):
         enhance(sample, backend=backend, strength=2.5)
 
 
+def test_bits_keeps_the_correction_below_one_code_value(sample):
+    """bits=10 on the 8-bit sample: chroma shifted up exactly, luma within a code value of four times the 8-bit
+    output, and closer to the lossless reference than it (what rounding to 8 bits drops); bits below the
+    clip's or on a float clip are refused."""
+    reference = read_video_luma(SAMPLES / "reference.mkv")
+    out8, out10 = (enhance(sample, backend="torch-cpu", temporal=0, bits=b) for b in (None, 10))
+    assert out10.format.id == sample.format.replace(bits_per_sample=10).id
+    src, a, b = (clip.get_frame(2) for clip in (sample, out8, out10))
+    assert all(np.array_equal(c10, c8.astype(np.uint16) * 4) for c8, c10 in zip(planes(src)[1:], planes(b)[1:]))
+    y8, y10 = planes(a)[0].astype(np.float64), planes(b)[0].astype(np.float64) / 4
+    assert np.abs(y10 - y8).max() <= 1 and not np.array_equal(y10, np.rint(y10))
+    assert psnr(y10, reference[2]) > psnr(y8, reference[2])
+    with pytest.raises(vs.Error, match="bits must be between the clip's 10 and 16"):
+        enhance(core.resize.Point(sample, format=vs.YUV420P10), backend="torch-cpu", bits=8)
+    with pytest.raises(vs.Error, match="is float"):
+        enhance(core.resize.Point(sample, format=vs.YUV420PS), backend="torch-cpu", bits=16)
+
+
 @pytest.mark.parametrize(
     "make, message",
     [

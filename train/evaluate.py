@@ -88,27 +88,34 @@ Enhancer = Callable[[np.ndarray, bool], np.ndarray]  # (decoded [T,H,W], every f
 
 
 def model_enhancers(model: DiffQE, seed: int, ensemble: int, radii: list[int], strengths: list[float],
-                    fusion: FusionNet | None = None) -> dict[tuple[float, int, bool], Enhancer]:
+                    fusion: FusionNet | None = None, bits: int = 8) -> dict[tuple[float, int, bool], Enhancer]:
     """Per (strength, radius, fused), the model per frame with its correction scaled (model.inference), fused
     over up to that many frames either side where every frame is intra-coded (model.fusion; with FUSION only),
     then stabilised over them (model.temporal), as the filter.  All of them share one model pass per input:
-    ``evaluate`` and ``temporal_change`` hand every enhancer the same array."""
-    last: dict = {"input": None}  # the last input array: its tensor, the model's output, rounded per strength
+    ``evaluate`` and ``temporal_change`` hand every enhancer the same array.  BITS above 8: the 8-bit input
+    shifted up to that depth first and everything done there, as the filter's ``bits`` does; the output comes
+    back as float in 8-bit code values, so that it scores against the 8-bit reference."""
+    shift, peak = bits - 8, (1 << bits) - 1
+    last: dict = {"input": None}  # the last input array: its codes, tensor and model output, rounded per strength
 
     def per_frame(planes: np.ndarray, strength: float) -> np.ndarray:
         if last["input"] is not planes:
-            y = to_tensor(planes, 255, next(model.parameters()).device)
-            last.update(input=planes, y=y, out=restore(model, y, seed=seed, ensemble=ensemble), rounded={})
+            codes = planes.astype(np.uint16) << shift if shift else planes
+            y = to_tensor(codes, peak, next(model.parameters()).device)
+            last.update(input=planes, codes=codes, y=y, out=restore(model, y, seed=seed, ensemble=ensemble), rounded={})
         if strength not in last["rounded"]:  # each radius reads the same rounded output
-            last["rounded"][strength] = to_planes(scale_correction(last["y"], last["out"], strength), 255, planes.dtype)
+            last["rounded"][strength] = to_planes(scale_correction(last["y"], last["out"], strength), peak,
+                                                  last["codes"].dtype)
         return last["rounded"][strength]
 
     def enhancer(strength: float, radius: int, fused: bool) -> Enhancer:
         def run(planes: np.ndarray, intra: bool) -> np.ndarray:
             out = per_frame(planes, strength)
+            codes = last["codes"]
             if fused and intra and radius:
-                out = fuse_clip(fusion, planes, out, min(radius, FUSION_RADIUS))
-            return stabilise_clip(planes, out, radius)
+                out = fuse_clip(fusion, codes, out, min(radius, FUSION_RADIUS), peak)
+            out = stabilise_clip(codes, out, radius, peak / 255)
+            return out.astype(np.float32) / (1 << shift) if shift else out
         return run
 
     return {(s, r, f): enhancer(s, r, f) for s in strengths for r in radii
@@ -138,12 +145,12 @@ Table = dict[str, dict[str, list[tuple[str, Score]]]]  # enhancer -> condition -
 
 
 def evaluate(enhancers: dict[str, Enhancer], sources: list[Source], conditions: list[Condition],
-             paper_qps: tuple[int, ...]) -> tuple[Table, dict[str, int]]:
+             paper_qps: tuple[int, ...]) -> tuple[Table, dict[str, float]]:
     """Each source is coded once per condition and given to every enhancer; adds "mixed" over the paper's
     QPs that were run.  Also returns, per enhancer, the largest change it made to a source the codec kept
     lossless (flat and black frames): that must stay within one code value."""
     table: Table = {name: {} for name in enhancers}
-    lossless = {name: 0 for name in enhancers}
+    lossless = {name: 0.0 for name in enhancers}
     for cond in conditions:
         for src in sources:
             decoded = cond.code(src.frames)
@@ -155,9 +162,9 @@ def evaluate(enhancers: dict[str, Enhancer], sources: list[Source], conditions: 
             for name, enhance in enhancers.items():
                 enhanced = enhance(planes, cond.qp is not None)
                 if kept:
-                    change = int(max(np.abs(e.astype(np.int32) - r).max() for e, r in zip(enhanced, src.frames)))
+                    change = float(max(np.abs(e.astype(np.float32) - r).max() for e, r in zip(enhanced, src.frames)))
                     lossless[name] = max(lossless[name], change)
-                    print(f"{name:10s} {cond.label:12s} {src.name:30s} lossless input; largest change {change} "
+                    print(f"{name:10s} {cond.label:12s} {src.name:30s} lossless input; largest change {change:g} "
                           "code values", file=sys.stderr)
                     continue
                 psnr_out, ssim_out = frame_scores(enhanced, src.frames)
@@ -202,7 +209,7 @@ def temporal_change(enhancers: dict[str, Enhancer], images: list[Source], frames
     return "\n".join(lines) + "\n"
 
 
-def markdown(table: Table, title: str, lossless: dict[str, int] | None = None) -> str:
+def markdown(table: Table, title: str, lossless: dict[str, float] | None = None) -> str:
     """Three tables, enhancers as rows and conditions as columns: mean dPSNR, mean dSSIM, and the worst
     single source's dPSNR (a filter must not harm any one clip); then the lossless sources' largest change."""
     first = next(iter(table.values()))  # every enhancer saw the same sources: the inputs' figures from one
@@ -220,5 +227,5 @@ def markdown(table: Table, title: str, lossless: dict[str, int] | None = None) -
         parts.append("")
     if lossless:
         parts += ["Sources the codec kept lossless (flat and black frames), largest change in code values: "
-                  + ", ".join(f"{name} {v}" for name, v in lossless.items()), ""]
+                  + ", ".join(f"{name} {v:g}" for name, v in lossless.items()), ""]
     return "\n".join(parts)
