@@ -147,9 +147,9 @@ def enhance(
     :param bits:       output bit depth of an integer clip, from its own up to 16; None: its own.  The clip is
                        shifted up to it first, chroma too (an 8-bit code value v becomes 4v at 10 bits), and
                        enhanced there, so that the model's correction keeps what it has below one code value of
-                       the source instead of rounding it away: the most on clean sources (8-bit photos coded at
-                       QP 22, 10 bits against 8: +0.37 dB more; docs/results.md, "Output bit depth").  For a
-                       re-encode at 10 bits (x265's Main10), which costs no more bits than 8.
+                       the source instead of rounding it away: the most on clean sources (held-out 8-bit photos
+                       coded at QP 22: +0.65 dB at 10 bits against +0.37 at 8; docs/results.md, "Output bit
+                       depth").  For re-encoding at 10 bits (x265's Main10).
     :param engine_dir: where ONNX graphs and TensorRT engines are cached (default: engines/).
 
     Frame properties set: ``DiffQE_ZMean``, ``DiffQE_ZStd`` (a summary of the estimated Z),
