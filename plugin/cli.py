@@ -121,12 +121,15 @@ def output_pix_fmt(stream: dict, bits: int | None) -> str:
     try:
         luma, *chroma = av.VideoFormat(name, 16, 16).components
     except ValueError:
-        raise UserError(f"--bits {bits}: the input's pixel format {name} is unknown to PyAV; leave --bits out") from None
+        raise UserError(f"--bits {bits}: the input's pixel format {name} is unknown to PyAV; leave --bits "
+                        "out") from None
     if bits < luma.bits:
         raise UserError(f"--bits {bits}: the input is {luma.bits}-bit ({name}); the output keeps at least its depth")
     if bits == luma.bits:
         return name
-    layout = "gray" if not chroma else "yuv" + {16: "444", 8: "420" if chroma[0].height == 8 else "422"}[chroma[0].width] + "p"
+    # PyAV states the chroma planes' size for a 16x16 frame: 16 wide is 4:4:4, 8 wide and 8 high 4:2:0.
+    subsampling = "444" if chroma and chroma[0].width == 16 else "420" if chroma and chroma[0].height == 8 else "422"
+    layout = f"yuv{subsampling}p" if chroma else "gray"
     deeper = f"{layout}{bits}le"
     try:
         av.VideoFormat(deeper)

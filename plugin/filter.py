@@ -112,9 +112,9 @@ def enhance(
 
     Per frame, the estimator sees the whole luma plane and returns the feature vector Z; the decoder then
     restores the plane, whole or in tiles; static regions are then stabilised across frames.  Chroma passes
-    through bit-identical; the output has the input's format (at ``bits`` per sample if given), size and frame count.  Interlaced frames (a
-    ``_FieldBased`` of 1 or 2 on frame 0, as source filters set it) are enhanced field by field and woven back:
-    their two fields are pictures taken at different times.
+    through bit-identical; the output has the input's format (at ``bits`` per sample if given), size and frame
+    count.  Interlaced frames (a ``_FieldBased`` of 1 or 2 on frame 0, as source filters set it) are enhanced
+    field by field and woven back: their two fields are pictures taken at different times.
 
     :param clip:       GRAY or YUV (4:2:0, 4:2:2, 4:4:4), integer 8-16 bit or 32-bit float.
     :param backend:    ``Backend.*`` settings or a name: "trt", "ort-trt", "ort-cuda", "torch",
