@@ -44,6 +44,19 @@ def test_evaluate_writes_a_markdown_table(tmp_path):
     assert re.search(r"^\| shipped x2 \| [-+]\d", table, re.M), "and one for its mirror ensemble"
 
 
+def test_evaluate_bits_scores_10_bit_output_against_the_8_bit_reference(tmp_path):
+    """On a clean encode (QP 22) most of the correction is below one 8-bit code value: the 10-bit output keeps
+    it and scores higher; --bits outside 8..16 is refused."""
+    out = tmp_path / "table.md"
+    result = run_script("evaluate.py", "--clips", SAMPLES / "reference.mkv", "--max-frames", "2", "--qps", "",
+                        "--extra-qps", "22", "--bits", "8,10", "--out", out)
+    assert result.returncode == 0, result.stderr
+    dpsnr = dict(re.findall(r"^\| (shipped|shipped b10) \| ([-+][\d.]+) \|$", out.read_text(), re.M)[:2])
+    assert float(dpsnr["shipped b10"]) > float(dpsnr["shipped"]), out.read_text()
+    refused = run_script("evaluate.py", "--clips", SAMPLES / "reference.mkv", "--bits", "7")
+    assert refused.returncode == 2 and "--bits: depths must be between 8 and 16" in refused.stderr
+
+
 def test_evaluate_fusion_rows_fuse_all_intra_encodes_only(tmp_path):
     out = tmp_path / "table.md"
     result = run_script("evaluate.py", "--clips", SAMPLES / "reference.mkv", "--max-frames", "3", "--qps", "32",
