@@ -229,13 +229,14 @@ def check_encoder(stream: dict, args: argparse.Namespace) -> None:
     """Open the encoder as the job will, on one black frame, so that a wrong --codec, --crf or --preset fails
     at once with the encoder's own words, not after the model has run (or for every file of a batch)."""
     frame = ffmpeg.input("color=c=black:s=256x256", format="lavfi")
-    cmd = ffmpeg.output(frame, "-", format="null", vframes=1, **encoder_options(stream, args)).compile()
+    options = encoder_options(stream, args)
+    cmd = ffmpeg.output(frame, "-", format="null", vframes=1, **options).compile()
     done = subprocess.run(cmd[:1] + ["-hide_banner", "-nostdin", "-v", "error"] + cmd[1:], capture_output=True,
                           text=True)
     if done.returncode:
         chosen = "--lossless (FFV1)" if args.lossless else f"--codec {args.codec} --crf {args.crf:g} --preset {args.preset}"
         raise UserError(f"ffmpeg cannot encode the output with {chosen} at pixel format "
-                        f"{output_pix_fmt(stream, args.bits)}: {first_lines(done.stderr)}")
+                        f"{options['pix_fmt']}: {first_lines(done.stderr)}")
 
 
 def vspipe_reason(log: str) -> str | None:
