@@ -211,7 +211,9 @@ def test_calibrate_fusion_scores_each_fine_share_against_none(corpus):
     assert float(rows[0][2]) == 0 and rows[0][3] == "0", "none, held against itself, loses nothing"
     safe = float(re.search(r"^largest fine share with no video losing over 0.01 dB: ([\d.]+)", result.stdout,
                            re.M)[1])
-    assert safe == max(float(r[0]) for r in rows if float(r[2]) >= -0.01), result.stdout
+    # The worst column is rounded to 3 places (-0.010 may be a loss of 0.0103), so the count decides.
+    assert safe == max(float(r[0]) for r in rows if r[3] == "0"), result.stdout
+    assert all(float(r[2]) >= -0.01 if r[3] == "0" else float(r[2]) <= -0.01 for r in rows), result.stdout
 
 
 def test_calibrate_fusion_scores_each_still_against_per_frame(corpus):
