@@ -7,11 +7,13 @@ import subprocess
 
 import numpy as np
 import pytest
+import torch
 import vapoursynth as vs
 
 from conftest import ROOT, SAMPLES
 from diffqe.model import checkpoint
-from diffqe.model.inference import enhance_planes
+from diffqe.model.inference import enhance_planes, to_tensor
+from diffqe.model.mirror import mirror_average
 from diffqe.plugin import enhance
 from diffqe.train.codec import read_video_luma
 from diffqe.train.metrics import psnr
@@ -116,7 +118,19 @@ def test_mirror_ensemble_is_what_the_model_gives_and_mirror_symmetric(sample):
     # than rounding (step 18's weights: one pixel of the last row by 2).
     symmetric = np.abs(luma[4, False] - luma[4, True][::-1, ::-1])
     assert symmetric[8:-8].max() <= 1 and symmetric.max() <= 2
-    assert np.abs(luma[1, False] - luma[1, True][::-1, ::-1]).max() > 1
+    # With Z held (the estimator sees the mirrored frame, above) and no padding (176 rows), the four-copy mean is
+    # mirror-symmetric to float precision and one pass is not; trained towards the ensemble (steps 9-24), one
+    # pass's asymmetry is mostly below a code value, so it is measured unrounded.
+    t = to_tensor(y[:176], 255)
+    z = model.estimate(t)
+
+    @torch.no_grad()
+    def asymmetry(k: int) -> float:
+        ahead = mirror_average(lambda u: model.decoder(u, z), t, k)
+        back = mirror_average(lambda u: model.decoder(u, z), t.flip(-1, -2), k).flip(-1, -2)
+        return float((ahead - back).abs().max()) * 255
+
+    assert asymmetry(4) < 0.01 and asymmetry(1) > 0.1
     whole_frame = np.array(enhance(clip, backend="torch-cpu", ensemble=4).get_frame(1)[0]).astype(int)
     assert np.abs(whole_frame - luma[4, False]).max() <= 1
 
