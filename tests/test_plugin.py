@@ -118,9 +118,9 @@ def test_mirror_ensemble_is_what_the_model_gives_and_mirror_symmetric(sample):
     # than rounding (step 18's weights: one pixel of the last row by 2).
     symmetric = np.abs(luma[4, False] - luma[4, True][::-1, ::-1])
     assert symmetric[8:-8].max() <= 1 and symmetric.max() <= 2
-    # With Z held (the estimator sees the mirrored frame, above) and no padding (176 rows), the four-copy mean is
-    # mirror-symmetric to float precision and one pass is not; trained towards the ensemble (steps 9-24), one
-    # pass's asymmetry is mostly below a code value, so it is measured unrounded.
+    # Above, the mirrored clip gets its own Z from the estimator. Here Z is held and there is no padding (176 rows),
+    # so the four-copy mean is mirror-symmetric to float precision and one pass is not; trained towards the
+    # ensemble (steps 9-24), one pass's asymmetry is mostly below a code value, so it is measured unrounded.
     t = to_tensor(y[:176], 255)
     z = model.estimate(t)
 
