@@ -120,14 +120,17 @@ def test_mirror_ensemble_is_what_the_model_gives_and_mirror_symmetric(sample):
     assert symmetric[8:-8].max() <= 1 and symmetric.max() <= 2
     # Above, the mirrored clip gets its own Z from the estimator. Here Z is held and there is no padding (176 rows),
     # so the four-copy mean is mirror-symmetric to float precision and one pass is not; trained towards the
-    # ensemble (steps 9-24), one pass's asymmetry is mostly below a code value, so it is measured unrounded.
+    # ensemble (from step 9 on), one pass's asymmetry is mostly below a code value, so it is measured unrounded.
     t = to_tensor(y[:176], 255)
     z = model.estimate(t)
 
+    def decode(u: torch.Tensor) -> torch.Tensor:
+        return model.decoder(u, z)
+
     @torch.no_grad()
     def asymmetry(k: int) -> float:
-        ahead = mirror_average(lambda u: model.decoder(u, z), t, k)
-        back = mirror_average(lambda u: model.decoder(u, z), t.flip(-1, -2), k).flip(-1, -2)
+        ahead = mirror_average(decode, t, k)
+        back = mirror_average(decode, t.flip(-1, -2), k).flip(-1, -2)
         return float((ahead - back).abs().max()) * 255
 
     assert asymmetry(4) < 0.01 and asymmetry(1) > 0.1
