@@ -25,7 +25,7 @@ from _common import run
 from diffqe.model import checkpoint, fusion
 from diffqe.model.inference import MAX_STRENGTH
 from diffqe.model.mirror import FLIPS
-from diffqe.train.evaluate import (Condition, evaluate, faded, ffmpeg_enhancer, load_sources, markdown,
+from diffqe.train.evaluate import (Condition, evaluate, faded, ffmpeg_enhancer, full_range, load_sources, markdown,
                                    model_enhancers, temporal_change)
 from diffqe.train.loop import pick_device
 from diffqe.train.pairs import PAPER_QPS
@@ -62,6 +62,8 @@ def main() -> int:
     ap.add_argument("--crf", type=float, nargs="*", default=[], help="random-access x265 CRF encodes")
     ap.add_argument("--fade", type=float, nargs="+", default=[],
                     help="turn each image into a 12-frame fade to black at these code values per frame")
+    ap.add_argument("--full-range", action="store_true",
+                    help="stretch every source from limited range (16..235) to full range (0..255) first")
     ap.add_argument("--static", type=int, default=0, help="flicker check on this many of the images as static clips")
     ap.add_argument("--static-crf", type=float, nargs="+", default=[28], help="CRFs the static clips are coded at")
     ap.add_argument("--seed", type=int, default=0)
@@ -100,6 +102,8 @@ def main() -> int:
                           + (f" s{s:g}" if s != 1 else "") + (f" t{r}" if r else "") + (" f" if f else "")] = enhancer
     enhancers |= {name: ffmpeg_enhancer(vf) for name, vf in args.ffmpeg_filter}
     sources = load_sources(args.images, args.clips, args.max_frames, args.clip_downscale)
+    if args.full_range:
+        sources = [full_range(s) for s in sources]
     if args.fade:
         images = [s for s in sources if len(s.frames) == 1]
         sources = [faded(s, 12, step) for step in args.fade for s in images] + [s for s in sources if len(s.frames) > 1]

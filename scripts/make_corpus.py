@@ -40,6 +40,9 @@ def main() -> int:
                     help="share of synthetic screens also written soft (screen recordings scaled: soft text)")
     ap.add_argument("--shifted-screen-fraction", type=float, default=0.0,
                     help="share of synthetic screens also written shifted by a fraction of a pixel (resampled text)")
+    ap.add_argument("--screen-levels-fraction", type=float, default=0.0,
+                    help="share of synthetic screens, soft and shifted copies included, also written at other "
+                         "black/white levels (full-range screen captures)")
     ap.add_argument("--flat", type=int, default=6, help="flat frames to add (black at 0 and 16, white, grey)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -54,6 +57,7 @@ def main() -> int:
                           recompressed_fraction=args.recompressed_fraction,
                           coded_fraction=args.coded_fraction, soft_screen_fraction=args.soft_screen_fraction,
                           shifted_screen_fraction=args.shifted_screen_fraction,
+                          screen_levels_fraction=args.screen_levels_fraction,
                           flat=args.flat, seed=args.seed)
     print(f"wrote {report.written['train']} train and {report.written['val']} validation images to {args.out}; "
           f"skipped {len(report.skipped)}", file=sys.stderr)

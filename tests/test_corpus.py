@@ -48,7 +48,7 @@ def test_corpus_builder_keeps_going_past_bad_images(tmp_path, reference_frames):
     result = run_script("make_corpus.py", "--images", tmp_path / "photos", "--out", out, "--downscale", "1",
                         "--val-fraction", "0.3", "--levels-fraction", "1", "--soft-fraction", "1",
                         "--recompressed-fraction", "1", "--coded-fraction", "1", "--soft-screen-fraction", "1",
-                        "--shifted-screen-fraction", "1", "--flat", "5")
+                        "--shifted-screen-fraction", "1", "--screen-levels-fraction", "1", "--flat", "5")
     assert result.returncode == 0, result.stderr
     assert "corrupt.jpg: not a readable image" in result.stderr and "tiny.png: too small" in result.stderr
     assert "Traceback" not in result.stderr
@@ -63,7 +63,7 @@ def test_corpus_builder_keeps_going_past_bad_images(tmp_path, reference_frames):
     assert [e["name"].split("_")[1] for e in flats] == ["000", "016", "128", "235", "255"]
     screens = [e for e in manifest["images"] if e["source"] == "synthetic screen"]
     assert screens and all(by_name[e["name"] + copy]["split"] == e["split"] for e in screens
-                           for copy in ("_soft", "_shift"))
+                           for copy in ("_soft", "_shift", "_levels", "_soft_levels", "_shift_levels"))
     for e in screens:  # resampled text: softer, but the same picture at the same brightness
         crisp = np.asarray(Image.open(out / e["split"] / f"{e['name']}.png"))
         shifted = np.asarray(Image.open(out / e["split"] / f"{e['name']}_shift.png"))

@@ -57,6 +57,31 @@ def test_evaluate_bits_scores_10_bit_output_against_the_8_bit_reference(tmp_path
     assert refused.returncode == 2 and "--bits: depths must be between 8 and 16" in refused.stderr
 
 
+def test_evaluate_full_range_codes_the_sources_stretched_to_0_255(tmp_path):
+    """The sample is limited range (16..235): stretched, it is another picture with larger code-value steps, so
+    the same QP gives another input PSNR."""
+    def psnr_in(*extra: str) -> float:
+        out = tmp_path / "table.md"
+        result = run_script("evaluate.py", "--clips", SAMPLES / "reference.mkv", "--max-frames", "1", "--qps", "",
+                            "--extra-qps", "32", *extra, "--out", out)
+        assert result.returncode == 0, result.stderr
+        return float(re.search(r"^\| PSNR in \| ([\d.]+) \|", out.read_text(), re.M)[1])
+    assert psnr_in("--full-range") != psnr_in()
+
+
+def test_average_checkpoints_of_one_checkpoint_is_that_checkpoint(tmp_path):
+    from safetensors.numpy import load_file
+
+    shipped = ROOT / "model" / "weights" / "diffqe"
+    result = run_script("average_checkpoints.py", shipped, shipped, "--out", tmp_path / "avg")
+    assert result.returncode == 0, result.stderr
+    mean, original = load_file(tmp_path / "avg.safetensors"), load_file(f"{shipped}.safetensors")
+    assert mean.keys() == original.keys() and all((mean[k] == original[k]).all() for k in mean)
+    missing = run_script("average_checkpoints.py", shipped, tmp_path / "absent", "--out", tmp_path / "x")
+    assert missing.returncode == 2 and "absent.safetensors is missing" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
 def test_evaluate_fusion_rows_fuse_all_intra_encodes_only(tmp_path):
     out = tmp_path / "table.md"
     result = run_script("evaluate.py", "--clips", SAMPLES / "reference.mkv", "--max-frames", "3", "--qps", "32",

@@ -232,6 +232,7 @@ def build_corpus(
     coded_fraction: float = 0.0,
     soft_screen_fraction: float = 0.0,
     shifted_screen_fraction: float = 0.0,
+    screen_levels_fraction: float = 0.0,
     flat: int = 6,
     seed: int = 0,
 ) -> CorpusReport:
@@ -241,9 +242,10 @@ def build_corpus(
     original), as do ``soft_fraction`` of them as a soft copy, ``recompressed_fraction`` as a JPEG-coded
     copy and ``coded_fraction`` as a copy through an earlier video codec; ``soft_screen_fraction`` of the
     synthetic screens also get a soft copy and ``shifted_screen_fraction`` a copy shifted by a fraction of a
-    pixel (screen recordings scaled or resampled: soft text), and ``flat`` flat frames are added.  Screen I is
-    drawn from a stream of its own, so that it is the same picture, in the same split, in every corpus of one
-    seed whatever its other options."""
+    pixel (screen recordings scaled or resampled: soft text), ``screen_levels_fraction`` of the screens and of
+    those copies a copy at other black/white levels (full-range captures), and ``flat`` flat frames are added.
+    Screen I is drawn from a stream of its own, so that it is the same picture, in the same split, in every
+    corpus of one seed whatever its other options."""
     report = CorpusReport()
     entries = []
     rng = random.Random(seed)
@@ -257,14 +259,17 @@ def build_corpus(
         entries.append({"name": name, "split": split, "source": source, "height": y.shape[0], "width": y.shape[1]})
 
     def copy_of(name: str, y: np.ndarray, kind: str, fraction: float,
-                make: Callable[[np.ndarray, random.Random], np.ndarray], source: str) -> bool:
-        """In FRACTION of cases, NAME's copy of KIND (MAKE), in NAME's split.  Each copy draws from its own
-        stream, so that adding a kind of copy leaves the rest of a corpus as it was.  Whether it was written."""
+                make: Callable[[np.ndarray, random.Random], np.ndarray], source: str,
+                split_key: str | None = None) -> np.ndarray | None:
+        """In FRACTION of cases, NAME's copy of KIND (MAKE), in the split of SPLIT_KEY (default NAME).  Each
+        copy draws from its own stream, so that adding a kind of copy leaves the rest of a corpus as it was.
+        The copy, or None where none was written."""
         copy_rng = random.Random(f"{seed}:{kind}:{name}")
         if not (fraction and copy_rng.random() < fraction):
-            return False
-        emit(f"{name}_{kind}", make(y, copy_rng), source, split_key=name)
-        return True
+            return None
+        copy = make(y, copy_rng)
+        emit(f"{name}_{kind}", copy, source, split_key=split_key or name)
+        return copy
 
     images = find_images(sources)
     copies = 0
@@ -283,15 +288,22 @@ def build_corpus(
         for kind, fraction, make in (("soft", soft_fraction, soft_copy),
                                      ("recompressed", recompressed_fraction, recompressed_copy),
                                      ("coded", coded_fraction, coded_copy)):
-            copies += copy_of(name, y, kind, fraction, make, f"{path}, {kind}")
+            copies += copy_of(name, y, kind, fraction, make, f"{path}, {kind}") is not None
     n_photos = sum(report.written.values()) - copies
     n_screens = math.ceil(screen_fraction * n_photos / max(1e-9, 1 - screen_fraction))
     for i in range(n_screens):
         name = f"screen_{i:04d}"
         y = screen_like(random.Random(f"{seed}:screen:{i}"))
         emit(name, y, "synthetic screen")
-        copy_of(name, y, "soft", soft_screen_fraction, soft_copy, "synthetic screen, soft")
-        copy_of(name, y, "shift", shifted_screen_fraction, shifted_copy, "synthetic screen, shifted")
+        versions = [(name, y)]
+        for kind, fraction, make in (("soft", soft_screen_fraction, soft_copy),
+                                     ("shift", shifted_screen_fraction, shifted_copy)):
+            copy = copy_of(name, y, kind, fraction, make, f"synthetic screen, {kind}")
+            if copy is not None:
+                versions.append((f"{name}_{kind}", copy))
+        for version, v in versions:  # full-range screen captures: the same text with larger code-value steps
+            copy_of(version, v, "levels", screen_levels_fraction, other_levels, "synthetic screen at other levels",
+                    split_key=name)
     for name, y in flat_frames(rng, flat):
         emit(name, y, "flat frame")
     (out / "manifest.json").write_text(json.dumps({"seed": seed, "images": entries, "skipped": report.skipped}, indent=2))

@@ -75,6 +75,13 @@ def faded(src: Source, frames: int, step: float) -> Source:
     return Source(f"{src.name} fade {step:g}", planes)
 
 
+def full_range(src: Source) -> Source:
+    """SRC's frames stretched from limited range (16..235, as the corpus and most video) to full range
+    (0..255, as many screen recordings and phone videos): the same picture with larger code-value steps."""
+    planes = [np.clip(np.rint((f.astype(np.float32) - 16) * 255 / 219), 0, 255).astype(np.uint8) for f in src.frames]
+    return Source(src.name, planes)
+
+
 @dataclass
 class Score:
     psnr_in: float
