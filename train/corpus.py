@@ -100,8 +100,11 @@ def other_levels(y: np.ndarray, rng: random.Random) -> np.ndarray:
     """The picture at other black and white levels: full-range or super-black video (camera files,
     screen captures, letterboxes at code 0) decodes to values outside 16..235, which a model trained only
     on limited range would shift.  Sometimes crushes the blacks so that whole areas sit at exactly 0."""
-    black = rng.uniform(-24.0, 16.0)
-    white = rng.uniform(235.0, 262.0)
+    return at_levels(y, rng.uniform(-24.0, 16.0), rng.uniform(235.0, 262.0))
+
+
+def at_levels(y: np.ndarray, black: float, white: float) -> np.ndarray:
+    """Limited-range luma (16..235) stretched so that 16 lands on BLACK and 235 on WHITE, rounded and clipped."""
     out = (y.astype(np.float32) - 16.0) * (white - black) / 219.0 + black
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
 

@@ -21,7 +21,7 @@ from ..model.fusion import RADIUS as FUSION_RADIUS
 from ..model.fusion import FusionNet, fuse_clip
 from ..model.temporal import dilate, stabilise_clip
 from .codec import decode_luma, encode_hevc, read_video_luma
-from .corpus import find_images, load_luma
+from .corpus import at_levels, find_images, load_luma
 from .metrics import frame_change, psnr, ssim
 
 
@@ -78,8 +78,7 @@ def faded(src: Source, frames: int, step: float) -> Source:
 def full_range(src: Source) -> Source:
     """SRC's frames stretched from limited range (16..235, as the corpus and most video) to full range
     (0..255, as many screen recordings and phone videos): the same picture with larger code-value steps."""
-    planes = [np.clip(np.rint((f.astype(np.float32) - 16) * 255 / 219), 0, 255).astype(np.uint8) for f in src.frames]
-    return Source(src.name, planes)
+    return Source(src.name, [at_levels(f, 0.0, 255.0) for f in src.frames])
 
 
 @dataclass
