@@ -32,7 +32,9 @@ def main() -> int:
     mean = {k: torch.stack([s[k].float() for s in states]).mean(0).to(v.dtype) if v.is_floating_point() else v
             for k, v in states[0].items()}
     model.load_state_dict(mean)
-    meta = {"averaged": [str(p) for p in args.checkpoints], "steps": [m.get("step") for _, m in loaded]}
+    # The QPs any of them trained on: the exported engines' metadata names that range.
+    meta = {"averaged": [str(p) for p in args.checkpoints], "steps": [m.get("step") for _, m in loaded],
+            "qps": sorted({q for _, m in loaded for q in m.get("qps") or []})}
     checkpoint.save(args.out, model, meta, inference_only=True, dtype=torch.float16)
     print(f"wrote {args.out}.safetensors, the mean of {len(loaded)} checkpoints", file=sys.stderr)
     return 0

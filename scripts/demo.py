@@ -22,6 +22,13 @@ from diffqe.train.metrics import psnr
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
 
+def _trained(meta: dict) -> str:
+    """How the checkpoint came to be, from its meta: a training step or a weight average."""
+    if "averaged" in meta:
+        return f"mean of {len(meta['averaged'])} checkpoints, steps {', '.join(map(str, meta['steps']))}"
+    return f"trained step {meta.get('step', 0)}"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sample", type=Path, default=SAMPLES / "sample.mp4")
@@ -44,7 +51,7 @@ def main() -> int:
     after = [psnr(e, r) for e, r in zip(enhanced, reference)]
     meta = checkpoint.load(args.checkpoint)[1]
     print(f"{args.sample}: {len(decoded)} frames {decoded[0].shape[1]}x{decoded[0].shape[0]} through "
-          f"vspipe enhance.vpy | ffmpeg; model {args.checkpoint.name} (trained step {meta.get('step', 0)})")
+          f"vspipe enhance.vpy | ffmpeg; model {args.checkpoint.name} ({_trained(meta)})")
     print("frame  PSNR in  PSNR out    dPSNR")
     for i, (b, a) in enumerate(zip(before, after)):
         print(f"{i:5d}  {b:7.3f}  {a:8.3f}  {a - b:+7.3f}")

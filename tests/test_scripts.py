@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -77,6 +79,8 @@ def test_average_checkpoints_of_one_checkpoint_is_that_checkpoint(tmp_path):
     assert result.returncode == 0, result.stderr
     mean, original = load_file(tmp_path / "avg.safetensors"), load_file(f"{shipped}.safetensors")
     assert mean.keys() == original.keys() and all((mean[k] == original[k]).all() for k in mean)
+    qps = json.loads((tmp_path / "avg.json").read_text())["meta"]["qps"]
+    assert qps and qps == json.loads(Path(f"{shipped}.json").read_text())["meta"]["qps"]  # the engines name them
     missing = run_script("average_checkpoints.py", shipped, tmp_path / "absent", "--out", tmp_path / "x")
     assert missing.returncode == 2 and "absent.safetensors is missing" in missing.stderr
     assert "Traceback" not in missing.stderr
