@@ -40,6 +40,9 @@ def main() -> int:
                     help="share of synthetic screens also written soft (screen recordings scaled: soft text)")
     ap.add_argument("--shifted-screen-fraction", type=float, default=0.0,
                     help="share of synthetic screens also written shifted by a fraction of a pixel (resampled text)")
+    ap.add_argument("--upscaled-screen-fraction", type=float, default=0.0,
+                    help="share of synthetic screens also written shrunk and brought back up with a sharp kernel "
+                         "(Lanczos, bicubic: text with overshoot)")
     ap.add_argument("--screen-levels-fraction", type=float, default=0.0,
                     help="share of synthetic screens, soft and shifted copies included, also written at other "
                          "black/white levels (full-range screen captures)")
@@ -57,6 +60,7 @@ def main() -> int:
                           recompressed_fraction=args.recompressed_fraction,
                           coded_fraction=args.coded_fraction, soft_screen_fraction=args.soft_screen_fraction,
                           shifted_screen_fraction=args.shifted_screen_fraction,
+                          upscaled_screen_fraction=args.upscaled_screen_fraction,
                           screen_levels_fraction=args.screen_levels_fraction,
                           flat=args.flat, seed=args.seed)
     print(f"wrote {report.written['train']} train and {report.written['val']} validation images to {args.out}; "

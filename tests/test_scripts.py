@@ -200,7 +200,7 @@ def test_probe_quality_reports_qp_prediction_and_strengths(tmp_path, reference_f
     assert all(o >= a - 1e-6 for o, a in zip(oracle, as_is)), "the least-squares factor cannot do worse than 1"
 
 
-def test_make_soft_screens_writes_a_shifted_and_a_soft_copy(tmp_path):
+def test_make_soft_screens_writes_the_copies_asked_for(tmp_path):
     import random
 
     import numpy as np
@@ -224,3 +224,11 @@ def test_make_soft_screens_writes_a_shifted_and_a_soft_copy(tmp_path):
     assert fresh.returncode == 0, fresh.stderr
     assert sorted(f.name for f in (tmp_path / "fresh").iterdir()) == [
         "fresh_screen_00.png", "fresh_screen_00_shift.png", "fresh_screen_00_soft.png"]
+    apart = run_script("make_soft_screens.py", "--synthetic", "1", "--synthetic-from", "100", "--kinds", "upscaled",
+                       "--out", tmp_path / "apart")
+    assert apart.returncode == 0, apart.stderr
+    assert sorted(f.name for f in (tmp_path / "apart").iterdir()) == ["fresh_screen_100.png", "fresh_screen_100_upscaled.png"]
+    first, other = (np.asarray(Image.open(tmp_path / d / f"fresh_screen_{k}.png")) for d, k in (("fresh", "00"), ("apart", "100")))
+    assert not np.array_equal(first, other), "a set apart holds other screens"
+    wrong = run_script("make_soft_screens.py", "--synthetic", "1", "--kinds", "blurred", "--out", tmp_path / "x")
+    assert wrong.returncode == 2 and "unknown blurred" in wrong.stderr and "Traceback" not in wrong.stderr

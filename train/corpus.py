@@ -120,6 +120,18 @@ def soft_copy(y: np.ndarray, rng: random.Random) -> np.ndarray:
     return np.asarray(small.resize((w, h), up))
 
 
+def upscaled_copy(y: np.ndarray, rng: random.Random) -> np.ndarray:
+    """The picture as a player or scaler brings a smaller screen recording up to size: shrunk by 1.25-2x and
+    scaled back up with a sharp kernel (Lanczos or bicubic), whose overshoot beside every edge is part of
+    the picture.  soft_copy draws such a kernel at such a factor for one copy in nine; a model that has seen
+    too few removes the overshoot as if it were the codec's ringing (docs/training.md, step 30)."""
+    h, w = y.shape
+    factor = rng.uniform(1.25, 2.0)
+    small = Image.fromarray(y).resize((max(8, round(w / factor)), max(8, round(h / factor))), Image.Resampling.BOX)
+    up = rng.choice([Image.Resampling.BICUBIC, Image.Resampling.LANCZOS])
+    return np.asarray(small.resize((w, h), up))
+
+
 def subpixel_shift(y: np.ndarray, dx: float, dy: float) -> np.ndarray:
     """Y moved DX pixels left and DY up (each in [0, 1]), bilinear, the last row and column repeated: the same
     size, so still on the codec's block grid."""
@@ -235,6 +247,7 @@ def build_corpus(
     coded_fraction: float = 0.0,
     soft_screen_fraction: float = 0.0,
     shifted_screen_fraction: float = 0.0,
+    upscaled_screen_fraction: float = 0.0,
     screen_levels_fraction: float = 0.0,
     flat: int = 6,
     seed: int = 0,
@@ -245,7 +258,8 @@ def build_corpus(
     original), as do ``soft_fraction`` of them as a soft copy, ``recompressed_fraction`` as a JPEG-coded
     copy and ``coded_fraction`` as a copy through an earlier video codec; ``soft_screen_fraction`` of the
     synthetic screens also get a soft copy and ``shifted_screen_fraction`` a copy shifted by a fraction of a
-    pixel (screen recordings scaled or resampled: soft text), ``screen_levels_fraction`` of the screens and of
+    pixel (screen recordings scaled or resampled: soft text) and ``upscaled_screen_fraction`` a copy brought
+    up to size with a sharp kernel (text with overshoot), ``screen_levels_fraction`` of the screens and of
     those copies a copy at other black/white levels (full-range captures), and ``flat`` flat frames are added.
     Screen I is drawn from a stream of its own, so that it is the same picture, in the same split, in every
     corpus of one seed whatever its other options."""
@@ -300,7 +314,8 @@ def build_corpus(
         emit(name, y, "synthetic screen")
         versions = [(name, y)]
         for kind, fraction, make in (("soft", soft_screen_fraction, soft_copy),
-                                     ("shift", shifted_screen_fraction, shifted_copy)):
+                                     ("shift", shifted_screen_fraction, shifted_copy),
+                                     ("upscaled", upscaled_screen_fraction, upscaled_copy)):
             copy = copy_of(name, y, kind, fraction, make, f"synthetic screen, {kind}")
             if copy is not None:
                 versions.append((f"{name}_{kind}", copy))
