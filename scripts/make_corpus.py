@@ -44,8 +44,8 @@ def main() -> int:
                     help="share of synthetic screens also written shrunk and brought back up with a sharp kernel "
                          "(Lanczos, bicubic: text with overshoot)")
     ap.add_argument("--screen-levels-fraction", type=float, default=0.0,
-                    help="share of synthetic screens, soft and shifted copies included, also written at other "
-                         "black/white levels (full-range screen captures)")
+                    help="share of synthetic screens, their soft, shifted and upscaled copies included, also written "
+                         "at other black/white levels (full-range screen captures)")
     ap.add_argument("--flat", type=int, default=6, help="flat frames to add (black at 0 and 16, white, grey)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()

@@ -227,8 +227,10 @@ def test_make_soft_screens_writes_the_copies_asked_for(tmp_path):
     apart = run_script("make_soft_screens.py", "--synthetic", "1", "--synthetic-from", "100", "--kinds", "upscaled",
                        "--out", tmp_path / "apart")
     assert apart.returncode == 0, apart.stderr
-    assert sorted(f.name for f in (tmp_path / "apart").iterdir()) == ["fresh_screen_100.png", "fresh_screen_100_upscaled.png"]
-    first, other = (np.asarray(Image.open(tmp_path / d / f"fresh_screen_{k}.png")) for d, k in (("fresh", "00"), ("apart", "100")))
+    assert sorted(f.name for f in (tmp_path / "apart").iterdir()) == [
+        "fresh_screen_100.png", "fresh_screen_100_upscaled.png"]
+    first, other = (np.asarray(Image.open(tmp_path / d / f"fresh_screen_{k}.png"))
+                    for d, k in (("fresh", "00"), ("apart", "100")))
     assert not np.array_equal(first, other), "a set apart holds other screens"
     wrong = run_script("make_soft_screens.py", "--synthetic", "1", "--kinds", "blurred", "--out", tmp_path / "x")
     assert wrong.returncode == 2 and "unknown blurred" in wrong.stderr and "Traceback" not in wrong.stderr

@@ -113,22 +113,25 @@ def soft_copy(y: np.ndarray, rng: random.Random) -> np.ndarray:
     """The picture as soft video carries it (upscaled from a lower resolution, or through soft optics):
     shrunk by 1.5-3x and scaled back up.  Without such pictures a model trained on crisp, shrunk photos
     learns that every picture is crisp and sharpens soft video, which costs PSNR at high quality."""
-    h, w = y.shape
     factor = rng.uniform(1.5, 3.0)
-    small = Image.fromarray(y).resize((max(8, round(w / factor)), max(8, round(h / factor))), Image.Resampling.BOX)
-    up = rng.choice([Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.LANCZOS])
-    return np.asarray(small.resize((w, h), up))
+    kernels = [Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.LANCZOS]
+    return rescaled(y, factor, rng.choice(kernels))
 
 
 def upscaled_copy(y: np.ndarray, rng: random.Random) -> np.ndarray:
     """The picture as a player or scaler brings a smaller screen recording up to size: shrunk by 1.25-2x and
     scaled back up with a sharp kernel (Lanczos or bicubic), whose overshoot beside every edge is part of
-    the picture.  soft_copy draws such a kernel at such a factor for one copy in nine; a model that has seen
-    too few removes the overshoot as if it were the codec's ringing (docs/training.md, step 30)."""
-    h, w = y.shape
+    the picture.  soft_copy draws such a kernel at such a factor for about two copies in nine; a model that has
+    seen too few removes the overshoot as if it were the codec's ringing (docs/training.md, step 30)."""
     factor = rng.uniform(1.25, 2.0)
+    return rescaled(y, factor, rng.choice([Image.Resampling.BICUBIC, Image.Resampling.LANCZOS]))
+
+
+def rescaled(y: np.ndarray, factor: float, up: Image.Resampling) -> np.ndarray:
+    """Y shrunk FACTOR times (box average, as a camera or a capture at the lower size) and brought back to its
+    own size with the kernel UP."""
+    h, w = y.shape
     small = Image.fromarray(y).resize((max(8, round(w / factor)), max(8, round(h / factor))), Image.Resampling.BOX)
-    up = rng.choice([Image.Resampling.BICUBIC, Image.Resampling.LANCZOS])
     return np.asarray(small.resize((w, h), up))
 
 
