@@ -13,10 +13,11 @@
 # SOFT_SCREENS=0.5 soft copies of the synthetic screens (step 17), SHIFTED_SCREENS=1 copies of them shifted by
 # a fraction of a pixel (step 18), UPSCALED_SCREENS=1 copies brought back up to size with a sharp kernel (step 30),
 # SCREEN_LEVELS=1 copies of the screens and of those copies at other levels (step 27);
-# SCREENS=0.2 makes a fifth of the corpus synthetic screens (default: make_corpus.py's, a tenth).
+# SCREENS=0.2 makes a fifth of the corpus synthetic screens (default: make_corpus.py's, a tenth); PHOTOS_EVERY=1
+# trains on each of the other photos, not every third (step 32).
 # Rerunning the same command resumes.
 set -euo pipefail
-init=$1 out=$2 minutes=${3:-30} soft=${4:-0.5} recompressed=${5:-0.5}
+init=$1 out=$2 minutes=${3:-30} soft=${4:-0.5} recompressed=${5:-0.5} every=${PHOTOS_EVERY:-3}
 extra=("${@:6}")
 py=${PYTHON:-python}
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -28,14 +29,15 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
     --upscaled-screen-fraction "${UPSCALED_SCREENS:-0}" \
     --screen-levels-fraction "${SCREEN_LEVELS:-0}" --out "$out/corpus" ${DEBIAN_CACHE:+--debian-cache "$DEBIAN_CACHE"}
 
-# Every copy, flat and screen, and every third other photo (sorted by name, from the third); all of val.
+# Every copy, flat and screen, and every PHOTOS_EVERY-th other photo (sorted by name, from the PHOTOS_EVERY-th);
+# all of val.
 rm -rf "$out/subset" && mkdir -p "$out/subset/train" "$out/subset/val"
 ln -s "$(realpath "$out/corpus/val")"/*.png "$out/subset/val/"
 n=0
 for f in "$(realpath "$out/corpus/train")"/*.png; do
     case "$(basename "$f")" in
         *_levels.png | *_soft.png | *_recompressed.png | *_coded.png | flat_* | screen_*) ln -s "$f" "$out/subset/train/" ;;
-        *) if [ $((n++ % 3)) -eq 2 ]; then ln -s "$f" "$out/subset/train/"; fi ;;
+        *) if [ $((n++ % every)) -eq $((every - 1)) ]; then ln -s "$f" "$out/subset/train/"; fi ;;
     esac
 done
 
