@@ -19,6 +19,7 @@
 set -euo pipefail
 init=$1 out=$2 minutes=${3:-30} soft=${4:-0.5} recompressed=${5:-0.5} every=${PHOTOS_EVERY:-3}
 extra=("${@:6}")
+[[ "$every" =~ ^[1-9][0-9]*$ ]] || { echo "refine_recipe.sh: PHOTOS_EVERY must be a whole number of 1 or more, got '$every'" >&2; exit 2; }
 py=${PYTHON:-python}
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
