@@ -12,6 +12,7 @@ clips encoded on the fly with x265; every enhancer sees the same encodes.
   python scripts/evaluate.py --images a.png b.png --fade 1 --qps "" --crf 28 --temporal 0,2     # on fades
   python scripts/evaluate.py --clips data/clips/*.mkv --max-frames 12 --temporal 2 --fusion   # and the fusion
   python scripts/evaluate.py --images data/corpus/val --bits 8,10        # 8-bit input enhanced to 10-bit output
+  python scripts/evaluate.py --images data/fresh_screens --qps "" --extra-qps 22 --bands 16   # where losses sit
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ def main() -> int:
                          "ones) on all-intra encodes, at each --temporal radius up to 2 (rows 'NAME t2 f')")
     ap.add_argument("--bits", type=ints, default=[8],
                     help="output bit depths: above 8, the input shifted up first, as the filter's bits (e.g. 8,10)")
+    ap.add_argument("--bands", type=int, default=0,
+                    help="for every source that loses PSNR, the three bands of this many rows where it loses most")
     ap.add_argument("--out", type=Path, help="write the markdown table here (default: stdout)")
     args = ap.parse_args()
     if not set(args.ensemble) <= set(FLIPS):
@@ -88,6 +91,8 @@ def main() -> int:
         ap.error(f"--strength: scales must be between 0 and {MAX_STRENGTH}")
     if not all(8 <= b <= 16 for b in args.bits):
         ap.error("--bits: depths must be between 8 and 16")
+    if args.bands < 0:
+        ap.error("--bands: a band is a number of rows >= 1 (0: none)")
     if args.fusion and not max(args.temporal):
         ap.error("--fusion needs a --temporal radius above 0 (the frames it fuses), e.g. --temporal 2")
     device = pick_device(args.device)
@@ -112,7 +117,7 @@ def main() -> int:
         raise ValueError("nothing to evaluate: give --qps, --extra-qps, --crf or --static")
     text = ""
     if conditions:  # --qps "" --static N: the flicker check alone
-        table, lossless = evaluate(enhancers, sources, conditions, tuple(args.qps))
+        table, lossless = evaluate(enhancers, sources, conditions, tuple(args.qps), args.bands)
         text = markdown(table, f"{len(sources)} sources: " + ", ".join(s.name for s in sources), lossless)
     if args.static:
         stills = [s for s in sources if len(s.frames) == 1][: args.static]

@@ -71,6 +71,22 @@ def test_evaluate_full_range_codes_the_sources_stretched_to_0_255(tmp_path):
     assert psnr_in("--full-range") != psnr_in()
 
 
+def test_evaluate_bands_find_where_a_losing_source_loses(tmp_path, reference_frames):
+    """A filter that paints rows 32..47 white loses, and there alone; --bands 16 names that band and no other."""
+    Image.fromarray(reference_frames[5]).save(tmp_path / "still.png")
+    out = tmp_path / "bands.md"
+    result = run_script("evaluate.py", "--images", tmp_path / "still.png", "--qps", "", "--extra-qps", "32",
+                        "--ffmpeg-filter", "box=drawbox=x=0:y=32:w=iw:h=16:color=white:t=fill",
+                        "--ffmpeg-filter", "copy=null", "--bands", "16", "--out", out)
+    assert result.returncode == 0, result.stderr
+    rows = re.findall(r"^\| (\w+) \| QP 32 \| still \| (-[\d.]+) \| (\d+-\d+) \| ([\d.]+) \| ([\d.]+) \|$",
+                      out.read_text(), re.M)
+    assert [r[:3:2] for r in rows] == [("box", "32-47")], out.read_text()  # "copy" changes nothing: no band
+    assert float(rows[0][4]) > 100 * float(rows[0][3])
+    refused = run_script("evaluate.py", "--images", tmp_path / "still.png", "--bands", "-1")
+    assert refused.returncode == 2 and "--bands" in refused.stderr
+
+
 def test_average_checkpoints_of_one_checkpoint_is_that_checkpoint(tmp_path):
     from safetensors.numpy import load_file
 

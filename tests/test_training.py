@@ -12,7 +12,7 @@ from conftest import run_script
 from diffqe.model import checkpoint
 from diffqe.model.diffqe import DiffQE
 from diffqe.train.evaluate import Source, temporal_change
-from diffqe.train.metrics import patch_dpsnr
+from diffqe.train.metrics import band_mse, patch_dpsnr
 from diffqe.train.loop import TrainConfig, flicker_excess, mirror_target, recon_loss, stage_loss, train
 from diffqe.train.pairs import PatchSampler, load_pairs, make_pairs
 from diffqe.train.stills import StillSampler, load_stills, make_stills
@@ -150,6 +150,18 @@ def test_dpsnr_loss_is_minus_the_mean_patch_dpsnr(tiny_pairs):
     flat = torch.full_like(gt, 0.5)
     # one code value on a lossless patch costs ~6.9 dB (eps = half a code value squared), a QP-42 patch's gain
     assert recon_loss(flat + 1 / 255, flat, flat, "dpsnr").item() > 6, "any change to a lossless patch costs dearly"
+
+
+def test_band_mse_splits_the_mse_by_rows():
+    rng = np.random.default_rng(0)
+    reference = rng.integers(0, 256, (2, 37, 20)).astype(np.uint8)  # 37 rows: the last band of 16 is 5 rows
+    frames = reference.copy()
+    frames[1, 20, 3] += 10  # one wrong pixel, in the second band
+    bands = band_mse(frames, reference, 16)
+    assert bands.shape == (3,) and bands[0] == bands[2] == 0
+    assert bands[1] == pytest.approx(100 / reference.size)
+    noisy = np.clip(reference + rng.normal(0, 3, reference.shape), 0, 255)
+    assert band_mse(noisy, reference, 16).sum() == pytest.approx(np.mean((noisy - reference) ** 2))
 
 
 def test_harm_weight_counts_only_the_patches_made_worse(tiny_pairs):

@@ -22,7 +22,7 @@ from ..model.fusion import FusionNet, fuse_clip
 from ..model.temporal import dilate, stabilise_clip
 from .codec import decode_luma, encode_hevc, read_video_luma
 from .corpus import at_levels, find_images, load_luma
-from .metrics import frame_change, psnr, ssim
+from .metrics import band_mse, frame_change, psnr, ssim
 
 
 @dataclass(frozen=True)
@@ -81,12 +81,32 @@ def full_range(src: Source) -> Source:
     return Source(src.name, [at_levels(f, 0.0, 255.0) for f in src.frames])
 
 
+@dataclass(frozen=True)
+class Band:
+    """Rows TOP..BOTTOM of a frame and their share of its MSE (metrics.band_mse) before and after an enhancer."""
+
+    top: int
+    bottom: int
+    before: float
+    after: float
+
+
 @dataclass
 class Score:
     psnr_in: float
     dpsnr: float
     ssim_in: float
     dssim: float
+    bands: tuple[Band, ...] = ()  # of a losing source: where it loses (evaluate's BANDS)
+
+
+def worst_bands(reference: np.ndarray, decoded: np.ndarray, output: np.ndarray, rows: int,
+                count: int = 3) -> tuple[Band, ...]:
+    """Up to COUNT bands of ROWS rows whose share of the MSE the enhancer raised, largest rise first."""
+    before, after = band_mse(decoded, reference, rows), band_mse(output, reference, rows)
+    height = reference.shape[1]
+    return tuple(Band(int(i) * rows, min(height, (int(i) + 1) * rows) - 1, float(before[i]), float(after[i]))
+                 for i in np.argsort(before - after, kind="stable")[:count] if after[i] > before[i])
 
 
 # [N,H,W] 8-bit luma in, the same out: a model, or a classical post-filter for comparison.
@@ -151,10 +171,11 @@ Table = dict[str, dict[str, list[tuple[str, Score]]]]  # enhancer -> condition -
 
 
 def evaluate(enhancers: dict[str, Enhancer], sources: list[Source], conditions: list[Condition],
-             paper_qps: tuple[int, ...]) -> tuple[Table, dict[str, float]]:
+             paper_qps: tuple[int, ...], bands: int = 0) -> tuple[Table, dict[str, float]]:
     """Each source is coded once per condition and given to every enhancer; adds "mixed" over the paper's
     QPs that were run.  Also returns, per enhancer, the largest change it made to a source the codec kept
-    lossless (flat and black frames): that must stay within one code value."""
+    lossless (flat and black frames): that must stay within one code value.  BANDS above 0: a source that
+    loses PSNR carries the bands of that many rows where it loses most (Score.bands)."""
     table: Table = {name: {} for name in enhancers}
     lossless = {name: 0.0 for name in enhancers}
     for cond in conditions:
@@ -175,9 +196,13 @@ def evaluate(enhancers: dict[str, Enhancer], sources: list[Source], conditions: 
                     continue
                 psnr_out, ssim_out = frame_scores(enhanced, src.frames)
                 result = Score(psnr_in, psnr_out - psnr_in, ssim_in, ssim_out - ssim_in)
+                if bands and result.dpsnr < 0:
+                    result.bands = worst_bands(np.stack(src.frames), planes, np.asarray(enhanced), bands)
                 table[name].setdefault(cond.label, []).append((src.name, result))
                 print(f"{name:10s} {cond.label:12s} {src.name:30s} PSNR {result.psnr_in:6.2f} "
-                      f"dPSNR {result.dpsnr:+.3f} dSSIM {result.dssim:+.5f}", file=sys.stderr)
+                      f"dPSNR {result.dpsnr:+.3f} dSSIM {result.dssim:+.5f}"
+                      + "".join(f"; rows {b.top}-{b.bottom} {b.before:.3f} -> {b.after:.3f}" for b in result.bands),
+                      file=sys.stderr)
     for rows in table.values():
         mixed = [s for c in conditions if c.qp in paper_qps for s in rows.get(c.label, [])]
         if mixed:
@@ -230,6 +255,16 @@ def markdown(table: Table, title: str, lossless: dict[str, float] | None = None)
     ):
         parts += [f"**{caption}**", "", head, "| PSNR in | " + " | ".join(f"{psnr_in[lab]:.3f}" for lab in labels) + " |"]
         parts += [f"| {name} | " + " | ".join(cell(rows[lab]) for lab in labels) + " |" for name, rows in table.items()]
+        parts.append("")
+    losses = [(name, lab, src, s) for name, rows in table.items() for lab, xs in rows.items() if lab != "mixed"
+              for src, s in xs if s.bands]
+    if losses:
+        parts += ["**Where the losing sources lose**: the bands of rows whose share of the MSE (their squared error "
+                  "over the whole frame's pixel count, code values squared; a frame's bands sum to its MSE) rose most, "
+                  "input -> output", "", "| | condition | source | dPSNR | rows | input | output |",
+                  "|---|---|---|---:|---:|---:|---:|"]
+        parts += [f"| {name} | {lab} | {src} | {s.dpsnr:+.3f} | {b.top}-{b.bottom} | {b.before:.4f} | {b.after:.4f} |"
+                  for name, lab, src, s in losses for b in s.bands]
         parts.append("")
     if lossless:
         parts += ["Sources the codec kept lossless (flat and black frames), largest change in code values: "

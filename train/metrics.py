@@ -1,5 +1,6 @@
 """Luma quality metrics: PSNR and SSIM (Wang et al. 2004, 11x11 Gaussian window, sigma 1.5) on planes; per-patch
-dPSNR and the best scale of a residual on batches of [0, 1] tensors; a clip's dPSNR, frame by frame."""
+dPSNR and the best scale of a residual on batches of [0, 1] tensors; a clip's dPSNR, frame by frame; where in a frame
+the error sits, band by band."""
 
 from __future__ import annotations
 
@@ -34,6 +35,13 @@ def ssim(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
     c1, c2 = (0.01 * peak) ** 2, (0.03 * peak) ** 2
     s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
     return float(s.mean())
+
+
+def band_mse(frames: np.ndarray, reference: np.ndarray, rows: int) -> np.ndarray:
+    """[T,H,W] planes -> per band of ROWS rows (the last may be shorter), that band's squared error over the pixel
+    count of the whole clip: its share of the MSE, so the bands sum to the MSE that PSNR is taken of."""
+    err = (frames.astype(np.float64) - reference.astype(np.float64)) ** 2
+    return np.array([err[:, top:top + rows].sum() for top in range(0, err.shape[1], rows)]) / err.size
 
 
 def frame_change(planes: np.ndarray) -> np.ndarray:
