@@ -88,12 +88,35 @@ def screen_like(rng: random.Random, size: tuple[int, int] = (512, 384)) -> np.nd
         for i in range(h // 4):
             v = int(255 * i / (h // 4))
             draw.line([(0, top + i), (w, top + i)], fill=(v, v, 255 - v))
-    words = "the quick brown fox jumps over lazy dog 0123456789 File Edit View Help OK Cancel".split()
     for line in range(rng.randint(4, 16)):
-        text = " ".join(rng.choice(words) for _ in range(rng.randint(2, 9)))
+        text = words(rng)
         fill = (0, 0, 0) if rng.random() < 0.7 else (255, 255, 255)
         draw.text((rng.randrange(8, w // 2), rng.randrange(h)), text, fill=fill, font=font)
     return rgb_to_luma(np.asarray(im))
+
+
+def words(rng: random.Random) -> str:
+    """A line of 2-9 words of UI text."""
+    vocabulary = "the quick brown fox jumps over lazy dog 0123456789 File Edit View Help OK Cancel".split()
+    return " ".join(rng.choice(vocabulary) for _ in range(rng.randint(2, 9)))
+
+
+def overtyped_copy(y: np.ndarray, rng: random.Random) -> np.ndarray:
+    """The screen with 3-8 pairs of text lines drawn over each other, the second of each pair a few pixels
+    off the first (overlapping captions, a UI redrawn over stale text): dense glyphs that x265 at high quality
+    keeps within a few code values, which a model that has not seen them takes for ringing and flattens
+    (docs/training.md, step 33).  Limited-range luma, as screen_like's."""
+    im = Image.fromarray(y)
+    draw = ImageDraw.Draw(im)
+    h, w = y.shape
+    for _ in range(rng.randint(3, 8)):
+        size = rng.choice([10, 12, 14, 18, 24])
+        font = ImageFont.load_default(size=size)
+        x0, y0 = rng.randrange(8, w // 2), rng.randrange(h - size)
+        fill = 16 if rng.random() < 0.7 else 235
+        draw.text((x0, y0), words(rng), fill=fill, font=font)
+        draw.text((x0 + rng.randint(-size, size), y0 + rng.randint(2, size)), words(rng), fill=fill, font=font)
+    return np.asarray(im)
 
 
 def other_levels(y: np.ndarray, rng: random.Random) -> np.ndarray:
@@ -251,6 +274,7 @@ def build_corpus(
     soft_screen_fraction: float = 0.0,
     shifted_screen_fraction: float = 0.0,
     upscaled_screen_fraction: float = 0.0,
+    overtyped_screen_fraction: float = 0.0,
     screen_levels_fraction: float = 0.0,
     flat: int = 6,
     seed: int = 0,
@@ -262,7 +286,8 @@ def build_corpus(
     copy and ``coded_fraction`` as a copy through an earlier video codec; ``soft_screen_fraction`` of the
     synthetic screens also get a soft copy and ``shifted_screen_fraction`` a copy shifted by a fraction of a
     pixel (screen recordings scaled or resampled: soft text) and ``upscaled_screen_fraction`` a copy brought
-    up to size with a sharp kernel (text with overshoot), ``screen_levels_fraction`` of the screens and of
+    up to size with a sharp kernel (text with overshoot), ``overtyped_screen_fraction`` a copy with lines of
+    text drawn over each other, ``screen_levels_fraction`` of the screens and of
     those copies a copy at other black/white levels (full-range captures), and ``flat`` flat frames are added.
     Screen I is drawn from a stream of its own, so that it is the same picture, in the same split, in every
     corpus of one seed whatever its other options."""
@@ -318,7 +343,8 @@ def build_corpus(
         versions = [(name, y)]
         for kind, fraction, make in (("soft", soft_screen_fraction, soft_copy),
                                      ("shift", shifted_screen_fraction, shifted_copy),
-                                     ("upscaled", upscaled_screen_fraction, upscaled_copy)):
+                                     ("upscaled", upscaled_screen_fraction, upscaled_copy),
+                                     ("overtyped", overtyped_screen_fraction, overtyped_copy)):
             copy = copy_of(name, y, kind, fraction, make, f"synthetic screen, {kind}")
             if copy is not None:
                 versions.append((f"{name}_{kind}", copy))
