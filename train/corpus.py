@@ -102,10 +102,10 @@ def words(rng: random.Random) -> str:
 
 
 def overtyped_copy(y: np.ndarray, rng: random.Random) -> np.ndarray:
-    """The screen with 3-8 pairs of text lines drawn over each other, the second of each pair a few pixels
-    off the first (overlapping captions, a UI redrawn over stale text): dense glyphs that x265 at high quality
-    keeps within a few code values, which a model that has not seen them takes for ringing and flattens
-    (docs/training.md, step 33).  Limited-range luma, as screen_like's."""
+    """The screen with 3-8 pairs of text lines drawn over each other, the second of each pair a few pixels off
+    the first, black or white each (overlapping captions, a UI redrawn over stale text): dense glyphs that x265
+    at high quality keeps within a few code values, which a model that has not seen them takes for ringing and
+    flattens (docs/training.md, step 33).  Limited-range luma, as screen_like's."""
     im = Image.fromarray(y)
     draw = ImageDraw.Draw(im)
     h, w = y.shape
@@ -113,9 +113,8 @@ def overtyped_copy(y: np.ndarray, rng: random.Random) -> np.ndarray:
         size = rng.choice([10, 12, 14, 18, 24])
         font = ImageFont.load_default(size=size)
         x0, y0 = rng.randrange(8, w // 2), rng.randrange(h - size)
-        fill = 16 if rng.random() < 0.7 else 235
-        draw.text((x0, y0), words(rng), fill=fill, font=font)
-        draw.text((x0 + rng.randint(-size, size), y0 + rng.randint(2, size)), words(rng), fill=fill, font=font)
+        for dx, dy in ((0, 0), (rng.randint(-size, size), rng.randint(2, size))):  # black or white, each line
+            draw.text((x0 + dx, y0 + dy), words(rng), fill=16 if rng.random() < 0.7 else 235, font=font)
     return np.asarray(im)
 
 
