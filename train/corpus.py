@@ -72,13 +72,16 @@ def load_luma(path: Path, *, downscale: float, max_side: int, min_side: int) -> 
     return np.ascontiguousarray(y[top : top + h8, left : left + w8])
 
 
+FONT_SIZES = [10, 12, 14, 18, 24]  # of synthetic screens' text, in pixels
+
+
 def screen_like(rng: random.Random, size: tuple[int, int] = (512, 384)) -> np.ndarray:
     """A synthetic screen capture: flat panels, hard edges, gradients and lines of text.  These teach the
     model to leave sharp synthetic content alone."""
     w, h = size
     im = Image.new("RGB", size, tuple(rng.randrange(256) for _ in range(3)))
     draw = ImageDraw.Draw(im)
-    font = ImageFont.load_default(size=rng.choice([10, 12, 14, 18, 24]))
+    font = ImageFont.load_default(size=rng.choice(FONT_SIZES))
     for _ in range(rng.randint(3, 8)):
         x0, y0 = rng.randrange(w), rng.randrange(h)
         box = (x0, y0, min(w, x0 + rng.randint(40, w)), min(h, y0 + rng.randint(20, h // 2)))
@@ -110,7 +113,7 @@ def overtyped_copy(y: np.ndarray, rng: random.Random) -> np.ndarray:
     draw = ImageDraw.Draw(im)
     h, w = y.shape
     for _ in range(rng.randint(3, 8)):
-        size = rng.choice([10, 12, 14, 18, 24])
+        size = rng.choice(FONT_SIZES)
         font = ImageFont.load_default(size=size)
         x0, y0 = rng.randrange(8, w // 2), rng.randrange(h - size)
         for dx, dy in ((0, 0), (rng.randint(-size, size), rng.randint(2, size))):  # black or white, each line

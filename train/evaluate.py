@@ -186,6 +186,7 @@ def evaluate(enhancers: dict[str, Enhancer], sources: list[Source], conditions: 
             kept = all(np.array_equal(d, r) for d, r in zip(decoded, src.frames))
             psnr_in, ssim_in = (0.0, 0.0) if kept else frame_scores(decoded, src.frames)
             planes = np.stack(decoded)  # one array for all: enhancers of one model share its pass on it
+            reference = np.stack(src.frames)
             for name, enhance in enhancers.items():
                 enhanced = enhance(planes, cond.qp is not None)
                 if kept:
@@ -197,7 +198,7 @@ def evaluate(enhancers: dict[str, Enhancer], sources: list[Source], conditions: 
                 psnr_out, ssim_out = frame_scores(enhanced, src.frames)
                 result = Score(psnr_in, psnr_out - psnr_in, ssim_in, ssim_out - ssim_in)
                 if bands and result.dpsnr < 0:
-                    result.bands = worst_bands(np.stack(src.frames), planes, np.asarray(enhanced), bands)
+                    result.bands = worst_bands(reference, planes, np.asarray(enhanced), bands)
                 table[name].setdefault(cond.label, []).append((src.name, result))
                 print(f"{name:10s} {cond.label:12s} {src.name:30s} PSNR {result.psnr_in:6.2f} "
                       f"dPSNR {result.dpsnr:+.3f} dSSIM {result.dssim:+.5f}"
@@ -260,7 +261,8 @@ def markdown(table: Table, title: str, lossless: dict[str, float] | None = None)
               for src, s in xs if s.bands]
     if losses:
         parts += ["**Where the losing sources lose**: the bands of rows whose share of the MSE (their squared error "
-                  "over the whole frame's pixel count, code values squared; a frame's bands sum to its MSE) rose most, "
+                  "over the source's pixel count, all its frames, code values squared; a source's bands sum to its MSE) rose "
+                  "most, "
                   "input -> output", "", "| | condition | source | dPSNR | rows | input | output |",
                   "|---|---|---|---:|---:|---:|---:|"]
         parts += [f"| {name} | {lab} | {src} | {s.dpsnr:+.3f} | {b.top}-{b.bottom} | {b.before:.4f} | {b.after:.4f} |"
