@@ -261,9 +261,8 @@ def markdown(table: Table, title: str, lossless: dict[str, float] | None = None)
               for src, s in xs if s.bands]
     if losses:
         parts += ["**Where the losing sources lose**: the bands of rows whose share of the MSE (their squared error "
-                  "over the source's pixel count, all its frames, code values squared; a source's bands sum to its MSE) rose "
-                  "most, "
-                  "input -> output", "", "| | condition | source | dPSNR | rows | input | output |",
+                  "over the source's pixel count, all its frames, code values squared; a source's bands sum to its "
+                  "MSE) rose most, input -> output", "", "| | condition | source | dPSNR | rows | input | output |",
                   "|---|---|---|---:|---:|---:|---:|"]
         parts += [f"| {name} | {lab} | {src} | {s.dpsnr:+.3f} | {b.top}-{b.bottom} | {b.before:.4f} | {b.after:.4f} |"
                   for name, lab, src, s in losses for b in s.bands]
