@@ -13,9 +13,11 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-# Axes flipped per copy: none; left-right; up-down and both.  Transposes are left out: they change the shape
-# an engine was built for, and on three photos the eight copies with them gained at QP 22 what they lost at 42.
-FLIPS: dict[int, tuple[tuple[int, ...], ...]] = {1: ((),), 2: ((), (-1,)), 4: ((), (-1,), (-2,), (-2, -1))}
+# Axes flipped per copy: none; both (the half turn); left-right and up-down.  Two copies take the half turn,
+# not left-right: on unseen crisp text at QP 22 it is the copy that disagrees where one pass invents detail
+# (docs/results.md, "Mirror ensemble").  Transposes are left out: they change the shape an engine was built
+# for, and on three photos the eight copies with them gained at QP 22 what they lost at 42.
+FLIPS: dict[int, tuple[tuple[int, ...], ...]] = {1: ((),), 2: ((), (-2, -1)), 4: ((), (-2, -1), (-1,), (-2,))}
 # HEVC's smallest coding block: a frame is padded to this grid before mirroring, so that the mirrored copy's
 # block edges fall where the decoder saw block edges in training.
 GRID = 8

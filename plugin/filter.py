@@ -125,7 +125,7 @@ def enhance(
     :param seed:       selects the fixed starting noise of the estimator; the same clip and seed always give
                        the same frames.
     :param ensemble:   1, 2 or 4: average the decoder over that many mirrored copies of the frame (itself;
-                       + left-right; + up-down and both), with one Z.  Costs that many decoder passes; backs off
+                       + turned half a turn; + left-right and up-down), with one Z.  Costs that many decoder passes; backs off
                        where the decoder would invent detail, which spares high-quality input and screens
                        (docs/results.md, "Mirror ensemble").
     :param strength:   scales the model's correction: the output is the input plus STRENGTH times what the model
