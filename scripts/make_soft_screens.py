@@ -3,14 +3,16 @@
 check on soft text (docs/results.md, "Soft text"): for each image NAME and each of --kinds, OUT/NAME_shift.png
 (moved half a pixel up and left, bilinear: the mildest resampling there is), OUT/NAME_soft.png
 (train.corpus.soft_copy: shrunk 1.5-3x and scaled back up) and OUT/NAME_upscaled.png (train.corpus.upscaled_copy:
-shrunk 1.25-2x and brought back up with Lanczos or bicubic, overshoot and all) and OUT/NAME_overtyped.png
-(train.corpus.overtyped_copy: pairs of text lines drawn over each other), each drawn from a seed per name and
-kind.  Then, e.g.:
+shrunk 1.25-2x and brought back up with Lanczos or bicubic, overshoot and all), OUT/NAME_overtyped.png
+(train.corpus.overtyped_copy: pairs of text lines drawn over each other) and OUT/NAME_faint.png
+(train.corpus.faint_copy: lines of text a few tens of code values off their ground), each drawn from a seed per
+name and kind.  Then, e.g.:
 
   python scripts/make_soft_screens.py data/corpus/val/*screen*.png --out data/soft_screens
   python scripts/make_soft_screens.py --synthetic 6 --out data/fresh_screens    # screens no model trained on
   python scripts/make_soft_screens.py --synthetic 8 --synthetic-from 100 --kinds upscaled --out data/upscaled_screens
   python scripts/make_soft_screens.py --synthetic 8 --synthetic-from 200 --kinds overtyped --out data/overtyped_screens
+  python scripts/make_soft_screens.py --synthetic 8 --synthetic-from 300 --kinds faint --out data/faint_screens
   python scripts/evaluate.py --images data/soft_screens --qps 22,27,32,37,42 --extra-qps "" --out soft.md
 """
 
@@ -25,7 +27,7 @@ import numpy as np
 from _common import run
 from PIL import Image
 
-from diffqe.train.corpus import overtyped_copy, screen_like, soft_copy, subpixel_shift, upscaled_copy
+from diffqe.train.corpus import faint_copy, overtyped_copy, screen_like, soft_copy, subpixel_shift, upscaled_copy
 
 # Each kind's copy of a picture; the soft copy keeps the stream it had before there were other kinds.
 KINDS = {
@@ -33,6 +35,7 @@ KINDS = {
     "soft": lambda y, name, seed: soft_copy(y, random.Random(f"{seed}:{name}")),
     "upscaled": lambda y, name, seed: upscaled_copy(y, random.Random(f"{seed}:upscaled:{name}")),
     "overtyped": lambda y, name, seed: overtyped_copy(y, random.Random(f"{seed}:overtyped:{name}")),
+    "faint": lambda y, name, seed: faint_copy(y, random.Random(f"{seed}:faint:{name}")),
 }
 
 

@@ -248,5 +248,12 @@ def test_make_soft_screens_writes_the_copies_asked_for(tmp_path):
     first, other = (np.asarray(Image.open(tmp_path / d / f"fresh_screen_{k}.png"))
                     for d, k in (("fresh", "00"), ("apart", "100")))
     assert not np.array_equal(first, other), "a set apart holds other screens"
+    faint = run_script("make_soft_screens.py", tmp_path / "ui.png", "--kinds", "faint", "--out", tmp_path / "faint")
+    assert faint.returncode == 0, faint.stderr
+    faint_text = np.asarray(Image.open(tmp_path / "faint" / "ui_faint.png")).astype(int)
+    changed = np.abs(faint_text - screen)[faint_text != screen]
+    # A few lines of text added, most of their strokes within 40 code values of the ground they were drawn on
+    # (where a line crosses other text or a panel's edge its strokes differ more).
+    assert 0.002 < changed.size / screen.size < 0.1 and np.median(changed) <= 40
     wrong = run_script("make_soft_screens.py", "--synthetic", "1", "--kinds", "blurred", "--out", tmp_path / "x")
     assert wrong.returncode == 2 and "unknown blurred" in wrong.stderr and "Traceback" not in wrong.stderr

@@ -121,6 +121,26 @@ def overtyped_copy(y: np.ndarray, rng: random.Random) -> np.ndarray:
     return np.asarray(im)
 
 
+def faint_copy(y: np.ndarray, rng: random.Random) -> np.ndarray:
+    """The screen with 3-8 lines of faint text: each 12-40 code values above or below the median of the ground it
+    lands on (grey labels, disabled controls, watermarks, light text on a light gradient).  Strokes that x265 at
+    high quality keeps within a few code values and a model may take for its noise (docs/results.md, "Mirror
+    ensemble": screen_0029).  Limited-range luma, as screen_like's."""
+    im = Image.fromarray(y)
+    draw = ImageDraw.Draw(im)
+    h, w = y.shape
+    for _ in range(rng.randint(3, 8)):
+        size = rng.choice(FONT_SIZES)
+        font = ImageFont.load_default(size=size)
+        xy, text = (rng.randrange(8, w // 2), rng.randrange(h - size)), words(rng)
+        left, top, right, bottom = draw.textbbox(xy, text, font=font)
+        ground = float(np.median(y[max(0, top):max(top + 1, bottom), max(0, left):max(left + 1, right)]))
+        step = rng.randint(12, 40)
+        level = ground + step if ground + step <= 235 and (ground - step < 16 or rng.random() < 0.5) else ground - step
+        draw.text(xy, text, fill=int(np.clip(level, 16, 235)), font=font)
+    return np.asarray(im)
+
+
 def other_levels(y: np.ndarray, rng: random.Random) -> np.ndarray:
     """The picture at other black and white levels: full-range or super-black video (camera files,
     screen captures, letterboxes at code 0) decodes to values outside 16..235, which a model trained only
