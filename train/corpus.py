@@ -109,35 +109,39 @@ def overtyped_copy(y: np.ndarray, rng: random.Random) -> np.ndarray:
     the first, black or white each (overlapping captions, a UI redrawn over stale text): dense glyphs that x265
     at high quality keeps within a few code values, which a model that has not seen them takes for ringing and
     flattens (docs/training.md, step 33).  Limited-range luma, as screen_like's."""
-    im = Image.fromarray(y)
-    draw = ImageDraw.Draw(im)
-    h, w = y.shape
-    for _ in range(rng.randint(3, 8)):
-        size = rng.choice(FONT_SIZES)
-        font = ImageFont.load_default(size=size)
-        x0, y0 = rng.randrange(8, w // 2), rng.randrange(h - size)
+
+    def pair(draw: ImageDraw.ImageDraw, x0: int, y0: int, size: int, font) -> None:
         for dx, dy in ((0, 0), (rng.randint(-size, size), rng.randint(2, size))):  # black or white, each line
             draw.text((x0 + dx, y0 + dy), words(rng), fill=16 if rng.random() < 0.7 else 235, font=font)
-    return np.asarray(im)
+
+    return _with_text_lines(y, rng, pair)
 
 
 def faint_copy(y: np.ndarray, rng: random.Random) -> np.ndarray:
     """The screen with 3-8 lines of faint text: each 12-40 code values above or below the median of the ground it
     lands on (grey labels, disabled controls, watermarks, light text on a light gradient).  Strokes that x265 at
-    high quality keeps within a few code values and a model may take for its noise (docs/results.md, "Mirror
-    ensemble": screen_0029).  Limited-range luma, as screen_like's."""
+    high quality keeps within a few code values and a model may take for its noise (docs/results.md, "Faint
+    text").  Limited-range luma, as screen_like's."""
+
+    def faint_line(draw: ImageDraw.ImageDraw, x0: int, y0: int, size: int, font) -> None:
+        text = words(rng)
+        left, top, right, bottom = draw.textbbox((x0, y0), text, font=font)
+        ground = float(np.median(y[max(0, top):max(top + 1, bottom), max(0, left):max(left + 1, right)]))
+        step = rng.randint(12, 40)
+        level = ground + step if ground + step <= 235 and (ground - step < 16 or rng.random() < 0.5) else ground - step
+        draw.text((x0, y0), text, fill=int(np.clip(level, 16, 235)), font=font)
+
+    return _with_text_lines(y, rng, faint_line)
+
+
+def _with_text_lines(y: np.ndarray, rng: random.Random, draw_line: Callable) -> np.ndarray:
+    """Y with 3-8 lines of text added by DRAW_LINE(draw, x, y, font size, font), each at a random place and size."""
     im = Image.fromarray(y)
     draw = ImageDraw.Draw(im)
     h, w = y.shape
     for _ in range(rng.randint(3, 8)):
         size = rng.choice(FONT_SIZES)
-        font = ImageFont.load_default(size=size)
-        xy, text = (rng.randrange(8, w // 2), rng.randrange(h - size)), words(rng)
-        left, top, right, bottom = draw.textbbox(xy, text, font=font)
-        ground = float(np.median(y[max(0, top):max(top + 1, bottom), max(0, left):max(left + 1, right)]))
-        step = rng.randint(12, 40)
-        level = ground + step if ground + step <= 235 and (ground - step < 16 or rng.random() < 0.5) else ground - step
-        draw.text(xy, text, fill=int(np.clip(level, 16, 235)), font=font)
+        draw_line(draw, rng.randrange(8, w // 2), rng.randrange(h - size), size, ImageFont.load_default(size=size))
     return np.asarray(im)
 
 
