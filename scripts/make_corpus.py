@@ -45,8 +45,11 @@ def main() -> int:
                          "(Lanczos, bicubic: text with overshoot)")
     ap.add_argument("--overtyped-screen-fraction", type=float, default=0.0,
                     help="share of synthetic screens also written with pairs of text lines drawn over each other")
+    ap.add_argument("--faint-screen-fraction", type=float, default=0.0,
+                    help="share of synthetic screens also written with lines of faint text (12-40 code values off "
+                         "their ground)")
     ap.add_argument("--screen-levels-fraction", type=float, default=0.0,
-                    help="share of synthetic screens, their soft, shifted, upscaled and overtyped copies included, also written "
+                    help="share of synthetic screens, their soft, shifted, upscaled, overtyped and faint copies included, also written "
                          "at other black/white levels (full-range screen captures)")
     ap.add_argument("--flat", type=int, default=6, help="flat frames to add (black at 0 and 16, white, grey)")
     ap.add_argument("--seed", type=int, default=0)
@@ -64,6 +67,7 @@ def main() -> int:
                           shifted_screen_fraction=args.shifted_screen_fraction,
                           upscaled_screen_fraction=args.upscaled_screen_fraction,
                           overtyped_screen_fraction=args.overtyped_screen_fraction,
+                          faint_screen_fraction=args.faint_screen_fraction,
                           screen_levels_fraction=args.screen_levels_fraction,
                           flat=args.flat, seed=args.seed)
     print(f"wrote {report.written['train']} train and {report.written['val']} validation images to {args.out}; "

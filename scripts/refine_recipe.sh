@@ -12,7 +12,8 @@
 # GPU refinement of scripts/device_refine.sh); CODED=0.5 adds copies through earlier video codecs (step 14),
 # SOFT_SCREENS=0.5 soft copies of the synthetic screens (step 17), SHIFTED_SCREENS=1 copies of them shifted by
 # a fraction of a pixel (step 18), UPSCALED_SCREENS=1 copies brought back up to size with a sharp kernel (step 30),
-# OVERTYPED_SCREENS=0.5 copies with lines of text drawn over each other (step 33),
+# OVERTYPED_SCREENS=0.5 copies with lines of text drawn over each other (step 33), FAINT_SCREENS=1 copies with
+# lines of faint text (step 34),
 # SCREEN_LEVELS=1 copies of the screens and of those copies at other levels (step 27);
 # SCREENS=0.2 makes a fifth of the corpus synthetic screens (default: make_corpus.py's, a tenth); PHOTOS_EVERY=1
 # trains on each of the other photos, not every third (step 32).
@@ -29,6 +30,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
     --recompressed-fraction "$recompressed" --coded-fraction "${CODED:-0}" \
     --soft-screen-fraction "${SOFT_SCREENS:-0}" --shifted-screen-fraction "${SHIFTED_SCREENS:-0}" \
     --upscaled-screen-fraction "${UPSCALED_SCREENS:-0}" --overtyped-screen-fraction "${OVERTYPED_SCREENS:-0}" \
+    --faint-screen-fraction "${FAINT_SCREENS:-0}" \
     --screen-levels-fraction "${SCREEN_LEVELS:-0}" --out "$out/corpus" ${DEBIAN_CACHE:+--debian-cache "$DEBIAN_CACHE"}
 
 # Every copy, flat and screen, and every PHOTOS_EVERY-th other photo (sorted by name, from the PHOTOS_EVERY-th);

@@ -50,7 +50,8 @@ def test_corpus_builder_keeps_going_past_bad_images(tmp_path, reference_frames):
                         "--val-fraction", "0.3", "--levels-fraction", "1", "--soft-fraction", "1",
                         "--recompressed-fraction", "1", "--coded-fraction", "1", "--soft-screen-fraction", "1",
                         "--shifted-screen-fraction", "1", "--upscaled-screen-fraction", "1",
-                        "--overtyped-screen-fraction", "1", "--screen-levels-fraction", "1", "--flat", "5")
+                        "--overtyped-screen-fraction", "1", "--faint-screen-fraction", "1",
+                        "--screen-levels-fraction", "1", "--flat", "5")
     assert result.returncode == 0, result.stderr
     assert "corrupt.jpg: not a readable image" in result.stderr and "tiny.png: too small" in result.stderr
     assert "Traceback" not in result.stderr
@@ -65,8 +66,9 @@ def test_corpus_builder_keeps_going_past_bad_images(tmp_path, reference_frames):
     assert [e["name"].split("_")[1] for e in flats] == ["000", "016", "128", "235", "255"]
     screens = [e for e in manifest["images"] if e["source"] == "synthetic screen"]
     assert screens and all(by_name[e["name"] + copy]["split"] == e["split"] for e in screens
-                           for copy in ("_soft", "_shift", "_upscaled", "_overtyped", "_levels", "_soft_levels",
-                                        "_shift_levels", "_upscaled_levels", "_overtyped_levels"))
+                           for copy in ("_soft", "_shift", "_upscaled", "_overtyped", "_faint", "_levels",
+                                        "_soft_levels", "_shift_levels", "_upscaled_levels", "_overtyped_levels",
+                                        "_faint_levels"))
     for e in screens:  # resampled text: softer, but the same picture at the same brightness
         crisp = np.asarray(Image.open(out / e["split"] / f"{e['name']}.png"))
         for kind in ("shift", "upscaled"):
@@ -82,6 +84,9 @@ def test_corpus_builder_keeps_going_past_bad_images(tmp_path, reference_frames):
         overtyped = np.asarray(Image.open(out / e["split"] / f"{e['name']}_overtyped.png"))
         changed = overtyped != crisp
         assert 0.005 < changed.mean() < 0.3 and high_frequency(overtyped) > high_frequency(crisp)
+        # the faint copy adds text too, but close to its ground
+        faint = np.asarray(Image.open(out / e["split"] / f"{e['name']}_faint.png")).astype(int)
+        assert 0.001 < (faint != crisp).mean() < 0.3 and np.median(np.abs(faint - crisp)[faint != crisp]) <= 40
     assert {e["split"] for e in manifest["images"]} <= {"train", "val"}
     for e in manifest["images"]:
         y = np.asarray(Image.open(out / e["split"] / f"{e['name']}.png"))

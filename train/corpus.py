@@ -301,6 +301,7 @@ def build_corpus(
     shifted_screen_fraction: float = 0.0,
     upscaled_screen_fraction: float = 0.0,
     overtyped_screen_fraction: float = 0.0,
+    faint_screen_fraction: float = 0.0,
     screen_levels_fraction: float = 0.0,
     flat: int = 6,
     seed: int = 0,
@@ -313,7 +314,7 @@ def build_corpus(
     synthetic screens also get a soft copy and ``shifted_screen_fraction`` a copy shifted by a fraction of a
     pixel (screen recordings scaled or resampled: soft text) and ``upscaled_screen_fraction`` a copy brought
     up to size with a sharp kernel (text with overshoot), ``overtyped_screen_fraction`` a copy with lines of
-    text drawn over each other, ``screen_levels_fraction`` of the screens and of
+    text drawn over each other, ``faint_screen_fraction`` a copy with lines of faint text, ``screen_levels_fraction`` of the screens and of
     those copies a copy at other black/white levels (full-range captures), and ``flat`` flat frames are added.
     Screen I is drawn from a stream of its own, so that it is the same picture, in the same split, in every
     corpus of one seed whatever its other options."""
@@ -370,7 +371,8 @@ def build_corpus(
         for kind, fraction, make in (("soft", soft_screen_fraction, soft_copy),
                                      ("shift", shifted_screen_fraction, shifted_copy),
                                      ("upscaled", upscaled_screen_fraction, upscaled_copy),
-                                     ("overtyped", overtyped_screen_fraction, overtyped_copy)):
+                                     ("overtyped", overtyped_screen_fraction, overtyped_copy),
+                                     ("faint", faint_screen_fraction, faint_copy)):
             copy = copy_of(name, y, kind, fraction, make, f"synthetic screen, {kind}")
             if copy is not None:
                 versions.append((f"{name}_{kind}", copy))
