@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Here (no GPU needed): what the device machine's calls need and cannot download there, in .carry/ (ignored
-# by git): .carry/whl the PyAV wheel (x265) for Python 3.12; .carry/refine step 4's corpus (the Debian photos
-# with level, soft and recompressed copies, as refine_recipe.sh builds it, but at most MAX_SIDE=448 px so
-# that it travels beside the wheel) for device_refine.sh; .carry/vs VapourSynth's wheel for device_bench.sh.
+# by git): .carry/whl the PyAV wheel (x265) for Python 3.12; .carry/refine the shipped recipe's corpus (the
+# Debian photos with level, soft and recompressed copies, a fifth synthetic screens with their soft, shifted,
+# upscaled, overtyped and faint copies and those at other levels: refine_recipe.sh's corpus of steps 30-34, but
+# photos at most MAX_SIDE=448 px so that it travels beside the wheel) for device_refine.sh; .carry/vs
+# VapourSynth's wheel for device_bench.sh.  The screens are drawn from the seed alone, so they do not travel:
+# .carry/refine/screens.args holds make_corpus.py's arguments that draw the same ones there.
 # Each call carries the folders its script names, with the tracked tree under the tool's 64 MiB.
 #
 #   bash scripts/device_pack.sh
@@ -11,9 +14,17 @@ py=${PYTHON:-python}
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 carry="$here/../.carry"
 mkdir -p "$carry/whl" "$carry/vs"
-[ -f "$carry/refine/corpus/manifest.json" ] || $py "$here/make_corpus.py" --debian --max-side "${MAX_SIDE:-448}" \
-    --soft-fraction 0.5 --recompressed-fraction 0.5 --out "$carry/refine/corpus" \
-    --debian-cache "${DEBIAN_CACHE:-data/debian}"
+screen_copies=(--soft-screen-fraction 1 --shifted-screen-fraction 1 --upscaled-screen-fraction 1
+    --overtyped-screen-fraction 0.5 --faint-screen-fraction 1 --screen-levels-fraction 1)
+if [ ! -f "$carry/refine/corpus/manifest.json" ]; then
+    $py "$here/make_corpus.py" --debian --max-side "${MAX_SIDE:-448}" --soft-fraction 0.5 --recompressed-fraction 0.5 \
+        --screen-fraction 0.2 "${screen_copies[@]}" --out "$carry/refine/corpus" \
+        --debian-cache "${DEBIAN_CACHE:-data/debian}"
+    screens=$($py -c 'import json, sys; print(sum(e["source"] == "synthetic screen"
+        for e in json.load(open(sys.argv[1]))["images"]))' "$carry/refine/corpus/manifest.json")
+    echo "--screens $screens ${screen_copies[*]} --flat 0" > "$carry/refine/screens.args"
+    rm "$carry/refine/corpus"/{train,val}/screen_*.png  # the manifest still lists them
+fi
 wheel() {  # wheel FOLDER NAME==VERSION: a Python 3.12 x86-64 wheel, as the device machine runs
     ls "$1"/"${2%%==*}"-"${2##*==}"-*.whl >/dev/null 2>&1 || $py -m pip download -q --no-deps --only-binary=:all: \
         --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \

@@ -11,7 +11,14 @@
 minutes=${1:-6}
 extra=("${@:2}")
 source "$(dirname "${BASH_SOURCE[0]}")/device_env.sh" .carry/whl
-QPS=22,27,32,37,42 bash "$root/scripts/refine_recipe.sh" "$root/model/weights/diffqe" "$root/.carry/refine" "$minutes" \
-    0.5 0.5 --flips 4 --mirror-weight 1 --precision fp32 --batch 16 --patch 128 --val-every 1000 --val-images 21 \
+# The corpus's synthetic screens, drawn here from the seed (device_pack.sh leaves them out of the carry).
+refine=$root/.carry/refine
+if [ -f "$refine/screens.args" ]; then
+    python3 "$root/scripts/make_corpus.py" $(cat "$refine/screens.args") --out "$refine/screens"
+    for split in train val; do cp "$refine/screens/$split"/*.png "$refine/corpus/$split/"; done
+fi
+QPS=22,27,32,37,42 bash "$root/scripts/refine_recipe.sh" "$root/model/weights/diffqe" "$refine" "$minutes" \
+    0.5 0.5 --flips 4 --mirror-weight 1 --mirror-gate --harm-weight 16 --precision fp32 --batch 16 --patch 128 \
+    --val-every 1000 --val-images 21 \
     "${extra[@]}" 2>&1 | tee -a "$out/log.txt"
 cp "$root"/.carry/refine/diffqe.* "$out/"

@@ -24,6 +24,9 @@ def main() -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--val-fraction", type=float, default=0.1)
     ap.add_argument("--screen-fraction", type=float, default=0.1, help="share of synthetic screen/text images")
+    ap.add_argument("--screens", type=int, help="exactly this many synthetic screens, whatever --screen-fraction "
+                    "(without --images or --debian: a corpus of screens alone, byte-identical to those of a corpus "
+                    "with photos and the same seed)")
     ap.add_argument("--downscale", type=float, default=2.0, help="shrink every image at least this much")
     ap.add_argument("--max-side", type=int, default=1024)
     ap.add_argument("--min-side", type=int, default=64)
@@ -57,9 +60,10 @@ def main() -> int:
     sources = list(args.images)
     if args.debian:
         sources += fetch_debian_images(args.debian_cache)
-    if not sources:
-        ap.error("give --images and/or --debian")
+    if not sources and not args.screens:
+        ap.error("give --images and/or --debian, or --screens")
     report = build_corpus(sources, args.out, val_fraction=args.val_fraction, screen_fraction=args.screen_fraction,
+                          screens=args.screens,
                           downscale=args.downscale, max_side=args.max_side, min_side=args.min_side,
                           levels_fraction=args.levels_fraction, soft_fraction=args.soft_fraction,
                           recompressed_fraction=args.recompressed_fraction,

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,6 +125,14 @@ def test_screens_are_the_same_pictures_in_every_corpus_of_a_seed(tmp_path, refer
     assert 0 < len(few) < len(many), "the second corpus has more photos, so more screens"
     for name, (split, y) in few.items():
         assert many[name][0] == split and np.array_equal(many[name][1], y), name
+    # and a corpus of screens alone (what the device machine draws rather than carry them) holds the same ones
+    alone = tmp_path / "alone"
+    result = run_script("make_corpus.py", "--screens", str(len(many)), "--flat", "0", "--out", alone)
+    assert result.returncode == 0, result.stderr
+    written = sorted(p.relative_to(alone) for p in alone.glob("*/*.png"))
+    assert written == sorted(Path(split) / f"{name}.png" for name, (split, _) in many.items())
+    for name, (split, y) in many.items():
+        assert np.array_equal(np.asarray(Image.open(alone / split / f"{name}.png")), y), name
 
 
 def test_corpus_builder_fails_clearly_on_a_missing_folder(tmp_path):

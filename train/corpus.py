@@ -290,6 +290,7 @@ def build_corpus(
     *,
     val_fraction: float = 0.1,
     screen_fraction: float = 0.1,
+    screens: int | None = None,
     downscale: float = 2.0,
     max_side: int = 1024,
     min_side: int = 64,
@@ -314,10 +315,11 @@ def build_corpus(
     synthetic screens also get a soft copy and ``shifted_screen_fraction`` a copy shifted by a fraction of a
     pixel (screen recordings scaled or resampled: soft text) and ``upscaled_screen_fraction`` a copy brought
     up to size with a sharp kernel (text with overshoot), ``overtyped_screen_fraction`` a copy with lines of
-    text drawn over each other, ``faint_screen_fraction`` a copy with lines of faint text, ``screen_levels_fraction`` of the screens and of
-    those copies a copy at other black/white levels (full-range captures), and ``flat`` flat frames are added.
-    Screen I is drawn from a stream of its own, so that it is the same picture, in the same split, in every
-    corpus of one seed whatever its other options."""
+    text drawn over each other, ``faint_screen_fraction`` a copy with lines of faint text,
+    ``screen_levels_fraction`` of the screens and of those copies a copy at other black/white levels (full-range
+    captures), and ``flat`` flat frames are added.  The screens are ``screen_fraction`` of the corpus, or
+    ``screens`` of them where given.  Screen I is drawn from a stream of its own, so that it is the same picture,
+    in the same split, in every corpus of one seed whatever its other options."""
     report = CorpusReport()
     entries = []
     rng = random.Random(seed)
@@ -362,7 +364,7 @@ def build_corpus(
                                      ("coded", coded_fraction, coded_copy)):
             copies += copy_of(name, y, kind, fraction, make, f"{path}, {kind}") is not None
     n_photos = sum(report.written.values()) - copies
-    n_screens = math.ceil(screen_fraction * n_photos / max(1e-9, 1 - screen_fraction))
+    n_screens = math.ceil(screen_fraction * n_photos / max(1e-9, 1 - screen_fraction)) if screens is None else screens
     for i in range(n_screens):
         name = f"screen_{i:04d}"
         y = screen_like(random.Random(f"{seed}:screen:{i}"))
