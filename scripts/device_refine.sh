@@ -21,4 +21,4 @@ QPS=22,27,32,37,42 bash "$root/scripts/refine_recipe.sh" "$root/model/weights/di
     0.5 0.5 --flips 4 --mirror-weight 1 --mirror-gate --harm-weight 16 --precision fp32 --batch 16 --patch 128 \
     --val-every 1000 --val-images 21 \
     "${extra[@]}" 2>&1 | tee -a "$out/log.txt"
-cp "$root"/.carry/refine/diffqe.* "$out/"
+cp "$refine"/diffqe.* "$out/"
