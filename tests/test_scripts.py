@@ -198,6 +198,23 @@ def test_probe_z_fits_zs_on_the_other_sources(tmp_path, reference_frames):
     assert fitted == ["all QPs", "per QP"], result.stdout
 
 
+def test_probe_ensemble_one_pass_and_mean_match_evaluate(tmp_path, reference_frames):
+    """The probe's one pass and four-copy mean are what evaluate.py's ``--ensemble 1,4`` rows measure on the same
+    encode; every other rule gets a row."""
+    Image.fromarray(reference_frames[0]).save(tmp_path / "frame.png")
+    probe = run_script("probe_ensemble.py", "--images", tmp_path, "--qps", "42")
+    assert probe.returncode == 0, probe.stderr
+    rows = dict(re.findall(r"^\| ([a-z /2-]+) \| ([-+][\d.]+) \([-+][\d.]+\) \|$", probe.stdout, re.M))
+    assert list(rows) == ["one pass", "mean", "median", "mean where signs agree", "minmod", "mean - spread/2",
+                          "mean - spread"], probe.stdout
+    evaluate = run_script("evaluate.py", "--images", tmp_path, "--qps", "", "--extra-qps", "42", "--ensemble", "1,4",
+                          "--out", tmp_path / "table.md")
+    assert evaluate.returncode == 0, evaluate.stderr
+    line = r"^(shipped(?: x4)?)\s+QP 42\s+frame\s+PSNR\s+[\d.]+ dPSNR ([-+][\d.]+)"
+    measured = dict(re.findall(line, evaluate.stderr, re.M))
+    assert (rows["one pass"], rows["mean"]) == (measured["shipped"], measured["shipped x4"]), evaluate.stderr
+
+
 def test_probe_quality_reports_qp_prediction_and_strengths(tmp_path, reference_frames):
     from diffqe.train.pairs import make_pairs
 
