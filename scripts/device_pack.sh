@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Here (no GPU needed): what the device machine's calls need and cannot download there, in .carry/ (ignored
 # by git): .carry/whl the PyAV wheel (x265) for Python 3.12; .carry/refine the shipped recipe's corpus (the
-# Debian photos with level, soft and recompressed copies, a fifth synthetic screens with their soft, shifted,
-# upscaled, overtyped and faint copies and those at other levels: refine_recipe.sh's corpus of steps 30-34, but
+# Debian photos with level, soft and recompressed copies, 30 % synthetic screens with their soft, shifted,
+# upscaled, overtyped and faint copies and those at other levels: refine_recipe.sh's corpus of step 36, but
 # photos at most MAX_SIDE=448 px so that it travels beside the wheel) for device_refine.sh; .carry/vs
 # VapourSynth's wheel for device_bench.sh.  The screens are drawn from the seed alone, so they do not travel:
 # .carry/refine/screens.args holds make_corpus.py's arguments that draw the same ones there.
@@ -18,7 +18,7 @@ screen_copies=(--soft-screen-fraction 1 --shifted-screen-fraction 1 --upscaled-s
     --overtyped-screen-fraction 0.5 --faint-screen-fraction 1 --screen-levels-fraction 1)
 if [ ! -f "$carry/refine/corpus/manifest.json" ]; then
     $py "$here/make_corpus.py" --debian --max-side "${MAX_SIDE:-448}" --soft-fraction 0.5 --recompressed-fraction 0.5 \
-        --screen-fraction 0.2 "${screen_copies[@]}" --out "$carry/refine/corpus" \
+        --screen-fraction 0.3 "${screen_copies[@]}" --out "$carry/refine/corpus" \
         --debian-cache "${DEBIAN_CACHE:-data/debian}"
     screens=$($py -c 'import json, sys; print(sum(e["source"] == "synthetic screen"
         for e in json.load(open(sys.argv[1]))["images"]))' "$carry/refine/corpus/manifest.json")
