@@ -8,7 +8,7 @@ every copy: it describes the frame's quality, which mirroring does not change.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -23,13 +23,19 @@ FLIPS: dict[int, tuple[tuple[int, ...], ...]] = {1: ((),), 2: ((), (-2, -1)), 4:
 GRID = 8
 
 
+def mirrored(decode: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, copies: int) -> Iterator[torch.Tensor]:
+    """``decode`` of each of ``copies`` mirrored copies of x [N,1,H,W] (padded to the GRID), mirrored back and
+    cropped to x's shape, in float32; one at a time, so that a caller that sums them holds one copy's output."""
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (0, -w % GRID, 0, -h % GRID), mode="reflect")
+    for axes in FLIPS[copies]:
+        yield decode(padded.flip(axes)).float().flip(axes)[..., :h, :w]
+
+
 def mirror_average(decode: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, copies: int) -> torch.Tensor:
     """Mean of ``decode`` over ``copies`` (1, 2 or 4) mirrored copies of x [N,1,H,W]; same shape out."""
     if copies not in FLIPS:
         raise ValueError(f"ensemble must be one of {', '.join(map(str, FLIPS))}, got {copies}")
     if copies == 1:
         return decode(x)
-    h, w = x.shape[-2:]
-    padded = F.pad(x, (0, -w % GRID, 0, -h % GRID), mode="reflect")
-    total = sum(decode(padded.flip(axes)).float().flip(axes) for axes in FLIPS[copies])
-    return total[..., :h, :w] / copies
+    return sum(mirrored(decode, x, copies)) / copies

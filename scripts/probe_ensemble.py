@@ -17,11 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from _common import run
 
 from diffqe.model import checkpoint
-from diffqe.model.mirror import FLIPS, GRID
+from diffqe.model.mirror import mirrored
 from diffqe.train.codec import compress_luma
 from diffqe.train.corpus import find_images, load_luma
 from diffqe.train.metrics import psnr
@@ -31,9 +30,7 @@ from diffqe.train.metrics import psnr
 def corrections(model, y: torch.Tensor, copies: int) -> torch.Tensor:
     """[copies,1,1,H,W]: the decoder's correction of each mirrored copy of y [1,1,H,W], mirrored back."""
     z = model.estimate(y)
-    h, w = y.shape[-2:]
-    padded = F.pad(y, (0, -w % GRID, 0, -h % GRID), mode="reflect")
-    return torch.stack([model.decoder(padded.flip(a), z).flip(a)[..., :h, :w] - y for a in FLIPS[copies]])
+    return torch.stack(list(mirrored(lambda t: model.decoder(t, z), y, copies))) - y
 
 
 def where_signs_agree(value: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
