@@ -19,7 +19,9 @@ class ModelConfig:
     the decoder's UNet at half resolution on the pixel-unshuffled frame (4 channels) and pixel-shuffles the
     residual back: no full-resolution level, about a quarter fewer FLOPs per pixel (docs/performance.md).
     ``condition_highpass`` feeds the estimator's condition CNN the frame's high-pass residual beside the frame
-    (see estimator.ConditionNet).
+    (see estimator.ConditionNet).  ``light_finest`` keeps of the decoder's full-resolution level only its first
+    convolution and an additive skip (no residual units, no Z-CBAM there): every convolution with fewer than 64
+    channels but two thin ones leaves, about a quarter fewer FLOPs per pixel (docs/performance.md).
     """
 
     variant: Variant = "full"
@@ -36,12 +38,15 @@ class ModelConfig:
     qp_max: int = 51
     input_unshuffle: int = 1
     condition_highpass: bool = False
+    light_finest: bool = False
 
     def __post_init__(self) -> None:
         if self.variant not in ("full", "noest", "nodiff"):
             raise ValueError(f"unknown variant {self.variant!r}; use full, noest or nodiff")
         if self.input_unshuffle not in (1, 2, 4):
             raise ValueError(f"input_unshuffle must be 1, 2 or 4, got {self.input_unshuffle}")
+        if self.light_finest and len(self.decoder_channels) < 2:
+            raise ValueError("light_finest needs a decoder of two or more levels")
         for name in ("decoder_channels", "encoder_channels", "condition_channels"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
 

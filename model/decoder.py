@@ -23,6 +23,17 @@ class UpFuse(nn.Module):
         return self.reduce(self.cbam(torch.cat([skip, self.up(coarse)], dim=1), z))
 
 
+class LightUp(nn.Module):
+    """The light finest level's fusion (``cfg.light_finest``): up-sample the coarser level, add the skip."""
+
+    def __init__(self, c_coarse: int, c_fine: int) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose2d(c_coarse, c_fine, 2, stride=2)
+
+    def forward(self, coarse: torch.Tensor, skip: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        return skip + self.up(coarse)
+
+
 class Decoder(nn.Module):
     """Compressed Y [N,1,H,W] and Z [N,D] -> enhanced Y, Eq. (9): x_out = x_in + x_res.
 
@@ -39,13 +50,15 @@ class Decoder(nn.Module):
         self.multiple = cfg.pad_multiple
         self.unshuffle = cfg.input_unshuffle
         planes = self.unshuffle**2
-        self.head = nn.Sequential(conv3x3(planes, ch[0]), act(), ResidualUnit(ch[0]))
+        light = cfg.light_finest
+        self.head = nn.Sequential(conv3x3(planes, ch[0]), act(), *([] if light else [ResidualUnit(ch[0])]))
         self.down = nn.ModuleList(
             nn.Sequential(nn.MaxPool2d(2), conv3x3(ch[i - 1], ch[i]), act(), ResidualUnit(ch[i]))
             for i in range(1, len(ch))
         )
         self.up = nn.ModuleList(
-            UpFuse(ch[i + 1], ch[i], cfg.cbam_reduction, z_dim) for i in reversed(range(len(ch) - 1))
+            LightUp(ch[1], ch[0]) if light and i == 0 else UpFuse(ch[i + 1], ch[i], cfg.cbam_reduction, z_dim)
+            for i in reversed(range(len(ch) - 1))
         )
         self.tail = conv3x3(ch[0], planes)
         nn.init.zeros_(self.tail.weight)

@@ -6,7 +6,10 @@ the device's two ceilings (a large device-to-device copy, a large fp16 matrix pr
 PyTorch variant on the GPU: floor, measured time, and their ratio.  Also the fp16 cost in dPSNR on the
 bundled sample, and ONNX Runtime CPU frames per second.
 
-  python scripts/bench.py [--checkpoint STEM] [--sizes 960x540,1920x1080,3840x2160] [--out docs/performance.md]
+  python scripts/bench.py [--checkpoint STEM | --model-config JSON] [--sizes 960x540,1920x1080,3840x2160] [--out FILE]
+
+--model-config times an untrained network of that shape (the time does not depend on the weights; no quality
+or CPU figure then): a candidate's speed is known before it is trained.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from _common import run
 from torch.utils.flop_counter import FlopCounterMode
 
 from diffqe.model import checkpoint
+from diffqe.model.config import ModelConfig
 from diffqe.model.diffqe import DiffQE, default_noise
 from diffqe.plugin.torch_runner import CudaGraph
 from diffqe.train.codec import read_video_luma
@@ -81,6 +85,17 @@ def least_bytes(model: DiffQE, h: int, w: int, bytes_per_value: int) -> float:
     """The luma read once, written once, and the inference weights read once."""
     weights = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("encoder."))
     return float((2 * h * w + weights) * bytes_per_value)
+
+
+def load_network(ckpt: Path | None, model_config: Path | None) -> DiffQE:
+    """The weights at CKPT (default: shipped), or with MODEL_CONFIG an untrained network of that shape, its
+    zero-initialised tail drawn at random too (all-zero weights can run faster than real ones)."""
+    if model_config is None:
+        return checkpoint.load(ckpt)[0]
+    torch.manual_seed(0)
+    model = DiffQE(ModelConfig.load(model_config)).eval()
+    torch.nn.init.normal_(model.decoder.tail.weight, std=1e-3)
+    return model
 
 
 @dataclass(frozen=True)
@@ -152,7 +167,9 @@ def ort_cpu_fps(ckpt: Path | None, h: int, w: int) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", type=Path, help="default: the shipped weights")
+    source = ap.add_mutually_exclusive_group()
+    source.add_argument("--checkpoint", type=Path, help="default: the shipped weights")
+    source.add_argument("--model-config", type=Path, help="JSON with ModelConfig fields: an untrained network")
     ap.add_argument("--sizes", default="960x540,1920x1080,3840x2160")
     ap.add_argument("--batch", type=int, default=1, help="frames per call")
     ap.add_argument("--variants", default="0,1,2,3",
@@ -162,7 +179,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path, help="also write the markdown here")
     args = ap.parse_args()
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",") if s]
-    base, _ = checkpoint.load(args.checkpoint)
+    base = load_network(args.checkpoint, args.model_config)
+    trained = args.model_config is None
     lines = []
     if torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
@@ -175,6 +193,8 @@ def main() -> int:
                   f"fp16 matrix product {rate / 1e12:.0f} TFLOP/s; batch {args.batch}; torch {torch.__version__}.", "",
                   "| variant | frame | GFLOP/frame | floor (ms) | measured (ms) | frames/s | TFLOP/s | floor/measured |",
                   "|---|---|---:|---:|---:|---:|---:|---:|"]
+        if not trained:
+            lines[0] += f" Network: {args.model_config}, untrained."
         decoded, reference = sample_frames()
         counting = build(base, VARIANTS[1])  # eager fp16; the counts hold for every variant
         flops = {(w, h): frame_flops(counting, h, w) for w, h in sizes}
@@ -194,19 +214,22 @@ def main() -> int:
                 lines.append(f"| {v.name} | {w}x{h} | {f / 1e9:.0f} | {floor * 1e3:.3f} | {seconds * 1e3:.3f} | "
                              f"{1 / seconds:.1f} | {f / seconds / 1e12:.1f} | {floor / seconds:.1%} |")
                 log(lines[-1] + f"  ({time.time() - t0:.0f} s incl. compile)")
-            quality.append((v.name, sample_psnr(model, v.dtype, decoded, reference)))
+            if trained:
+                quality.append((v.name, sample_psnr(model, v.dtype, decoded, reference)))
             del model
             torch.cuda.empty_cache()
-        psnr_in = float(np.mean([psnr(d, r) for d, r in zip(decoded, reference)]))
-        ref = quality[0][1] if quality else float("nan")
-        lines += ["", f"Quality on the bundled sample (8 frames, PSNR in {psnr_in:.3f} dB):", "",
-                  "| variant | PSNR out (dB) | dPSNR (dB) | against the first variant (dB) |", "|---|---:|---:|---:|"]
-        lines += [f"| {name} | {p:.4f} | {p - psnr_in:+.4f} | {p - ref:+.4f} |" for name, p in quality]
-    if args.cpu_size:
+        if quality:
+            psnr_in = float(np.mean([psnr(d, r) for d, r in zip(decoded, reference)]))
+            lines += ["", f"Quality on the bundled sample (8 frames, PSNR in {psnr_in:.3f} dB):", "",
+                      "| variant | PSNR out (dB) | dPSNR (dB) | against the first variant (dB) |", "|---|---:|---:|---:|"]
+            lines += [f"| {name} | {p:.4f} | {p - psnr_in:+.4f} | {p - quality[0][1]:+.4f} |" for name, p in quality]
+    if args.cpu_size and trained:
         w, h = (int(v) for v in args.cpu_size.split("x"))
         fps = ort_cpu_fps(args.checkpoint, h, w)
         lines += ["", f"ONNX Runtime CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()}): "
                       f"{fps:.2f} frames/s at {w}x{h}."]
+    elif args.cpu_size:
+        log("no ONNX Runtime CPU figure for an untrained network (--model-config): it has no exported graph")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

@@ -1,21 +1,43 @@
 #!/usr/bin/env bash
-# On the device machine: issue 7's proposed network change, trained and timed in one call (docs/training.md,
-# step 12).  The half-resolution network (train/configs/unshuffle2.json) is transplanted from the shipped
-# weights and distilled from their plain output for MINUTES (default 4) by device_refine.sh, then bench.py
-# times it (CUDA graphs and torch.compile at 1080p and 2160p) beside the shipped network.  Weights, tables and
-# log in $OUT.  Needs .carry/refine and .carry/whl from scripts/device_pack.sh.
+# On the device machine: issue 7's network change in one call, speed first (docs/performance.md).
+#  1. Where a frame's time goes: profile_parts.py on the shipped network and on the two candidates
+#     (train/configs/unshuffle2.json, the half-resolution UNet; light_finest.json, the light finest level),
+#     1080p and 2160p, each part replayed as a CUDA graph.
+#  2. Each network as the torch-compile backend runs it (bench.py variant 3) at 1080p and 2160p; the candidates
+#     untrained (their time does not depend on the weights).
+#  3. CANDIDATE (default unshuffle2) transplanted from the shipped weights and distilled for MINUTES (default 2.5)
+#     by device_refine.sh at QP 22/32/42, its weights in $OUT for results.md's evaluation on the CPU.
+# Each step under its own limit (one that fails or runs out is logged, the next runs); tables and log in $OUT.
+# Needs .carry/refine and .carry/whl from scripts/device_pack.sh.
 #
 #   bash scripts/device_fast_net.sh [MINUTES [TRAIN_ARG ...]]
-#   device tool: command "bash scripts/device_fast_net.sh 4", carry [".carry/refine", ".carry/whl"], timeout_s 570
-set -euo pipefail
-minutes=${1:-4}
+#   device tool: command "bash scripts/device_fast_net.sh", carry [".carry/refine", ".carry/whl"], timeout_s 570
+set -uo pipefail
+minutes=${1:-2.5}
 extra=("${@:2}")
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# Sourced, so that the environment it installs (device_env.sh: $root, $out, PYTHONPATH) serves bench.py too.
-source "$here/device_refine.sh" "$minutes" --model-config "$here/../train/configs/unshuffle2.json" --mirror-copies 1 \
-    --lr 3e-4 "${extra[@]}"
+source "$here/device_env.sh" .carry/whl
 cd "$root"
-for named in "half=$out/diffqe" "shipped=model/weights/diffqe"; do
-    python3 scripts/bench.py --checkpoint "${named#*=}" --variants 2,3 --budget-s 100 --cpu-size "${CPU_SIZE:-}" \
-        --sizes "${SIZES:-1920x1080,3840x2160}" --out "$out/bench_${named%%=*}.md" 2>&1 | tee -a "$out/log.txt"
-done
+step() {  # step SECONDS COMMAND...: run it under a limit; a failure is logged, not fatal
+    echo "== $(date +%T) ${*:2}"
+    timeout "$1" "${@:2}" || echo "== step ended with status $? (124: out of time): ${*:2}"
+}
+networks=(shipped: unshuffle2:--model-config=train/configs/unshuffle2.json
+          light:--model-config=train/configs/light_finest.json)
+sizes=${SIZES:-1920x1080,3840x2160}  # a CPU rehearsal: SIZES=256x144
+{
+    for n in "${networks[@]}"; do
+        step 60 python3 scripts/profile_parts.py ${n#*:} $(printf -- '--size %s ' ${sizes//,/ }) \
+            --out "$out/parts_${n%%:*}.md"
+    done
+    for n in "${networks[@]}"; do
+        step 90 python3 scripts/bench.py ${n#*:} --variants 3 --budget-s 60 --cpu-size '' --sizes "$sizes" \
+            --out "$out/bench_${n%%:*}.md"
+    done
+    echo "== $(date +%T) distilling ${CANDIDATE:-unshuffle2} for $minutes minutes"
+} 2>&1 | tee -a "$out/log.txt"
+# Its own log: device_refine.sh writes $out/log.txt too.  The limit leaves 3 minutes for the encodes, the
+# transplant, validation and the weights.
+timeout "$(python3 -c "print(int($minutes * 60 + 180))")" env QPS=22,32,42 bash "$here/device_refine.sh" "$minutes" \
+    --model-config "train/configs/${CANDIDATE:-unshuffle2}.json" --mirror-copies 1 --lr 3e-4 "${extra[@]}" \
+    || echo "== distillation ended with status $? (124: out of time)" | tee -a "$out/log.txt"

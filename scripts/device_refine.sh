@@ -7,7 +7,7 @@
 #   bash scripts/device_refine.sh [MINUTES [TRAIN_ARG ...]]
 #   device tool: command "bash scripts/device_refine.sh 6", carry [".carry/refine", ".carry/whl"], timeout_s 540
 #
-# Extra train.py arguments override the defaults below (argparse keeps the last).
+# Extra train.py arguments override the defaults below (argparse keeps the last); QPS=22,32,42 codes fewer pairs.
 minutes=${1:-6}
 extra=("${@:2}")
 source "$(dirname "${BASH_SOURCE[0]}")/device_env.sh" .carry/whl
@@ -17,7 +17,7 @@ if [ -f "$refine/screens.args" ]; then
     python3 "$root/scripts/make_corpus.py" $(cat "$refine/screens.args") --out "$refine/screens"
     for split in train val; do cp "$refine/screens/$split"/*.png "$refine/corpus/$split/"; done
 fi
-QPS=22,27,32,37,42 bash "$root/scripts/refine_recipe.sh" "$root/model/weights/diffqe" "$refine" "$minutes" \
+QPS=${QPS:-22,27,32,37,42} bash "$root/scripts/refine_recipe.sh" "$root/model/weights/diffqe" "$refine" "$minutes" \
     0.5 0.5 --flips 4 --mirror-weight 1 --mirror-gate --harm-weight 16 --precision fp32 --batch 16 --patch 128 \
     --val-every 1000 --val-images 21 \
     "${extra[@]}" 2>&1 | tee -a "$out/log.txt"

@@ -27,12 +27,12 @@ def rel(a, b) -> float:
     return float(np.linalg.norm(np.asarray(a) - np.asarray(b)) / np.linalg.norm(np.asarray(b)))
 
 
-@pytest.fixture(params=[1, 2], ids=["full-res", "unshuffle2"])
+@pytest.fixture(params=[{}, {"input_unshuffle": 2}, {"light_finest": True}], ids=["full-res", "unshuffle2", "light"])
 def lively_model(tiny_cfg, request):
-    """A tiny model whose decoder actually changes its input (the trained tail is not zero); also with the
-    decoder's input pixel-unshuffled (the faster network proposed in docs/performance.md)."""
+    """A tiny model whose decoder actually changes its input (the trained tail is not zero); also the two
+    faster networks of docs/performance.md (the decoder's input pixel-unshuffled; the light finest level)."""
     torch.manual_seed(0)
-    model = DiffQE(ModelConfig(**{**json.loads(tiny_cfg.to_json()), "input_unshuffle": request.param})).eval()
+    model = DiffQE(ModelConfig(**{**json.loads(tiny_cfg.to_json()), **request.param})).eval()
     torch.nn.init.normal_(model.decoder.tail.weight, std=0.05)
     return model
 

@@ -10,10 +10,13 @@ from diffqe.model.config import ModelConfig
 from diffqe.model.diffqe import DiffQE, default_noise
 
 
-@pytest.mark.parametrize("variant,unshuffle", [("full", 1), ("noest", 1), ("nodiff", 1), ("full", 2), ("noest", 2)])
+@pytest.mark.parametrize("variant,unshuffle,light", [("full", 1, False), ("noest", 1, False), ("nodiff", 1, False),
+                                                     ("full", 2, False), ("noest", 2, False), ("full", 1, True),
+                                                     ("noest", 1, True)])
 @pytest.mark.parametrize("hw", [(8, 8), (17, 23), (31, 64), (67, 45)])
-def test_any_size_in_same_size_out(tiny_cfg, variant, unshuffle, hw):
-    cfg = ModelConfig(**{**json.loads(tiny_cfg.to_json()), "variant": variant, "input_unshuffle": unshuffle})
+def test_any_size_in_same_size_out(tiny_cfg, variant, unshuffle, light, hw):
+    cfg = ModelConfig(**{**json.loads(tiny_cfg.to_json()), "variant": variant, "input_unshuffle": unshuffle,
+                         "light_finest": light})
     assert min(hw) >= cfg.min_side
     model = DiffQE(cfg).eval()
     y = torch.rand(2, 1, *hw)

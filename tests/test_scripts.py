@@ -147,6 +147,23 @@ def test_bench_vspipe_compares_the_pipeline_with_the_bare_backend(intra):
     assert alone > piped, "the stabilisation alone runs faster than the model with it"
 
 
+@pytest.mark.parametrize("network", [(), ("--model-config", "train/configs/light_finest.json")],
+                         ids=["shipped", "light-untrained"])
+def test_profile_parts_accounts_for_every_flop_of_the_model(network, tmp_path):
+    """Each part timed alone: the parts' FLOPs add up to the whole model's (no convolution falls outside a
+    part), every part has a positive time, and the table written to --out is the one printed."""
+    result = run_script("profile_parts.py", *network, "--size", "96x64", "--out", tmp_path / "parts.md")
+    assert result.returncode == 0, result.stderr
+    rows = {m[1]: (float(m[2]), float(m[3])) for m in
+            re.finditer(r"^\| ([\w. ]+) \| ([\d.]+) \| [\d.]+ \| ([\d.]+) \|", result.stdout, re.M)}
+    assert {"estimator", "decoder.head", "decoder.down.0", "decoder.up.0.cbam", "decoder.tail",
+            "sum of the parts", "whole model"} <= set(rows), result.stdout
+    assert ("decoder.up.2.cbam" in rows) != bool(network), "the light network has no finest Z-CBAM"
+    assert rows["sum of the parts"][0] == rows["whole model"][0] > 0
+    assert all(seconds > 0 for _, seconds in rows.values())
+    assert (tmp_path / "parts.md").read_text() == result.stdout.rstrip("\n") + "\n"
+
+
 def test_bench_fusion_times_one_caller_and_several():
     result = run_script("bench_fusion.py", "--sizes", "256x144", "--threads", "2", "--frames", "4")
     assert result.returncode == 0, result.stderr

@@ -206,39 +206,61 @@ def test_train_script_takes_a_model_config_and_a_variant(tmp_path, tiny_cfg, tin
     assert (cfg.variant, cfg.input_unshuffle, cfg.decoder_channels) == ("noest", 2, tiny_cfg.decoder_channels)
 
 
-def test_half_resolution_decoder_is_transplanted_close_to_the_full_one(tmp_path, tiny_cfg, tiny_pairs):
-    """Stage 3 with the half-resolution network from full-resolution weights: the levels below the first
-    carry over unchanged, and the least-squares head and tail bring the half decoder's output on crops it
-    was not fitted on closer to the full decoder's than the identity (the untrained tail) is."""
+def _transplanted(tmp_path, tiny_cfg, tiny_pairs, network: dict) -> tuple[DiffQE, DiffQE, dict, float]:
+    """Stage 3 for one step at a negligible LR with the network NETWORK (ModelConfig fields over tiny_cfg)
+    from full-resolution weights whose decoder changes its input: (full, student, the fits' log, the share
+    of the full decoder's residual the student misses on crops it was not fitted on)."""
     torch.manual_seed(0)
     full = DiffQE(tiny_cfg).eval()
     torch.nn.init.normal_(full.decoder.tail.weight, std=0.05)  # a decoder that changes its input
     checkpoint.save(tmp_path / "full", full)
-    config = tmp_path / "half.json"
-    config.write_text(json.dumps(json.loads(tiny_cfg.to_json()) | {"input_unshuffle": 2,
-                                                                   "decoder_channels": [16, 32]}))
+    config = tmp_path / "student.json"
+    config.write_text(json.dumps(json.loads(tiny_cfg.to_json()) | network))
     result = run_script("train.py", "--pairs", tiny_pairs, "--run", tmp_path / "r", "--stage", "3", "--init",
                         tmp_path / "full", "--model-config", config, "--z-weight", "0", "--mirror-weight", "1",
                         "--mirror-copies", "1", "--steps", "1", "--lr", "1e-12", "--batch", "2", "--patch", "32",
                         "--val-images", "1")
     assert result.returncode == 0, result.stderr
     fit = json.loads((tmp_path / "r" / "log.jsonl").read_text().splitlines()[0])["transplant"]
+    student = checkpoint.load(tmp_path / "r" / "stage3")[0].eval()
+    y = torch.from_numpy(PatchSampler(load_pairs(tiny_pairs, "val"), 64, 4, seed=7).sample()[0])
+    with torch.no_grad():
+        z = full.estimate(y)
+        want, got = full.decoder(y, z) - y, student.decoder(y, z) - y
+    unexplained = float((got - want).square().mean() / want.square().mean())
+    print("transplant fit", fit, "held-out unexplained", unexplained)
+    return full, student, fit, unexplained
+
+
+def test_half_resolution_decoder_is_transplanted_close_to_the_full_one(tmp_path, tiny_cfg, tiny_pairs):
+    """Stage 3 with the half-resolution network from full-resolution weights: the levels below the first
+    carry over unchanged, and the least-squares head and tail bring the half decoder's output on crops it
+    was not fitted on closer to the full decoder's than the identity (the untrained tail) is."""
+    full, half, fit, unexplained = _transplanted(tmp_path, tiny_cfg, tiny_pairs,
+                                                 {"input_unshuffle": 2, "decoder_channels": [16, 32]})
+    config = tmp_path / "student.json"
     config.write_text(json.dumps(json.loads(config.read_text()) | {"z_dim": 8}))  # a network the weights are not
     refused = run_script("train.py", "--pairs", tiny_pairs, "--run", tmp_path / "other", "--stage", "3", "--init",
                          tmp_path / "full", "--model-config", config, "--patch", "32")
     assert refused.returncode == 2 and "differs from --model-config's in {'z_dim': (16, 8)}" in refused.stderr, \
         refused.stderr
-    half = checkpoint.load(tmp_path / "r" / "stage3")[0].eval()
     assert (half.cfg.input_unshuffle, half.cfg.decoder_channels) == (2, (16, 32))
     torch.testing.assert_close(half.decoder.head[2].state_dict(), full.decoder.down[0][3].state_dict(),
                                rtol=0, atol=1e-9)  # lr 1e-12: one step leaves the carried weights as they were
-    y = torch.from_numpy(PatchSampler(load_pairs(tiny_pairs, "val"), 64, 4, seed=7).sample()[0])
-    with torch.no_grad():
-        z = full.estimate(y)
-        want, got = full.decoder(y, z) - y, half.decoder(y, z) - y
-    unexplained = float((got - want).square().mean() / want.square().mean())
-    print("transplant fit", fit, "held-out unexplained", unexplained)
     assert unexplained < 0.9 and fit["tail_unexplained"] < 0.9, (fit, unexplained)
+
+
+def test_light_finest_decoder_keeps_every_coarser_weight_and_fits_its_head_and_tail(tmp_path, tiny_cfg, tiny_pairs):
+    """The light finest level from the full decoder: every level below the finest and the finest
+    up-sampling carry over; the fitted head and tail bring the output closer to the full decoder's than
+    the identity is."""
+    full, light, fit, unexplained = _transplanted(tmp_path, tiny_cfg, tiny_pairs, {"light_finest": True})
+    assert light.cfg.light_finest and len(light.decoder.head) == 2
+    carried = {k: v for k, v in full.state_dict().items() if k in light.state_dict() and
+               not k.startswith(("decoder.head.", "decoder.tail."))}
+    assert len(carried) == len(light.state_dict()) - 4  # all but the head's and the tail's weight and bias
+    torch.testing.assert_close({k: light.state_dict()[k] for k in carried}, carried, rtol=0, atol=1e-9)
+    assert unexplained < 0.9 and fit["head_unexplained"] < 0.9 and fit["tail_unexplained"] < 0.9, (fit, unexplained)
 
 
 @pytest.fixture(scope="module")

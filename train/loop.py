@@ -34,7 +34,7 @@ from ..model.mirror import mirror_average
 from .metrics import frame_change, patch_dpsnr, psnr
 from .pairs import Pair, PatchSampler
 from .stills import Still, StillSampler
-from .transplant import half_resolution_from
+from .transplant import half_resolution_from, light_finest_from
 from .z_targets import ZTable
 
 
@@ -231,8 +231,8 @@ def _starting_weights(run: Path, cfg: TrainConfig, init: Path | None) -> Path:
 def _initial_model(run: Path, cfg: TrainConfig, model_cfg: ModelConfig | None, init: Path | None,
                    train_pairs: list[Pair]) -> DiffQE:
     """Stage 1 starts fresh (MODEL_CFG is required there); a later stage from the starting weights.
-    Where MODEL_CFG names the half-resolution decoder and the starting weights are full-resolution, the
-    decoder is transplanted (train/transplant.py), its new head and tail fitted on crops of TRAIN_PAIRS;
+    Where MODEL_CFG names the half-resolution decoder or the light finest level and the starting weights are
+    the full decoder, the decoder is transplanted (train/transplant.py), its new head and tail fitted on crops of TRAIN_PAIRS;
     where it names another variant (NoDiff's estimator on the full model's stage 1), only the encoder and
     decoder carry over."""
     if cfg.stage == 1:
@@ -240,10 +240,12 @@ def _initial_model(run: Path, cfg: TrainConfig, model_cfg: ModelConfig | None, i
     model = checkpoint.load(_starting_weights(run, cfg, init))[0]
     if model_cfg is None:
         return model
-    if model_cfg.input_unshuffle != model.cfg.input_unshuffle:
+    transplant = (half_resolution_from if model_cfg.input_unshuffle != model.cfg.input_unshuffle else
+                  light_finest_from if model_cfg.light_finest and not model.cfg.light_finest else None)
+    if transplant is not None:
         count = -(-4 * TRANSPLANT_POSITIONS // cfg.patch**2)
         crops = PatchSampler(train_pairs, cfg.patch, count, cfg.seed, cfg.flips).sample()[0]
-        model, fit = half_resolution_from(model, torch.from_numpy(crops))
+        model, fit = transplant(model, torch.from_numpy(crops))
         _log(run, {"transplant": fit})
     differ = {k: (v, getattr(model_cfg, k)) for k, v in asdict(model.cfg).items()
               if k not in ("variant", "condition_highpass") and getattr(model_cfg, k) != v}

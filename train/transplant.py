@@ -1,4 +1,6 @@
-"""Start a half-resolution decoder (``input_unshuffle`` = 2) from a trained full-resolution one.
+"""Start a faster decoder from a trained full-resolution one: the half-resolution decoder
+(``input_unshuffle`` = 2, ``half_resolution_from``) or the light finest level (``light_finest``,
+``light_finest_from``).
 
 The half-resolution UNet's levels are the full one's levels below the first: its level i has the channels
 of the full one's level i + 1, at the same scale of the frame.  So every weight carries over except the
@@ -8,6 +10,10 @@ squares on real decoded crops: the head to what the full decoder's second level 
 (its first convolution, before the activation), then the tail to the full decoder's residual.  So the
 transplanted decoder starts close to the full one, and distillation (stage 3 with ``--mirror-weight``, whose
 teacher is the full model) teaches the rest (docs/training.md, step 12).
+
+The light decoder keeps every weight of the full one but its finest level's residual unit and fusion (Z-CBAM,
+reduction, residual unit): its head convolution is fitted (before the activation, which is invertible) to what
+the full head gives after its residual unit, and its tail to the full decoder's residual (step 37).
 """
 
 from __future__ import annotations
@@ -78,3 +84,31 @@ def half_resolution_from(full: DiffQE, crops: torch.Tensor) -> tuple[DiffQE, dic
     residual = big(crops, z) - crops  # flat crops give 0, which the tail should give there too
     tail_error = _fit_conv3x3(small.tail, small.features(crops, z), F.pixel_unshuffle(residual, 2))
     return half, {"head_unexplained": head_error, "tail_unexplained": tail_error}
+
+
+def _leaky_inverse(y: torch.Tensor, slope: float = 0.1) -> torch.Tensor:
+    """The input of blocks.act() (LeakyReLU with SLOPE) that gives Y."""
+    return torch.where(y >= 0, y, y / slope)
+
+
+@torch.no_grad()
+def light_finest_from(full: DiffQE, crops: torch.Tensor) -> tuple[DiffQE, dict[str, float]]:
+    """A DiffQE with ``light_finest`` and every weight of FULL it has; its head and tail convolutions fitted
+    on CROPS [N,1,H,W] in [0,1] (decoded luma, sides a multiple of the UNet's).  Returns the model and each
+    fit's unexplained share of variance."""
+    cfg = full.cfg
+    if cfg.light_finest:
+        raise ValueError("the starting decoder's finest level is already light")
+    full = full.eval()
+    light = DiffQE(replace(cfg, light_finest=True)).eval()
+    last = len(cfg.decoder_channels) - 2  # up[last] fuses the finest level
+    dropped = ("decoder.head.2.", f"decoder.up.{last}.cbam.", f"decoder.up.{last}.reduce.")
+    missing, unexpected = light.load_state_dict(full.state_dict(), strict=False)
+    assert not missing and all(k.startswith(dropped) for k in unexpected), (missing, unexpected)
+
+    big, small = full.decoder, light.decoder
+    z = full.estimate(crops)
+    head_error = _fit_conv3x3(small.head[0], crops, _leaky_inverse(big.head(crops)))
+    residual = big(crops, z) - crops
+    tail_error = _fit_conv3x3(small.tail, small.features(crops, z), residual)
+    return light, {"head_unexplained": head_error, "tail_unexplained": tail_error}
