@@ -7,8 +7,11 @@ import torch.nn.functional as F
 from torch import nn
 
 
+LEAKY_SLOPE = 0.1
+
+
 def act() -> nn.Module:
-    return nn.LeakyReLU(0.1, inplace=True)
+    return nn.LeakyReLU(LEAKY_SLOPE, inplace=True)
 
 
 def conv3x3(c_in: int, c_out: int) -> nn.Conv2d:

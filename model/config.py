@@ -20,8 +20,8 @@ class ModelConfig:
     residual back: no full-resolution level, about a quarter fewer FLOPs per pixel (docs/performance.md).
     ``condition_highpass`` feeds the estimator's condition CNN the frame's high-pass residual beside the frame
     (see estimator.ConditionNet).  ``light_finest`` keeps of the decoder's full-resolution level only its first
-    convolution and an additive skip (no residual units, no Z-CBAM there): every convolution with fewer than 64
-    channels but two thin ones leaves, about a quarter fewer FLOPs per pixel (docs/performance.md).
+    convolution, the up-sampled coarser level added to it, and the tail (no residual units, no Z-CBAM there):
+    about a quarter fewer FLOPs per pixel, and no 32-channel 3x3 convolution left (docs/performance.md).
     """
 
     variant: Variant = "full"

@@ -148,7 +148,8 @@ def mirror_target(teacher: DiffQE, y: torch.Tensor, noise: torch.Tensor, copies:
 
 
 # Half-resolution positions the transplanted decoder's new head and tail are fitted on (train/transplant.py),
-# in training crops: 262k rows for the tail's 577 unknowns per output plane.
+# in training crops: 262k rows for the tail's 577 unknowns per output plane (the light finest level fits on
+# the same crops at full resolution, four times the rows).
 TRANSPLANT_POSITIONS = 2**18
 FLICKER_FLOOR = 1e-4  # mean absolute change, [0, 1] units (0.03 code values): a still patch stays finite
 

@@ -23,6 +23,7 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
+from ..model.blocks import LEAKY_SLOPE
 from ..model.diffqe import DiffQE
 
 # Ridge on the normal equations, relative to their mean diagonal: keeps the solve stable where features are
@@ -86,9 +87,9 @@ def half_resolution_from(full: DiffQE, crops: torch.Tensor) -> tuple[DiffQE, dic
     return half, {"head_unexplained": head_error, "tail_unexplained": tail_error}
 
 
-def _leaky_inverse(y: torch.Tensor, slope: float = 0.1) -> torch.Tensor:
-    """The input of blocks.act() (LeakyReLU with SLOPE) that gives Y."""
-    return torch.where(y >= 0, y, y / slope)
+def _leaky_inverse(y: torch.Tensor) -> torch.Tensor:
+    """The input of blocks.act() that gives Y."""
+    return torch.where(y >= 0, y, y / LEAKY_SLOPE)
 
 
 @torch.no_grad()
