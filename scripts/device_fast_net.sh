@@ -2,11 +2,12 @@
 # On the device machine: issue 7's network change in one call, speed first (docs/performance.md).
 #  1. Where a frame's time goes: profile_parts.py on the shipped network and on the two candidates
 #     (train/configs/unshuffle2.json, the half-resolution UNet; light_finest.json, the light finest level),
-#     1080p and 2160p, each part replayed as a CUDA graph.
+#     at 1080p, each part replayed as a CUDA graph.
 #  2. Each network as the torch-compile backend runs it (bench.py variant 3) at 1080p and 2160p; the candidates
 #     untrained (their time does not depend on the weights).
-#  3. CANDIDATE transplanted from the shipped weights and distilled for MINUTES (default 2.5) by device_refine.sh
-#     at QP 22/32/42, its weights in $OUT for results.md's evaluation on the CPU.  Unless CANDIDATE names one
+#  3. CANDIDATE transplanted from the shipped weights and distilled for MINUTES (default 2.5, fewer where the
+#     call's DEADLINE_S, default 550 s from its start, leaves less) by device_refine.sh at QP 22/32/42, its
+#     weights in $OUT for results.md's evaluation on the CPU.  Unless CANDIDATE names one
 #     (unshuffle2 or light_finest), the light network if step 2 timed it at the targets (1080p >= 240 and 2160p
 #     >= 60 frames/s: it keeps more of the shipped weights and learnt faster on a CPU, docs/training.md step 37),
 #     else the half-resolution one (the faster).
@@ -32,8 +33,7 @@ sizes=${SIZES:-1920x1080,3840x2160}  # a CPU rehearsal: SIZES=256x144
 tables=$(mktemp -d)
 {
     for n in "${networks[@]}"; do
-        step 60 python3 scripts/profile_parts.py ${n#*:} $(printf -- '--size %s ' ${sizes//,/ }) \
-            --out "$tables/parts_${n%%:*}.md"
+        step 60 python3 scripts/profile_parts.py ${n#*:} --size "${sizes%%,*}" --out "$tables/parts_${n%%:*}.md"
     done
     for n in "${networks[@]}"; do
         step 90 python3 scripts/bench.py ${n#*:} --variants 3 --budget-s 60 --cpu-size '' --sizes "$sizes" \
@@ -53,9 +53,16 @@ print("light_finest" if fps.get("1920x1080", 0) >= 240 and fps.get("3840x2160", 
 PY
 )
 fi
-echo "== $(date +%T) distilling $candidate for $minutes minutes" | tee -a "$out/log.txt"
-# Its own log: device_refine.sh writes $out/log.txt too.  The limit leaves 3 minutes for the encodes, the
-# transplant, validation and the weights.
-timeout "$(python3 -c "print(int($minutes * 60 + 180))")" env QPS=22,32,42 bash "$here/device_refine.sh" "$minutes" \
-    --model-config "train/configs/$candidate.json" --mirror-copies 1 --lr 3e-4 "${extra[@]}" \
-    || echo "== distillation ended with status $? (124: out of time)" | tee -a "$out/log.txt"
+# What the call has left (SECONDS counts from the start of this script) sets the distillation's minutes: about
+# 2 minutes go to the screens, the encodes, the transplant, validation and the weights.
+left=$((${DEADLINE_S:-550} - SECONDS))
+minutes=$(python3 -c "print(round(max(0.0, min($minutes, ($left - 120) / 60)), 2))")
+if python3 -c "import sys; sys.exit($minutes < 0.5)"; then
+    echo "== $(date +%T) distilling $candidate for $minutes minutes ($left s left)" | tee -a "$out/log.txt"
+    # Its own log: device_refine.sh writes $out/log.txt too.
+    timeout "$((left - 10))" env QPS=22,32,42 bash "$here/device_refine.sh" "$minutes" \
+        --model-config "train/configs/$candidate.json" --mirror-copies 1 --lr 3e-4 "${extra[@]}" \
+        || echo "== distillation ended with status $? (124: out of time)" | tee -a "$out/log.txt"
+else
+    echo "== $(date +%T) no distillation: $left s left of the call" | tee -a "$out/log.txt"
+fi
