@@ -56,8 +56,8 @@ fi
 # What the call has left (SECONDS counts from the start of this script) sets the distillation's minutes: about
 # 2 minutes go to the screens, the encodes, the transplant, validation and the weights.
 left=$((${DEADLINE_S:-550} - SECONDS))
-minutes=$(python3 -c "print(round(max(0.0, min($minutes, ($left - 120) / 60)), 2))")
-if python3 -c "import sys; sys.exit($minutes < 0.5)"; then
+if ((left >= 150)); then
+    minutes=$(python3 -c "print(round(min($minutes, ($left - 120) / 60), 2))")
     echo "== $(date +%T) distilling $candidate for $minutes minutes ($left s left)" | tee -a "$out/log.txt"
     # Its own log: device_refine.sh writes $out/log.txt too.
     timeout "$((left - 10))" env QPS=22,32,42 bash "$here/device_refine.sh" "$minutes" \
