@@ -45,8 +45,13 @@ def recorded_inputs(model: DiffQE, modules: dict[str, nn.Module], y: torch.Tenso
                     noise: torch.Tensor) -> dict[str, tuple]:
     """What each module receives on one forward pass of Y."""
     inputs: dict[str, tuple] = {}
-    hooks = [m.register_forward_pre_hook(lambda _m, args, name=name: inputs.setdefault(name, args))
-             for name, m in modules.items()]
+
+    def keeper(name: str) -> Callable[[nn.Module, tuple], None]:
+        def keep(_module: nn.Module, args: tuple) -> None:  # returns None: the module's input stays as it is
+            inputs.setdefault(name, args)
+        return keep
+
+    hooks = [m.register_forward_pre_hook(keeper(name)) for name, m in modules.items()]
     try:
         model(y, noise)
     finally:
