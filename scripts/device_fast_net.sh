@@ -23,6 +23,7 @@ extra=("${@:2}")
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/device_env.sh" .carry/whl
 cd "$root"
+shopt -s nullglob  # a table a failed step did not write is left out of speed.md, not an error (device_env.sh sets -e)
 step() {  # step SECONDS COMMAND...: run it under a limit; a failure is logged, not fatal
     echo "== $(date +%T) ${*:2}"
     timeout "$1" "${@:2}" || echo "== step ended with status $? (124: out of time): ${*:2}"
