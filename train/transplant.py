@@ -50,6 +50,12 @@ def _fit_conv3x3(conv: torch.nn.Conv2d, inputs: torch.Tensor, targets: torch.Ten
     return float(((x @ solution - y).square().mean() / y.var(dim=0).mean()).item())
 
 
+def _check_crops(crops: torch.Tensor, multiple: int) -> None:
+    """The fits run the student's UNet on the crops unpadded: their sides must be multiples of its grid."""
+    if crops.shape[-1] % multiple or crops.shape[-2] % multiple:
+        raise ValueError(f"crop sides must be multiples of {multiple}, got {tuple(crops.shape[-2:])}")
+
+
 @torch.no_grad()
 def half_resolution_from(full: DiffQE, crops: torch.Tensor) -> tuple[DiffQE, dict[str, float]]:
     """A DiffQE with ``input_unshuffle`` 2 and the decoder levels of FULL below its first; the estimator
@@ -60,8 +66,7 @@ def half_resolution_from(full: DiffQE, crops: torch.Tensor) -> tuple[DiffQE, dic
     if cfg.input_unshuffle != 1 or len(cfg.decoder_channels) < 3:
         raise ValueError(f"needs a full-resolution decoder of 3 or more levels, got input_unshuffle "
                          f"{cfg.input_unshuffle} and decoder_channels {cfg.decoder_channels}")
-    if crops.shape[-1] % 8 or crops.shape[-2] % 8:
-        raise ValueError(f"crop sides must be multiples of 8, got {tuple(crops.shape[-2:])}")
+    _check_crops(crops, 8)
     full = full.eval()
     half = DiffQE(replace(cfg, input_unshuffle=2, decoder_channels=cfg.decoder_channels[1:])).eval()
     old = full.state_dict()
@@ -102,6 +107,7 @@ def light_finest_from(full: DiffQE, crops: torch.Tensor) -> tuple[DiffQE, dict[s
         raise ValueError("the starting decoder's finest level is already light")
     full = full.eval()
     light = DiffQE(replace(cfg, light_finest=True)).eval()
+    _check_crops(crops, light.cfg.pad_multiple)
     last = len(cfg.decoder_channels) - 2  # up[last] fuses the finest level
     dropped = ("decoder.head.2.", f"decoder.up.{last}.cbam.", f"decoder.up.{last}.reduce.")
     missing, unexpected = light.load_state_dict(full.state_dict(), strict=False)
