@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import os
 import re
@@ -159,6 +160,16 @@ def encoder_options(stream: dict, args: argparse.Namespace) -> dict:
     return options
 
 
+FFMPEG_QUIET = ["-hide_banner", "-nostdin", "-v", "error"]  # errors only, on stderr
+
+
+def ffmpeg_failed(returncode: int, stderr: str) -> bool:
+    """Whether an ffmpeg run failed.  ffmpeg 5 reports a failed write of a file's end (a full disk) and still
+    exits 0, which would pass a truncated file as complete; -xerror would make it exit 1, but would also end a
+    stream copy at the first out-of-order timestamp in the input's audio, which ffmpeg otherwise mends."""
+    return bool(returncode) or "Error writing trailer" in stderr or "Error closing file" in stderr
+
+
 def mux_command(video: ffmpeg.nodes.FilterableStream, src: Path, dst: Path, video_options: dict) -> list[str]:
     """VIDEO, with SRC's audio, subtitles, chapters, metadata and (into Matroska) attachments, into DST."""
     source = ffmpeg.input(str(src))
@@ -168,7 +179,7 @@ def mux_command(video: ffmpeg.nodes.FilterableStream, src: Path, dst: Path, vide
     # Matroska attachments (the fonts that styled ASS subtitles need) go along where the output can hold them.
     attachments = [source["t?"]] if dst.suffix.lower() in MATROSKA else []
     cmd = ffmpeg.output(video["v"], source["a?"], source["s?"], *attachments, str(dst), **options).compile()
-    return cmd[:1] + ["-hide_banner", "-nostdin", "-v", "error", "-y"] + cmd[1:]
+    return cmd[:1] + FFMPEG_QUIET + ["-y"] + cmd[1:]
 
 
 def encode_command(stream: dict, args: argparse.Namespace, segments: Segments, start: int,
@@ -180,14 +191,21 @@ def encode_command(stream: dict, args: argparse.Namespace, segments: Segments, s
     pattern = f"{str(segments.folder).replace('%', '%%')}/{PATTERN}"  # a '%' in the path is not a field
     video = frame_tags(ffmpeg.input("pipe:", format="yuv4mpegpipe"), stream)
     cmd = ffmpeg.output(video, pattern, **options).compile()
-    return cmd[:1] + ["-hide_banner", "-nostdin", "-v", "error", "-progress", "pipe:1", "-nostats"] + cmd[1:]
+    return cmd[:1] + FFMPEG_QUIET + ["-progress", "pipe:1", "-nostats"] + cmd[1:]
 
 
-def _container_hint(stderr: str) -> str:
+def _hint(stderr: str) -> str:
+    """How to fix what ffmpeg's STDERR says went wrong, where this module knows."""
     if "Could not write header" in stderr or "not supported in container" in stderr:
         return ("; the output's container cannot hold the encoded video or a stream copied from the input: write "
                 ".mkv, which holds any")
+    if "No space left on device" in stderr:
+        return "; " + DISK_FULL
     return ""
+
+
+DISK_FULL = ("the disk that holds the output is full: free space on it (or write the output elsewhere) and run the "
+             "same command again; it resumes from the complete segments")
 
 
 def _written_codec(path: Path) -> str | None:
@@ -208,7 +226,7 @@ def check_container(src: Path, dst: Path, stream: dict, args: argparse.Namespace
     written = _written_codec(probe) if done.returncode == 0 else None
     probe.unlink(missing_ok=True)
     if done.returncode:
-        raise UserError(f"writing {dst} failed: {first_lines(done.stderr)}{_container_hint(done.stderr)}")
+        raise UserError(f"writing {dst} failed: {first_lines(done.stderr)}{_hint(done.stderr)}")
     # Some muxers take a stream they cannot hold and write something else: HEVC into .avi (no codec tag) or
     # into an image name (.jpg), which then does not read back as video.
     try:
@@ -231,8 +249,7 @@ def check_encoder(stream: dict, args: argparse.Namespace) -> None:
     frame = ffmpeg.input("color=c=black:s=256x256", format="lavfi")
     options = encoder_options(stream, args)
     cmd = ffmpeg.output(frame, "-", format="null", vframes=1, **options).compile()
-    done = subprocess.run(cmd[:1] + ["-hide_banner", "-nostdin", "-v", "error"] + cmd[1:], capture_output=True,
-                          text=True)
+    done = subprocess.run(cmd[:1] + FFMPEG_QUIET + cmd[1:], capture_output=True, text=True)
     if done.returncode:
         chosen = "--lossless (FFV1)" if args.lossless else f"--codec {args.codec} --crf {args.crf:g} --preset {args.preset}"
         raise UserError(f"ffmpeg cannot encode the output with {chosen} at pixel format "
@@ -372,11 +389,18 @@ def _encode(src: Path, stream: dict, segments: Segments, start: int, total: int 
         vs_rc, enc_rc = pipe.wait(), enc.wait()
         if args.progress == "bar" and done > start:
             print(file=sys.stderr)  # end the progress line
-        if vs_rc or enc_rc:
+        if vs_rc or ffmpeg_failed(enc_rc, enc_err):
             vs_log.seek(0)
             if reason := vspipe_reason(vs_log.read()):
                 raise UserError(f"enhancing {src} failed: {reason}")
-            raise UserError(f"encoding the enhanced video of {src} failed: {first_lines(enc_err)}")
+            raise UserError(f"encoding the enhanced video of {src} failed: {first_lines(enc_err)}{_hint(enc_err)}")
+    # Whatever ffmpeg's exit status says, every frame it encoded must be in a complete segment before the job
+    # counts as encoded: the join would otherwise write a short video as the whole.
+    held = sum(map(segments.count, segments.done(encoded=True)))
+    if held != done:
+        raise UserError(f"encoding the enhanced video of {src} failed: the encoder took frames up to {done} but "
+                        f"the complete segments in {segments.folder} hold {held} "
+                        f"({first_lines(enc_err)}{_hint(enc_err)})")
 
 
 def _join(src: Path, dst: Path, stream: dict, partial: Path, segments: Segments) -> int:
@@ -389,8 +413,8 @@ def _join(src: Path, dst: Path, stream: dict, partial: Path, segments: Segments)
     # ffmpeg moves each input's first timestamp to zero: the offset puts the video back at its first frame's time.
     source = ffmpeg.input(str(video), itsoffset=f"{float(first):.6f}")
     done = subprocess.run(mux_command(source, src, partial, {"c:v": "copy"}), capture_output=True, text=True)
-    if done.returncode:
-        raise UserError(f"writing {dst} failed: {first_lines(done.stderr)}{_container_hint(done.stderr)}")
+    if ffmpeg_failed(done.returncode, done.stderr):
+        raise UserError(f"writing {dst} failed: {first_lines(done.stderr)}{_hint(done.stderr)}")
     return frames
 
 
@@ -458,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # the file system said no (permissions, a file where a folder must be, a full disk)
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e}" + (f"; {DISK_FULL}" if e.errno == errno.ENOSPC else ""), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)

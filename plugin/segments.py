@@ -81,13 +81,14 @@ class Segments:
             self.counts[segment] = _packets(segment)
         return self.counts[segment]
 
-    def done(self) -> list[Path]:
+    def done(self, *, encoded: bool | None = None) -> list[Path]:
         """The complete segments in order, from the first on without a gap: those the segment muxer listed and,
-        until every one is written, that hold all their frames (a stopped ffmpeg closes and lists a short one)."""
+        until every one is written (ENCODED; default: whether the job is marked so), that hold all their frames
+        (a stopped ffmpeg closes and lists a short one)."""
         listed = {line.split(",", 1)[0] for run in self.folder.glob("run*.csv")
                   for line in run.read_text().splitlines() if line.count(",") == 2}
         complete: list[Path] = []
-        encoded = self.encoded
+        encoded = self.encoded if encoded is None else encoded
         while (name := PATTERN % len(complete)) in listed and (path := self.folder / name).is_file():
             if not encoded and self.count(path) != self.frames:
                 break

@@ -319,6 +319,47 @@ def test_a_variable_frame_rate_input_keeps_its_frame_times_and_audio_sync(tmp_pa
         assert abs(start - audio) < 0.0015
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+    """A file system of its own, sized by the test (a tmpfs: mounting one needs root)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+
+    def size(kib: int) -> None:
+        options = f"size={kib}k" + (",remount" if os.path.ismount(disk) else "")
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", disk], capture_output=True, text=True)
+        if done.returncode:
+            pytest.skip(f"a full disk is simulated with a small tmpfs, which this user cannot mount: {done.stderr}")
+
+    yield disk, size
+    if os.path.ismount(disk):
+        subprocess.run(["umount", disk], check=True)
+
+
+def test_a_full_disk_is_a_clear_error_and_the_same_command_resumes_once_there_is_room(tmp_path, small_disk):
+    """ffmpeg 5 reports a failed write of a file's end and exits 0: a full disk while the segments are encoded,
+    or while they are joined into OUT, must fail the job (no truncated OUT under its final name), keep what is
+    complete and resume once there is room."""
+    whole = tmp_path / "whole.mkv"
+    job = ["--backend", "ort-cpu", "--lossless", "--quiet"]
+    assert diffqe("enhance", SAMPLES / "sample.mp4", whole, *job).returncode == 0
+    kib = whole.stat().st_size >> 10  # one segment, the joined video and OUT each take about this much
+    disk, size = small_disk
+    out = disk / "out.mkv"
+    for room, kept in ((kib // 4, 0), (kib * 5 // 2, 1)):  # full while encoding; full while joining
+        size(room)
+        failed = diffqe("enhance", SAMPLES / "sample.mp4", out, *job)
+        assert failed.returncode == 2 and failed.stderr.startswith(("error: ", "kept")), failed.stderr
+        assert "No space left on device" in failed.stderr and "the disk that holds the output is full" in failed.stderr
+        assert "Traceback" not in failed.stderr and [p.name for p in disk.iterdir()] == [".out.partial.mkv.d"] * kept
+    size(kib * 8)
+    again = diffqe("enhance", SAMPLES / "sample.mp4", out, *job)
+    assert again.returncode == 0 and "joining 1 segments kept" in again.stderr, again.stderr
+    ours, theirs = read_video_luma(out), read_video_luma(whole)
+    assert len(ours) == len(theirs) == 8 and all(np.array_equal(a, b) for a, b in zip(ours, theirs))
+    assert [p.name for p in disk.iterdir()] == ["out.mkv"]
+
+
 def test_segments_of_another_job_are_not_resumed(tmp_path):
     from diffqe.plugin.segments import Segments, job_identity
 
