@@ -9,6 +9,7 @@ import errno
 import json
 import os
 import re
+import shlex
 import signal
 import shutil
 import subprocess
@@ -60,7 +61,7 @@ def probe_video(path: Path) -> dict:
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     try:
-        info = ffmpeg.probe(str(path))
+        info = ffmpeg.probe(str(path.absolute()))  # absolute: "a:b.mp4" would name a protocol, "-a.mp4" an option
     except ffmpeg.Error as e:
         detail = e.stderr.decode(errors="replace").strip().splitlines()[-1:] if e.stderr else []
         raise UserError(f"{path}: not a readable video ({' '.join(detail) or 'ffprobe failed'})") from None
@@ -79,9 +80,10 @@ def check_pixel_format(path: Path, stream: dict) -> None:
     except ValueError:  # a format PyAV does not know: let the source filter judge it
         return
     if rgb:
+        converted = shlex.quote(str(path.with_name(f"{path.stem}_yuv.mkv")))
         raise UserError(f"{path}: RGB video ({name}); DiffQE enhances the luma of YUV or gray video. Convert "
-                        f"it first, losslessly: ffmpeg -i {path} -pix_fmt yuv444p -c:v libx265 "
-                        f"-x265-params lossless=1 {path.stem}_yuv.mkv")
+                        f"it first, losslessly: ffmpeg -i {shlex.quote(str(path))} -pix_fmt yuv444p -c:v libx265 "
+                        f"-x265-params lossless=1 {converted}")
 
 
 def frame_rate(stream: dict) -> float | None:
@@ -295,7 +297,8 @@ def is_partial(path: Path) -> bool:
 
 
 def run_enhance(args: argparse.Namespace) -> int:
-    src, dst = Path(args.input), Path(args.output)
+    # Absolute paths for ffmpeg and PyAV, which take a relative "a:b.mkv" for a protocol and "-a.mkv" for an option.
+    src, dst = Path(args.input).absolute(), Path(args.output).absolute()
     if src.resolve() == dst.resolve():
         raise UserError("the output must not be the input: DiffQE never overwrites its input")
     if dst.exists() and not args.overwrite:

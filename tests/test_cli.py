@@ -169,16 +169,17 @@ def test_hdr10_metadata_and_colour_tags_survive(tmp_path):
 
 def test_relative_paths_and_the_mirror_ensemble(tmp_path):
     """vspipe runs the generated script from a temporary folder: relative paths must still find the input and
-    the weights.  --ensemble reaches the filter: its output differs from a single pass."""
-    (tmp_path / "in.mp4").symlink_to(SAMPLES / "sample.mp4")
+    the weights.  Relative names that ffmpeg would take for a protocol ("cam:1") or an option ("-out") are
+    files.  --ensemble reaches the filter: its output differs from a single pass."""
+    (tmp_path / "cam:1.mp4").symlink_to(SAMPLES / "sample.mp4")
     (tmp_path / "w").mkdir()
     for suffix in (".safetensors", ".json"):
         (tmp_path / "w" / f"diffqe{suffix}").symlink_to(checkpoint.SHIPPED.with_suffix(suffix))
     for k in (1, 2):
-        result = diffqe("enhance", "in.mp4", f"out{k}.mkv", "--backend", "ort-cpu", "--lossless", "--quiet",
+        result = diffqe("enhance", "cam:1.mp4", f"./-out{k}.mkv", "--backend", "ort-cpu", "--lossless", "--quiet",
                         "--checkpoint", "w/diffqe", "--ensemble", k, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
-    single, mirrored = (read_video_luma(tmp_path / f"out{k}.mkv") for k in (1, 2))
+    single, mirrored = (read_video_luma(tmp_path / f"-out{k}.mkv") for k in (1, 2))
     assert len(single) == len(mirrored) == 8
     assert any(not np.array_equal(a, b) for a, b in zip(single, mirrored))
 
