@@ -58,6 +58,9 @@ class UserError(RuntimeError):
 
 def probe_video(path: Path) -> dict:
     """The first video stream of PATH as ffprobe reports it; a clear error if there is none."""
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; diffqe enhance takes one video (diffqe batch {path} -o OUTDIR takes "
+                        "folders)")
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     try:

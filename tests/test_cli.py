@@ -221,9 +221,12 @@ def test_an_output_folder_that_cannot_be_made_is_a_clear_error(tmp_path):
     assert str(tmp_path / "file") in result.stderr
 
 
-@pytest.mark.parametrize("kind", ["missing", "corrupt", "same", "rgb", "audio-only"])
+@pytest.mark.parametrize("kind", ["missing", "corrupt", "same", "rgb", "audio-only", "folder"])
 def test_bad_input_is_a_clear_error_and_leaves_nothing(tmp_path, kind):
     src = tmp_path / "in.mp4"
+    if kind == "folder":  # a folder of videos: diffqe batch's job
+        src.mkdir()
+        shutil.copy(SAMPLES / "sample.mp4", src)
     if kind == "rgb":  # a real video without luma: refused with the ffmpeg command that converts it
         subprocess.run(["ffmpeg", "-v", "error", "-i", SAMPLES / "reference.mkv", "-frames:v", "2", "-c:v", "ffv1",
                         "-pix_fmt", "bgr0", "-f", "matroska", src], check=True)
@@ -234,13 +237,14 @@ def test_bad_input_is_a_clear_error_and_leaves_nothing(tmp_path, kind):
     if kind == "same":
         shutil.copy(SAMPLES / "sample.mp4", src)
     out = src if kind == "same" else tmp_path / "out.mkv"
-    before = src.read_bytes() if src.exists() else None
+    before = src.read_bytes() if src.is_file() else None
     result = diffqe("enhance", src, out, "--backend", "ort-cpu")
     assert result.returncode == 2 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
     assert {"rgb": "RGB video (bgr0)", "audio-only": "has no video stream", "missing": "no such file",
-            "corrupt": "not a readable video", "same": "must not be the input"}[kind] in result.stderr
-    assert (src.read_bytes() if src.exists() else None) == before, "the input is never touched"
-    assert sorted(p.name for p in tmp_path.iterdir()) == (["in.mp4"] if before is not None else [])
+            "corrupt": "not a readable video", "same": "must not be the input",
+            "folder": f"{src} is a folder; diffqe enhance takes one video (diffqe batch"}[kind] in result.stderr
+    assert (src.read_bytes() if src.is_file() else None) == before, "the input is never touched"
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["in.mp4"] if src.exists() else [])
 
 
 def test_a_frame_that_does_not_fit_in_memory_is_a_clear_error_that_tiles_fix(tmp_path):
