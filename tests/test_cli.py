@@ -141,6 +141,26 @@ def test_an_output_that_cannot_hold_the_video_is_refused_before_the_model_runs(t
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("degrees", [90, 180])
+def test_a_phones_rotated_video_comes_out_upright(tmp_path, degrees):
+    """Phones store frames sideways with a display matrix; vspipe's y4m carries none, so the frames must be turned
+    before they are written: at strength 0 the output is what ffmpeg itself shows of the input."""
+    src = tmp_path / "phone.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", SAMPLES / "sample.mp4", "-c", "copy", "-metadata:s:v",
+                    f"rotate={degrees}", src], check=True)
+    out = tmp_path / "out.mkv"
+    result = diffqe("enhance", src, out, "--backend", "ort-cpu", "--lossless", "--strength", "0", "--quiet")
+    assert result.returncode == 0, result.stderr
+
+    def shown(path):
+        return subprocess.run(["ffmpeg", "-v", "error", "-i", path, "-f", "rawvideo", "-pix_fmt", "gray", "-"],
+                              capture_output=True, check=True).stdout
+
+    assert streams(out)[0] == {"video": "ffv1"} and shown(out) == shown(src)
+    with av.open(str(out)) as c:  # stored upright: players that ignore display matrices show it right too
+        assert c.streams.video[0].height == (320 if degrees == 90 else 192)
+
+
 def test_hdr10_metadata_and_colour_tags_survive(tmp_path):
     """A PQ / BT.2020 10-bit source with mastering-display and content-light-level SEI: the enhanced HEVC carries
     the same values (a display tone-maps by them); FFV1, which cannot carry them, says so."""
