@@ -62,7 +62,10 @@ class Backend:
     @dataclass(frozen=True)
     class TORCH:
         device: str = "cuda"
-        fp16: bool = True  # on CUDA only; the CPU computes in fp32
+        fp16: bool = True  # on CUDA only
+        # On the CPU: convolutions in bfloat16 (autocast: sums and the output stay fp32), on CPUs that compute it
+        # natively (AMX, AVX512-BF16); else fp32.  docs/performance.md measures its speed and its cost in dB.
+        bf16: bool = False
         # torch.compile mode ("default", or "max-autotune-no-cudagraphs": modes that capture graphs themselves
         # clash with cuda_graphs); "" = eager.  Each new frame size compiles once (15-20 s on an H100 in the
         # default mode; autotuning modes take many minutes), so it pays off on long clips.
@@ -96,6 +99,7 @@ NAMES: dict[str, BackendSpec] = {
     "torch": Backend.TORCH(),
     "torch-compile": Backend.TORCH(compile="default"),
     "torch-cpu": Backend.TORCH(device="cpu", fp16=False),
+    "torch-cpu-bf16": Backend.TORCH(device="cpu", fp16=False, bf16=True),
     "ort-cpu": Backend.ORT_CPU(),
 }
 
@@ -104,6 +108,15 @@ def _torch_cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AMX tiles or AVX512-BF16), which PyTorch's oneDNN kernels use;
+    elsewhere bf16 is emulated and slower than fp32.  (PyTorch's probes are private: False where they are gone.)"""
+    import torch
+
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in ("_is_amx_tile_supported",
+                                                                         "_is_avx512_bf16_supported"))
 
 
 def _ort_providers() -> list[str]:
@@ -115,7 +128,9 @@ def _ort_providers() -> list[str]:
 
 
 def best_available() -> BackendSpec:
-    """TensorRT where it and a GPU are there, then ONNX Runtime CUDA, PyTorch CUDA, ONNX Runtime CPU."""
+    """TensorRT where it and a GPU are there, then ONNX Runtime CUDA, PyTorch CUDA; on the CPU, PyTorch in
+    bfloat16 where the CPU computes it natively (twice ONNX Runtime's speed there: docs/performance.md), then
+    ONNX Runtime, then PyTorch in fp32."""
     cuda = _torch_cuda()
     if cuda and importlib.util.find_spec("tensorrt"):
         return Backend.TRT()
@@ -123,9 +138,11 @@ def best_available() -> BackendSpec:
         return Backend.ORT_CUDA()
     if cuda:
         return Backend.TORCH()
+    if native_bf16():
+        return NAMES["torch-cpu-bf16"]
     if "CPUExecutionProvider" in _ort_providers():
         return Backend.ORT_CPU()
-    return Backend.TORCH(device="cpu", fp16=False)
+    return NAMES["torch-cpu"]
 
 
 def resolve(backend: BackendSpec | str | None) -> BackendSpec:
@@ -150,6 +167,9 @@ def create(backend: BackendSpec | str | None = None, *, checkpoint: Path | None 
         if spec.device.startswith("cuda") and not _torch_cuda():
             raise BackendUnavailable("backend 'torch' on CUDA needs an NVIDIA GPU with a CUDA build of PyTorch; "
                                      "use backend='ort-cpu' or 'torch-cpu' on this machine")
+        if spec.device == "cpu" and spec.bf16 and not native_bf16():
+            raise BackendUnavailable("backend 'torch-cpu-bf16' needs a CPU with native bfloat16 (Intel AMX or "
+                                     "AVX512-BF16), which this one lacks; use backend='ort-cpu' or 'torch-cpu'")
         return TorchRunner(model, spec)
     if isinstance(spec, Backend.TRT):
         from .trt_runner import TrtRunner

@@ -118,7 +118,8 @@ def enhance(
 
     :param clip:       GRAY or YUV (4:2:0, 4:2:2, 4:4:4), integer 8-16 bit or 32-bit float.
     :param backend:    ``Backend.*`` settings or a name: "trt", "ort-trt", "ort-cuda", "torch",
-                       "torch-compile", "torch-cpu", "ort-cpu".  None picks the best available.
+                       "torch-compile", "torch-cpu", "torch-cpu-bf16" (CPUs with AMX or AVX512-BF16), "ort-cpu".
+                       None picks the best available (``backends.best_available``).
     :param checkpoint: weights stem (``NAME`` of NAME.safetensors + NAME.json); default: shipped weights.
     :param tile:       decode in tiles of this size (int or (height, width)) to bound memory; None: whole frame.
     :param overlap:    pixels of context added on each side of a tile and discarded afterwards.

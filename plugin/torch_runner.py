@@ -71,6 +71,7 @@ class TorchRunner:
     def __init__(self, model: DiffQE, spec: Backend.TORCH) -> None:
         self.device = torch.device(spec.device)
         self.dtype = torch.float16 if spec.fp16 and self.device.type == "cuda" else torch.float32
+        self.bf16 = spec.bf16 and self.device.type == "cpu"
         self.model = model.to(self.device, self.dtype).to(memory_format=torch.channels_last).eval()
         if spec.compile:
             # dynamic=False: one specialised graph per frame size, which a video keeps for its length.
@@ -78,7 +79,7 @@ class TorchRunner:
             self.model.decoder = torch.compile(self.model.decoder, mode=spec.compile, dynamic=False)
         self.use_graphs = spec.cuda_graphs and self.device.type == "cuda"
         self.graphs: OrderedDict[tuple, CudaGraph] = OrderedDict()
-        self.name = f"torch-{self.device.type}"
+        self.name = f"torch-{self.device.type}" + ("-bf16" if self.bf16 else "")
         self.z_dim, self.uses_z, self.min_side = model.cfg.z_dim, model.uses_z, model.cfg.min_side
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = spec.cudnn_benchmark  # process-wide: PyTorch has no other switch
@@ -92,11 +93,13 @@ class TorchRunner:
         return torch.from_numpy(a).to(self.device)
 
     def _estimate(self, y: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return self.model.estimator(y.to(self.dtype), noise.to(self.dtype)).float()
+        with torch.autocast("cpu", torch.bfloat16, enabled=self.bf16):
+            return self.model.estimator(y.to(self.dtype), noise.to(self.dtype)).float()
 
     def _decode(self, y: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         x = y.to(self.dtype).contiguous(memory_format=torch.channels_last)
-        return self.model.decoder(x, None if z is None else z.to(self.dtype)).float()
+        with torch.autocast("cpu", torch.bfloat16, enabled=self.bf16):
+            return self.model.decoder(x, None if z is None else z.to(self.dtype)).float()
 
     def _frame(self, plane: torch.Tensor, noise: torch.Tensor, peak: float, ensemble: int,
                strength: float) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -79,6 +79,8 @@ def main() -> int:
                          "ones) on all-intra encodes, at each --temporal radius up to 2 (rows 'NAME t2 f')")
     ap.add_argument("--bits", type=ints, default=[8],
                     help="output bit depths: above 8, the input shifted up first, as the filter's bits (e.g. 8,10)")
+    ap.add_argument("--bf16", action="store_true",
+                    help="also each checkpoint with its convolutions in bfloat16 on the CPU (backend torch-cpu-bf16)")
     ap.add_argument("--bands", type=int, default=0,
                     help="for every source that loses PSNR, the three bands of this many rows where it loses most")
     ap.add_argument("--out", type=Path, help="write the markdown table here (default: stdout)")
@@ -96,15 +98,18 @@ def main() -> int:
     if args.fusion and not max(args.temporal):
         ap.error("--fusion needs a --temporal radius above 0 (the frames it fuses), e.g. --temporal 2")
     device = pick_device(args.device)
+    if args.bf16 and device.type != "cpu":
+        ap.error("--bf16 measures the CPU's bfloat16 path: use it with --device cpu")
     net = fusion.load(args.fusion) if args.fusion else None
     enhancers = {}
     for name, stem in args.checkpoint or [("shipped", str(checkpoint.SHIPPED))]:
         model = checkpoint.load(Path(stem))[0].to(device)
-        for k, bits in ((k, b) for k in args.ensemble for b in args.bits):
+        for k, bits, bf16 in ((k, b, h) for k in args.ensemble for b in args.bits for h in {False, args.bf16}):
             for (s, r, f), enhancer in model_enhancers(model, args.seed, k, args.temporal, args.strength, net,
-                                                       bits).items():
-                enhancers[name + (f" x{k}" if k > 1 else "") + (f" b{bits}" if bits != 8 else "")
-                          + (f" s{s:g}" if s != 1 else "") + (f" t{r}" if r else "") + (" f" if f else "")] = enhancer
+                                                       bits, bf16).items():
+                enhancers[name + (" bf16" if bf16 else "") + (f" x{k}" if k > 1 else "")
+                          + (f" b{bits}" if bits != 8 else "") + (f" s{s:g}" if s != 1 else "") + (f" t{r}" if r else "")
+                          + (" f" if f else "")] = enhancer
     enhancers |= {name: ffmpeg_enhancer(vf) for name, vf in args.ffmpeg_filter}
     sources = load_sources(args.images, args.clips, args.max_frames, args.clip_downscale)
     if args.full_range:

@@ -100,7 +100,8 @@ def test_backends_agree_and_choose_sensibly(tmp_path, reference_frames):
     with torch.no_grad():
         assert rel(z_a, model.estimate(torch.from_numpy(y))) <= 1e-4
     if not torch.cuda.is_available() and "CUDAExecutionProvider" not in ort.get_available_providers():
-        assert backends.best_available() == backends.Backend.ORT_CPU()
+        assert backends.best_available() == (backends.NAMES["torch-cpu-bf16"] if backends.native_bf16()
+                                             else backends.Backend.ORT_CPU())
         with pytest.raises(backends.BackendUnavailable, match=r"diffqe\[nvidia\]"):
             backends.create("ort-cuda", engine_dir=tmp_path)
     with pytest.raises(backends.BackendUnavailable, match="unknown backend"):

@@ -14,7 +14,7 @@ from conftest import ROOT, SAMPLES
 from diffqe.model import checkpoint
 from diffqe.model.inference import enhance_planes, to_tensor
 from diffqe.model.mirror import mirror_average
-from diffqe.plugin import enhance
+from diffqe.plugin import backends, enhance
 from diffqe.train.codec import read_video_luma
 from diffqe.train.metrics import psnr
 
@@ -54,6 +54,21 @@ def test_whole_frame_path_equals_the_float_path(sample, fmt):
     assert torch_out[0].dtype == ort_out[0].dtype
     assert np.abs(torch_out[0].astype(np.float64) - ort_out[0].astype(np.float64)).max() <= step
     assert all(np.array_equal(a, b) for a, b in zip(torch_out[1:], ort_out[1:]))
+
+
+@pytest.mark.skipif(not backends.native_bf16(), reason="this CPU has no native bfloat16 (AMX, AVX512-BF16), "
+                    "where torch-cpu-bf16 refuses to run")
+def test_bf16_on_the_cpu_stays_within_a_code_value_and_a_hundredth_of_a_db(sample):
+    """torch-cpu-bf16 (convolutions in bfloat16, sums and output in fp32) against fp32, on the sample's frames
+    scored against its lossless reference."""
+    reference = read_video_luma(SAMPLES / "reference.mkv")
+    fp32, bf16 = (enhance(sample, backend=b, temporal=0) for b in ("torch-cpu", "torch-cpu-bf16"))
+    for n in (0, 4, 7):
+        a, b = (np.array(c.get_frame(n)[0]) for c in (fp32, bf16))
+        assert not np.array_equal(a, b), "bf16 computes differently"
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+        assert abs(psnr(b, reference[n]) - psnr(a, reference[n])) <= 0.01
+    assert bf16.get_frame(0).props["DiffQE_Backend"] == "torch-cpu-bf16"
 
 
 def test_filter_equals_the_model_on_8_bit_luma(sample):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from ..model.diffqe import DiffQE
@@ -114,13 +115,15 @@ Enhancer = Callable[[np.ndarray, bool], np.ndarray]  # (decoded [T,H,W], every f
 
 
 def model_enhancers(model: DiffQE, seed: int, ensemble: int, radii: list[int], strengths: list[float],
-                    fusion: FusionNet | None = None, bits: int = 8) -> dict[tuple[float, int, bool], Enhancer]:
+                    fusion: FusionNet | None = None, bits: int = 8,
+                    bf16: bool = False) -> dict[tuple[float, int, bool], Enhancer]:
     """Per (strength, radius, fused), the model per frame with its correction scaled (model.inference), fused
     over up to that many frames either side where every frame is intra-coded (model.fusion; with FUSION only),
     then stabilised over them (model.temporal), as the filter.  All of them share one model pass per input:
     ``evaluate`` and ``temporal_change`` hand every enhancer the same array.  BITS above 8: the 8-bit input
     shifted up to that depth first and everything done there, as the filter's ``bits`` does; the output comes
-    back as float in 8-bit code values, so that it scores against the 8-bit reference."""
+    back as float in 8-bit code values, so that it scores against the 8-bit reference.  BF16: the model's
+    convolutions in bfloat16 on the CPU, as the torch-cpu-bf16 backend runs them (autocast)."""
     shift, peak = bits - 8, (1 << bits) - 1
     last: dict = {"input": None}  # the last input array: its codes, tensor and model output, rounded per strength
 
@@ -128,7 +131,9 @@ def model_enhancers(model: DiffQE, seed: int, ensemble: int, radii: list[int], s
         if last["input"] is not planes:
             codes = planes.astype(np.uint16) << shift if shift else planes
             y = to_tensor(codes, peak, next(model.parameters()).device)
-            last.update(input=planes, codes=codes, y=y, out=restore(model, y, seed=seed, ensemble=ensemble), rounded={})
+            with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                out = restore(model, y, seed=seed, ensemble=ensemble).float()
+            last.update(input=planes, codes=codes, y=y, out=out, rounded={})
         if strength not in last["rounded"]:  # each radius reads the same rounded output
             last["rounded"][strength] = to_planes(scale_correction(last["y"], last["out"], strength), peak,
                                                   last["codes"].dtype)
