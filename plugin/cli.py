@@ -26,26 +26,12 @@ from ..model.checkpoint import SHIPPED, paths as checkpoint_paths
 from ..model.fusion import SHIPPED as FUSION
 from ..model.inference import MAX_STRENGTH
 from ..model.mirror import FLIPS
+from . import allocator
 from .backends import NAMES
 from .hdr import side_data, x265_params
 from .script import SCRIPT
 from .segments import PATTERN, Segments, job_identity, work_dir
 from .timing import frame_times, join
-
-# glibc hands each freed buffer above its mmap threshold back to the kernel and faults it in again on the next
-# allocation; frame-sized NumPy temporaries then spend most of their time in page faults (the temporal
-# stabilisation at 1080p: 25-30 ms per frame, 13-15 with these).  A fixed threshold above any frame keeps
-# them in the heap.  One arena: the heaps of the others (one per frame thread) hold at most 64 MiB, so the
-# larger activations of PyTorch on the CPU were faulted in afresh on every frame (torch-cpu-bf16 at 960x540
-# through vspipe: 1.83 -> 2.30 frames/s).  The user's own settings win.
-MALLOC_TUNING = {"MALLOC_MMAP_THRESHOLD_": str(256 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
-                 "MALLOC_ARENA_MAX": "1"}
-
-
-def vspipe_env() -> dict[str, str]:
-    """The environment vspipe runs in: this one, plus MALLOC_TUNING where it does not set those."""
-    return {**MALLOC_TUNING, **os.environ}
-
 
 MOV_FAMILY = {".mp4", ".m4v", ".mov"}  # containers of the ISO base media format
 MATROSKA = {".mkv", ".mka", ".mks"}
@@ -383,7 +369,7 @@ def _encode(src: Path, stream: dict, segments: Segments, start: int, total: int 
                 vs_args += ["-a", f"{key}={getattr(args, key)}"]
         vs_log = stack.enter_context(open(Path(tmp) / "vspipe.log", "w+"))
         pipe = subprocess.Popen(["vspipe", "-c", "y4m", *vs_args, str(script), "-"], stdout=subprocess.PIPE,
-                                stderr=vs_log, env=vspipe_env())
+                                stderr=vs_log, env=allocator.environment())
         enc = subprocess.Popen(encode_command(stream, args, segments, start, total), stdin=pipe.stdout,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         pipe.stdout.close()

@@ -17,7 +17,7 @@ from ..model.fusion import load as load_fusion
 from ..model.inference import MAX_STRENGTH, scale_correction
 from ..model.mirror import FLIPS, mirror_average
 from ..model.temporal import stabilise
-from . import backends
+from . import allocator, backends
 from .tiling import decode_tiled
 
 _SUBSAMPLING = {(0, 0), (1, 0), (1, 1)}  # 4:4:4, 4:2:2, 4:2:0
@@ -158,6 +158,7 @@ def enhance(
     """
     if not isinstance(clip, vs.VideoNode):
         raise vs.Error("diffqe.enhance: clip must be a VideoNode")
+    allocator.tune()  # what diffqe enhance gives vspipe, for scripts run by hand
     _check_format(clip)
     clip = _deepened(clip, bits)
     fmt = clip.format

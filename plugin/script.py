@@ -6,6 +6,7 @@ from pathlib import Path
 
 import vapoursynth as vs
 
+from . import allocator
 from .filter import enhance
 
 SCRIPT = "from diffqe.plugin.script import output_from_args\noutput_from_args(globals())\n"
@@ -23,6 +24,7 @@ def _number(args: dict, key: str, kind: type, default: float | None) -> float | 
 
 
 def output_from_args(args: dict) -> None:
+    allocator.tune()  # before the source filter's decoder threads take arenas of their own
     if "input" not in args:
         raise vs.Error("enhance.vpy: give the input video with -a input=PATH")
     source = Path(args["input"])

@@ -4,7 +4,8 @@
 Counts the model's FLOPs and the least bytes a frame must move (luma in, luma out, weights once), measures
 the device's two ceilings (a large device-to-device copy, a large fp16 matrix product), and times each
 PyTorch variant on the GPU: floor, measured time, and their ratio.  Also the fp16 cost in dPSNR on the
-bundled sample, and ONNX Runtime CPU frames per second.
+bundled sample, and the CPU backends' frames per second (ort-cpu; torch-cpu-bf16 where the CPU computes
+bfloat16).
 
   python scripts/bench.py [--checkpoint STEM | --model-config JSON] [--sizes 960x540,1920x1080,3840x2160] [--out FILE]
 
@@ -31,6 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from diffqe.model import checkpoint
 from diffqe.model.config import ModelConfig
 from diffqe.model.diffqe import DiffQE, default_noise
+from diffqe.plugin.backends import native_bf16
 from diffqe.plugin.torch_runner import CudaGraph
 from diffqe.train.codec import read_video_luma
 from diffqe.train.metrics import psnr
@@ -155,10 +157,10 @@ def sample_psnr(model: DiffQE, dtype: torch.dtype, decoded: np.ndarray, referenc
     return float(np.mean([psnr(o, r) for o, r in zip(out, reference)]))
 
 
-def ort_cpu_fps(ckpt: Path | None, h: int, w: int) -> float:
-    from diffqe.plugin.backends import Backend, create
+def cpu_fps(backend: str, ckpt: Path | None, h: int, w: int) -> float:
+    from diffqe.plugin.backends import create
 
-    runner = create(Backend.ORT_CPU(), checkpoint=ckpt)
+    runner = create(backend, checkpoint=ckpt)
     y = np.random.default_rng(0).random((1, 1, h, w), dtype=np.float32)
     noise = default_noise(runner.z_dim).numpy()
     seconds = median_seconds(lambda: runner.decode(y, runner.estimate(y, noise)), warmup=1, iters=3)
@@ -174,7 +176,8 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=1, help="frames per call")
     ap.add_argument("--variants", default="0,1,2,3",
                     help="indices into: " + "; ".join(f"{i} {v.name}" for i, v in enumerate(VARIANTS)))
-    ap.add_argument("--cpu-size", default="960x540", help="frame size for the ONNX Runtime CPU figure ('' to skip)")
+    ap.add_argument("--cpu-size", default="960x540",
+                    help="frame size for the CPU backends' figures ('' to skip)")
     ap.add_argument("--budget-s", type=float, default=480, help="skip the remaining GPU variants after this long")
     ap.add_argument("--out", type=Path, help="also write the markdown here")
     args = ap.parse_args()
@@ -225,11 +228,12 @@ def main() -> int:
             lines += [f"| {name} | {p:.4f} | {p - psnr_in:+.4f} | {p - quality[0][1]:+.4f} |" for name, p in quality]
     if args.cpu_size and trained:
         w, h = (int(v) for v in args.cpu_size.split("x"))
-        fps = ort_cpu_fps(args.checkpoint, h, w)
-        lines += ["", f"ONNX Runtime CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()}): "
-                      f"{fps:.2f} frames/s at {w}x{h}."]
+        names = ["ort-cpu"] + (["torch-cpu-bf16"] if native_bf16() else [])
+        rates = ", ".join(f"{name} {cpu_fps(name, args.checkpoint, h, w):.2f}" for name in names)
+        lines += ["", f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()}), frames/s at "
+                      f"{w}x{h}: {rates}."]
     elif args.cpu_size:
-        log("no ONNX Runtime CPU figure for an untrained network (--model-config): it has no exported graph")
+        log("no CPU figures for an untrained network (--model-config): it has no exported graph")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

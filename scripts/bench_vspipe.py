@@ -5,7 +5,7 @@ The bare figure runs one backend's estimate + decode on float luma planes alread
 frame.  The pipeline figure is `vspipe -p` on a generated script that feeds the same frames (YUV 4:2:0,
 8-bit, as decoded HEVC) through `diffqe.enhance` to no output: frame <-> array conversion, rounding, chroma
 copy, the temporal stabilisation (model.temporal; ``--temporal 0`` leaves it out) and VapourSynth's
-scheduling included, under the allocator settings `diffqe enhance` gives vspipe (plugin.cli.MALLOC_TUNING;
+scheduling included, under the allocator settings `diffqe enhance` gives vspipe (plugin.allocator;
 the script re-runs itself with them, so vspipe inherits them).  Issue 7's target: the pipeline keeps
 >= 90 % at 1080p.  The stabilisation's own throughput is also measured through vspipe on all threads, with
 a native one-line stand-in for the model (the sample's pan: so smooth when scaled up that most blocks stay
@@ -33,7 +33,7 @@ from PIL import Image
 
 from diffqe.model.diffqe import default_noise
 from diffqe.plugin import backends
-from diffqe.plugin.cli import MALLOC_TUNING, vspipe_env
+from diffqe.plugin import allocator
 from diffqe.train.codec import read_video_luma
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "sample.mp4"
@@ -128,8 +128,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=0,
                     help="VapourSynth's threads (core.num_threads) in the pipeline; 0: its default, one per core")
     args = ap.parse_args()
-    if not MALLOC_TUNING.keys() <= os.environ.keys():  # measure in-process as `diffqe enhance` runs vspipe
-        os.execve(sys.executable, [sys.executable, *sys.argv], vspipe_env())
+    if not allocator.TUNING.keys() <= os.environ.keys():  # measure in-process as `diffqe enhance` runs vspipe
+        os.execve(sys.executable, [sys.executable, *sys.argv], allocator.environment())
     w, h = (int(v) for v in args.size.split("x"))
     frames = sample_frames(w, h)
     alone = (pipeline_fps(args.backend, frames, args.frames, args.temporal, args.intra, False, args.threads)

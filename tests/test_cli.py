@@ -8,6 +8,7 @@ import resource
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import av
@@ -447,10 +448,44 @@ def test_encoder_options_are_checked_before_the_model_runs(tmp_path, option, sai
 
 
 def test_vspipe_gets_the_allocator_tuning_and_the_users_settings_win(monkeypatch):
-    from diffqe.plugin.cli import MALLOC_TUNING, vspipe_env
+    from diffqe.plugin import allocator
 
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "12345")
-    env = vspipe_env()
-    assert env["MALLOC_MMAP_THRESHOLD_"] == MALLOC_TUNING["MALLOC_MMAP_THRESHOLD_"]
+    env = allocator.environment()
+    assert env["MALLOC_MMAP_THRESHOLD_"] == str(allocator.TUNING["MALLOC_MMAP_THRESHOLD_"])
     assert env["MALLOC_TRIM_THRESHOLD_"] == "12345" and env["PATH"] == os.environ["PATH"]
+
+
+ARENAS = """
+import ctypes, sys, threading
+if sys.argv[1:] == ["tune"]:
+    from diffqe.plugin import allocator
+    allocator.tune()
+barrier = threading.Barrier(4)
+def work():  # four threads allocating at once: glibc gives each an arena of its own, unless told otherwise
+    barrier.wait()
+    kept = [bytearray(4096) for _ in range(100)]
+    barrier.wait()
+threads = [threading.Thread(target=work) for _ in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+ctypes.CDLL(None).malloc_stats()  # one "Arena N:" block per arena, on stderr
+"""
+
+
+@pytest.mark.skipif(os.uname().sysname != "Linux", reason="glibc's allocator is what is tuned")
+def test_a_script_run_by_hand_tunes_the_allocator_itself(monkeypatch):
+    """vspipe started without diffqe enhance's variables: allocator.tune (which enhance.vpy and enhance() call)
+    sets them through mallopt, so every frame thread shares one arena; a variable the user set wins."""
+    for name in ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"):
+        monkeypatch.delenv(name, raising=False)
+
+    def arenas(*argv: str, **env: str) -> int:
+        done = subprocess.run([sys.executable, "-c", ARENAS, *argv], capture_output=True, text=True,
+                              env=os.environ | env, check=True)
+        return done.stderr.count("Arena ")
+
+    assert arenas() > 1 and arenas("tune") == 1 and arenas("tune", MALLOC_ARENA_MAX="3") == 3
