@@ -30,7 +30,7 @@ from . import allocator
 from .backends import NAMES
 from .hdr import side_data, x265_params
 from .script import SCRIPT
-from .segments import PATTERN, Segments, job_identity, work_dir
+from .segments import PATTERN, Busy, Segments, job_identity, work_dir
 from .timing import frame_times, join
 
 MOV_FAMILY = {".mp4", ".m4v", ".mov"}  # containers of the ISO base media format
@@ -316,8 +316,13 @@ def run_enhance(args: argparse.Namespace) -> int:
         raise UserError(f"{weights}: no such weights file (--checkpoint takes the stem of NAME.safetensors)")
     options = {key: getattr(args, key) for key in VIDEO_OPTIONS}
     used = [weights] + ([] if args.no_fusion or not args.temporal else [FUSION.with_suffix(".safetensors")])
-    segments, resumed = Segments.open(work_dir(dst), job_identity(src, used, options),
-                                      segment_length(stream, args.segment_seconds))
+    try:
+        segments, resumed = Segments.open(work_dir(dst), job_identity(src, used, options),
+                                          segment_length(stream, args.segment_seconds))
+    except Busy:
+        raise UserError(f"{dst} is being written by another diffqe enhance (it holds {work_dir(dst)}): wait for "
+                        "it to finish, or stop it and run this command again to resume, or choose another "
+                        "output") from None
     partial = partial_path(dst)
     try:
         check_container(src, dst, stream, args, segments.folder)

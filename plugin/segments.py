@@ -9,8 +9,10 @@ on the input's frame times (plugin.timing).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -50,6 +52,27 @@ def _packets(path: Path) -> int:
     return int(streams[0]["nb_read_packets"]) if streams else 0
 
 
+class Busy(RuntimeError):
+    """Another process is writing the same output."""
+
+
+_held: dict[Path, int] = {}  # folders this process has locked, and their descriptors (kept open: the lock)
+
+
+def _lock(folder: Path) -> None:
+    """An exclusive lock on FOLDER for as long as this process runs; Busy where another process holds it."""
+    folder = folder.resolve()
+    if folder in _held:
+        return
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise Busy(f"another process holds {folder}") from None
+    _held[folder] = fd
+
+
 @dataclass
 class Segments:
     folder: Path
@@ -58,21 +81,24 @@ class Segments:
 
     @classmethod
     def open(cls, folder: Path, identity: dict, frames: int) -> tuple[Segments, bool]:
-        """The segments of this job, and whether earlier runs left some to resume from.  What another job (other
-        input, weights or options) left is deleted: its frames would not match."""
+        """The segments of this job, locked against a second process writing the same output (two jobs
+        resuming from one folder would delete each other's segments), and whether earlier runs left some to
+        resume from.  What another job (other input, weights or options) left is deleted: its frames would not
+        match."""
         job = folder / "job.json"
         wanted = identity | {"segment_frames": frames}
-        if folder.is_dir():
-            try:
-                same = json.loads(job.read_text()) == wanted
-            except (OSError, ValueError):
-                same = False
-            if same:
-                segments = cls(folder, frames)
-                segments.tidy()
-                return segments, bool(segments.done())
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        _lock(folder)
+        try:
+            same = json.loads(job.read_text()) == wanted
+        except (OSError, ValueError):  # a new folder, or one a stopped run left without its job
+            same = False
+        if same:
+            segments = cls(folder, frames)
+            segments.tidy()
+            return segments, bool(segments.done())
+        for stale in folder.iterdir():  # the folder itself stays: it holds the lock
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
         job.write_text(json.dumps(wanted, indent=1))
         return cls(folder, frames), False
 
