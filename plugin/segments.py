@@ -98,7 +98,10 @@ class Segments:
             segments.tidy()
             return segments, bool(segments.done())
         for stale in folder.iterdir():  # the folder itself stays: it holds the lock
-            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+            if stale.is_dir():
+                shutil.rmtree(stale)
+            else:
+                stale.unlink()
         job.write_text(json.dumps(wanted, indent=1))
         return cls(folder, frames), False
 

@@ -1,5 +1,5 @@
-"""PyTorch runner: fp16 channels-last on CUDA, replayed as CUDA graphs (optionally torch.compile'd), fp32 on
-the CPU, straight from the checkpoint."""
+"""PyTorch runner: fp16 channels-last on CUDA, replayed as CUDA graphs (optionally torch.compile'd); on the
+CPU fp32, or with its convolutions in bfloat16 (``Backend.TORCH(bf16=True)``); straight from the checkpoint."""
 
 from __future__ import annotations
 
