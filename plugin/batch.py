@@ -156,12 +156,23 @@ def check_options(options: dict) -> None:
     check_encoder({"pix_fmt": "yuv420p"}, parse_enhance(["enhance", "-", "-", *enhance_flags(options)]))
 
 
-def process_one(job: Job, options: dict, progress: Callable[[dict], None]) -> Result:
-    """Enhance one file through `diffqe enhance` (its own process) and verify the output."""
+def threads_per_file(jobs: int, address: str | None) -> str | None:
+    """OMP_NUM_THREADS for each file's process (PyTorch on the CPU follows it): this machine's cores shared
+    among the JOBS files that run at once.  Ray sets it to a task's CPUs, 1 by default, which held a file to
+    one core; on a cluster (ADDRESS) that is what --cpus-per-file asks for, and the user's own setting wins."""
+    if address or "OMP_NUM_THREADS" in os.environ:
+        return None
+    return str(max(1, (os.cpu_count() or 1) // jobs))
+
+
+def process_one(job: Job, options: dict, progress: Callable[[dict], None], threads: str | None = None) -> Result:
+    """Enhance one file through `diffqe enhance` (its own process; THREADS: its OMP_NUM_THREADS) and verify the
+    output."""
     result = Result(job.input, job.output, status="failed")
     started = time.monotonic()
+    env = None if threads is None else os.environ | {"OMP_NUM_THREADS": threads}
     child = subprocess.Popen(enhance_command(job, options), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             text=True, preexec_fn=_die_with_parent)
+                             text=True, preexec_fn=_die_with_parent, env=env)
     _children.add(child)
     errors = []
     for line in child.stderr:
@@ -200,13 +211,14 @@ def _drain(events) -> list[dict]:
 class LocalPool:
     """Files on worker threads of this process, each driving its own `diffqe enhance` process."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, threads: str | None) -> None:
         self.capacity = workers
+        self.threads = threads
         self.events: queue.Queue = queue.Queue()
         self._pool = ThreadPoolExecutor(workers)
 
     def submit(self, job: Job, options: dict) -> Future:
-        return self._pool.submit(process_one, job, options, self.events.put)
+        return self._pool.submit(process_one, job, options, self.events.put, self.threads)
 
     def finished(self, running: dict, timeout: float) -> list:
         time.sleep(timeout)
@@ -227,7 +239,8 @@ class RayPool:
     """One Ray task per file with its CPU/GPU resources: an embedded local Ray, or the cluster at ADDRESS
     (the inputs and OUTDIR must then be on storage every node mounts at the same path)."""
 
-    def __init__(self, workers: int, address: str | None, cpus_per_file: float, gpus_per_file: float) -> None:
+    def __init__(self, workers: int, address: str | None, cpus_per_file: float, gpus_per_file: float,
+                 threads: str | None) -> None:
         try:
             import ray
             from ray.util.queue import Queue
@@ -241,11 +254,12 @@ class RayPool:
                 ray.init(num_cpus=max(1, int(workers * cpus_per_file)), num_gpus=None if gpus_per_file else 0,
                          include_dashboard=False, log_to_driver=False, logging_level="ERROR")
         self.capacity = 10**9 if address else workers  # a cluster schedules by resources
+        self.threads = threads
         self.events = Queue()
         self._task = ray.remote(num_cpus=cpus_per_file, num_gpus=gpus_per_file, max_retries=0)(_ray_process)
 
     def submit(self, job: Job, options: dict):
-        return self._task.remote(job, options, self.events)
+        return self._task.remote(job, options, self.events, self.threads)
 
     def finished(self, running: dict, timeout: float) -> list:
         ready, _ = self.ray.wait(list(running), num_returns=len(running), timeout=timeout)
@@ -261,8 +275,8 @@ class RayPool:
         self.ray.shutdown()
 
 
-def _ray_process(job: Job, options: dict, events) -> Result:
-    return process_one(job, options, events.put)
+def _ray_process(job: Job, options: dict, events, threads: str | None) -> Result:
+    return process_one(job, options, events.put, threads)
 
 
 # ------------------------------------------------------------------------------------------- driver
@@ -417,8 +431,9 @@ def main(argv: list[str] | None = None) -> int:
     check_options(options)
     args.output.mkdir(parents=True, exist_ok=True)
     state = State(args.output / STATE_NAME, jobs)
-    pool = (RayPool(args.jobs, args.address, args.cpus_per_file, args.gpus_per_file) if args.executor == "ray"
-            else LocalPool(args.jobs))
+    threads = threads_per_file(args.jobs, args.address)
+    pool = (RayPool(args.jobs, args.address, args.cpus_per_file, args.gpus_per_file, threads)
+            if args.executor == "ray" else LocalPool(args.jobs, threads))
     progress = Progress(args.progress, len(jobs))
     try:
         results = run_batch(jobs, options, state, pool, progress)

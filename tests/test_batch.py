@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import SAMPLES
-from diffqe.plugin.batch import Job, enhance_command
+from diffqe.plugin.batch import Job, enhance_command, threads_per_file
 from diffqe.plugin.cli import parse_enhance
 
 BATCH_OPTIONS = ["--backend", "ort-cpu", "--lossless", "--progress", "json"]
@@ -159,3 +159,15 @@ def test_options_are_checked_up_front_and_zeros_passed_on(tmp_path):
     cmd = enhance_command(job, {"segment_seconds": 30.0})  # an option with two words reaches enhance as it spells it
     assert dict(zip(cmd, cmd[1:]))["--segment-seconds"] == "30.0"
     assert parse_enhance(cmd[3:]).segment_seconds == 30.0
+
+
+def test_each_files_process_gets_this_machines_cores_shared_among_the_files(monkeypatch):
+    """Ray sets OMP_NUM_THREADS to a task's CPUs (1 by default), which held PyTorch on the CPU to one core per
+    file: on this machine the cores are shared among the files that run at once; on a cluster --cpus-per-file
+    decides; the user's own setting wins."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cores = os.cpu_count()
+    assert threads_per_file(1, None) == str(cores) and threads_per_file(2 * cores, None) == "1"
+    assert threads_per_file(1, "ray://head:10001") is None
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert threads_per_file(1, None) is None
