@@ -145,6 +145,12 @@ def best_available() -> BackendSpec:
     return NAMES["torch-cpu"]
 
 
+def best_name() -> str:
+    """The name of ``best_available()``: each choice it makes is one of NAMES."""
+    best = best_available()
+    return next(name for name, spec in NAMES.items() if spec == best)
+
+
 def resolve(backend: BackendSpec | str | None) -> BackendSpec:
     if backend is None:
         return best_available()

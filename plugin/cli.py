@@ -27,7 +27,7 @@ from ..model.fusion import SHIPPED as FUSION
 from ..model.inference import MAX_STRENGTH
 from ..model.mirror import FLIPS
 from . import allocator
-from .backends import NAMES
+from .backends import NAMES, best_name
 from .hdr import side_data, x265_params
 from .script import SCRIPT
 from .segments import PATTERN, Busy, Segments, job_identity, work_dir
@@ -314,6 +314,9 @@ def run_enhance(args: argparse.Namespace) -> int:
     weights = checkpoint_paths(Path(args.checkpoint) if args.checkpoint else SHIPPED)[0]
     if not weights.is_file():
         raise UserError(f"{weights}: no such weights file (--checkpoint takes the stem of NAME.safetensors)")
+    # The backend by name: a job resumed on another kind of machine (a farm's other node) would otherwise mix
+    # segments of two backends, whose frames differ by rounding; named, it starts afresh there.
+    args.backend = args.backend or best_name()
     options = {key: getattr(args, key) for key in VIDEO_OPTIONS}
     used = [weights] + ([] if args.no_fusion or not args.temporal else [FUSION.with_suffix(".safetensors")])
     try:

@@ -102,6 +102,7 @@ def test_backends_agree_and_choose_sensibly(tmp_path, reference_frames):
     if not torch.cuda.is_available() and "CUDAExecutionProvider" not in ort.get_available_providers():
         assert backends.best_available() == (backends.NAMES["torch-cpu-bf16"] if backends.native_bf16()
                                              else backends.Backend.ORT_CPU())
+        assert backends.best_name() == ("torch-cpu-bf16" if backends.native_bf16() else "ort-cpu")
         with pytest.raises(backends.BackendUnavailable, match=r"diffqe\[nvidia\]"):
             backends.create("ort-cuda", engine_dir=tmp_path)
     with pytest.raises(backends.BackendUnavailable, match="unknown backend"):
