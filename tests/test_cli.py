@@ -322,21 +322,27 @@ def test_a_job_killed_midway_resumes_from_its_complete_segments_with_the_same_fr
 
 def test_a_second_job_writing_the_same_output_is_refused_and_the_first_completes(tmp_path):
     """Two jobs on one output (a farm that started a file twice) would resume from each other's segments and
-    delete them; the second is refused at once and leaves the first's folder alone."""
-    src = tmp_path / "in.mkv"  # 64 frames: the sample eight times, long enough to be caught encoding
-    subprocess.run(["ffmpeg", "-v", "error", "-i", SAMPLES / "sample.mp4", "-vf", "loop=loop=7:size=8:start=0",
+    delete them; the second is refused at once and leaves the first's folder alone.  The first is paused
+    while the second tries, so that no machine is fast enough to finish it first."""
+    src = tmp_path / "in.mkv"  # 24 frames: the sample three times
+    subprocess.run(["ffmpeg", "-v", "error", "-i", SAMPLES / "sample.mp4", "-vf", "loop=loop=2:size=8:start=0",
                     "-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error", src], check=True)
     job = ["enhance", src, tmp_path / "out.mkv", "--backend", "ort-cpu", "--lossless", "--segment-seconds", "0.2",
            "--quiet"]
-    first = subprocess.Popen([shutil.which("diffqe"), *map(str, job)], stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen([shutil.which("diffqe"), *map(str, job)], stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
     work, deadline = tmp_path / ".out.partial.mkv.d", time.monotonic() + 300
     while not list(work.glob("run*.csv")):  # the first job is encoding
         assert first.poll() is None and time.monotonic() < deadline, "the first job ends before it encodes"
         time.sleep(0.05)
-    second = diffqe(*job)
+    os.killpg(first.pid, signal.SIGSTOP)
+    try:
+        second = diffqe(*job)
+    finally:
+        os.killpg(first.pid, signal.SIGCONT)
     assert second.returncode == 2 and "is being written by another diffqe enhance" in second.stderr, second.stderr
     assert first.wait(timeout=300) == 0, first.stderr.read()
-    assert len(read_video_luma(tmp_path / "out.mkv")) == 64
+    assert len(read_video_luma(tmp_path / "out.mkv")) == 24
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv", "out.mkv"]
 
 
