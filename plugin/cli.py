@@ -218,9 +218,10 @@ def check_container(src: Path, dst: Path, stream: dict, args: argparse.Namespace
     probe = folder / f"check{dst.suffix}"
     done = subprocess.run(mux_command(black, src, probe, encoder_options(stream, args) | {"t": 0.04}),
                           capture_output=True, text=True)
-    written = _written_codec(probe) if done.returncode == 0 else None
+    failed = ffmpeg_failed(done.returncode, done.stderr)
+    written = None if failed else _written_codec(probe)
     probe.unlink(missing_ok=True)
-    if done.returncode:
+    if failed:
         raise UserError(f"writing {dst} failed: {first_lines(done.stderr)}{_hint(done.stderr)}")
     # Some muxers take a stream they cannot hold and write something else: HEVC into .avi (no codec tag) or
     # into an image name (.jpg), which then does not read back as video.

@@ -389,16 +389,17 @@ def small_disk(tmp_path):
 
 
 def test_a_full_disk_is_a_clear_error_and_the_same_command_resumes_once_there_is_room(tmp_path, small_disk):
-    """ffmpeg 5 reports a failed write of a file's end and exits 0: a full disk while the segments are encoded,
-    or while they are joined into OUT, must fail the job (no truncated OUT under its final name), keep what is
-    complete and resume once there is room."""
+    """ffmpeg 5 reports a failed write of a file's end and exits 0: a full disk while the container is tried,
+    while the segments are encoded or while they are joined into OUT must fail the job with that reason (no
+    truncated OUT under its final name), keep what is complete and resume once there is room."""
     whole = tmp_path / "whole.mkv"
     job = ["--backend", "ort-cpu", "--lossless", "--quiet"]
     assert diffqe("enhance", SAMPLES / "sample.mp4", whole, *job).returncode == 0
     kib = whole.stat().st_size >> 10  # one segment, the joined video and OUT each take about this much
     disk, size = small_disk
     out = disk / "out.mkv"
-    for room, kept in ((kib // 4, 0), (kib * 5 // 2, 1)):  # full while encoding; full while joining
+    # full while the container is tried on one frame; while encoding; while joining
+    for room, kept in ((4, 0), (kib // 4, 0), (kib * 5 // 2, 1)):
         size(room)
         failed = diffqe("enhance", SAMPLES / "sample.mp4", out, *job)
         assert failed.returncode == 2 and failed.stderr.startswith(("error: ", "kept")), failed.stderr
