@@ -16,6 +16,7 @@ enhance.vpy`` by hand, torch-cpu-bf16, 960x540: 1.54 -> 2.30-2.41 frames/s, 2.41
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import platform
 
@@ -28,6 +29,7 @@ def environment() -> dict[str, str]:
     return {**{name: str(value) for name, value in TUNING.items()}, **os.environ}
 
 
+@functools.cache  # once per process: enhance.vpy and every enhance() call it
 def tune() -> None:
     """TUNING through mallopt, each where the environment does not set it; nothing outside glibc."""
     if platform.libc_ver()[0] != "glibc":
