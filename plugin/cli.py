@@ -29,12 +29,10 @@ from ..model.mirror import FLIPS
 from . import allocator
 from .backends import NAMES, best_name
 from .hdr import side_data, x265_params
+from .mux import FFMPEG_QUIET, is_picture, left_behind, mux_command
 from .script import SCRIPT
 from .segments import PATTERN, Busy, Segments, job_identity, work_dir
 from .timing import frame_times, join
-
-MOV_FAMILY = {".mp4", ".m4v", ".mov"}  # containers of the ISO base media format
-MATROSKA = {".mkv", ".mka", ".mks"}
 
 
 # The options that change the enhanced video: segments made with others are not resumed from.
@@ -58,11 +56,11 @@ def probe_video(path: Path) -> dict:
     except ffmpeg.Error as e:
         detail = e.stderr.decode(errors="replace").strip().splitlines()[-1:] if e.stderr else []
         raise UserError(f"{path}: not a readable video ({' '.join(detail) or 'ffprobe failed'})") from None
-    video = [s for s in info["streams"] if s.get("codec_type") == "video"]
+    video = [s for s in info["streams"] if s.get("codec_type") == "video" and not is_picture(s)]
     if not video:
         raise UserError(f"{path}: has no video stream")
     return video[0] | {"format_duration": info.get("format", {}).get("duration"),
-                       "format_start": info.get("format", {}).get("start_time")}
+                       "format_start": info.get("format", {}).get("start_time"), "input_streams": info["streams"]}
 
 
 def check_pixel_format(path: Path, stream: dict) -> None:
@@ -155,26 +153,11 @@ def encoder_options(stream: dict, args: argparse.Namespace) -> dict:
     return options
 
 
-FFMPEG_QUIET = ["-hide_banner", "-nostdin", "-v", "error"]  # errors only, on stderr
-
-
 def ffmpeg_failed(returncode: int, stderr: str) -> bool:
     """Whether an ffmpeg run failed.  ffmpeg 5 reports a failed write of a file's end (a full disk) and still
     exits 0, which would pass a truncated file as complete; -xerror would make it exit 1, but would also end a
     stream copy at the first out-of-order timestamp in the input's audio, which ffmpeg otherwise mends."""
     return bool(returncode) or "Error writing trailer" in stderr or "Error closing file" in stderr
-
-
-def mux_command(video: ffmpeg.nodes.FilterableStream, src: Path, dst: Path, video_options: dict) -> list[str]:
-    """VIDEO, with SRC's audio, subtitles, chapters, metadata and (into Matroska) attachments, into DST."""
-    source = ffmpeg.input(str(src))
-    # MP4 and QuickTime take text subtitles only as mov_text (ffmpeg's default for them), not copied SubRip/ASS.
-    subtitles = "mov_text" if dst.suffix.lower() in MOV_FAMILY else "copy"
-    options = {"c:a": "copy", "c:s": subtitles, "map_metadata": 1, "map_chapters": 1} | video_options
-    # Matroska attachments (the fonts that styled ASS subtitles need) go along where the output can hold them.
-    attachments = [source["t?"]] if dst.suffix.lower() in MATROSKA else []
-    cmd = ffmpeg.output(video["v"], source["a?"], source["s?"], *attachments, str(dst), **options).compile()
-    return cmd[:1] + FFMPEG_QUIET + ["-y"] + cmd[1:]
 
 
 def encode_command(stream: dict, args: argparse.Namespace, segments: Segments, start: int,
@@ -216,8 +199,8 @@ def check_container(src: Path, dst: Path, stream: dict, args: argparse.Namespace
     container cannot hold (PCM audio in MP4, ...) fails now, not after the whole video has been enhanced."""
     black = ffmpeg.input("color=c=black:s=64x64:d=0.04", format="lavfi")
     probe = folder / f"check{dst.suffix}"
-    done = subprocess.run(mux_command(black, src, probe, encoder_options(stream, args) | {"t": 0.04}),
-                          capture_output=True, text=True)
+    cmd = mux_command(black, src, stream, probe, encoder_options(stream, args) | {"t": 0.04}, folder)
+    done = subprocess.run(cmd, capture_output=True, text=True)
     failed = ffmpeg_failed(done.returncode, done.stderr)
     written = None if failed else _written_codec(probe)
     probe.unlink(missing_ok=True)
@@ -306,6 +289,8 @@ def run_enhance(args: argparse.Namespace) -> int:
         if args.lossless or args.codec != "libx265":
             print(f"warning: {src} carries HDR10 mastering metadata, which only --codec libx265 writes; the output "
                   "keeps its colour tags but not this metadata", file=sys.stderr)
+    for lost in left_behind(stream["input_streams"], stream, dst):
+        print(f"warning: {src}: {lost}; {dst} will not have it", file=sys.stderr)
     total = frame_count(stream)
     for tool in ("vspipe", "ffmpeg"):
         if not shutil.which(tool):
@@ -417,7 +402,8 @@ def _join(src: Path, dst: Path, stream: dict, partial: Path, segments: Segments)
     frames, first = join(segments.done(), times, video)
     # ffmpeg moves each input's first timestamp to zero: the offset puts the video back at its first frame's time.
     source = ffmpeg.input(str(video), itsoffset=f"{float(first):.6f}")
-    done = subprocess.run(mux_command(source, src, partial, {"c:v": "copy"}), capture_output=True, text=True)
+    cmd = mux_command(source, src, stream, partial, {"c:v": "copy"}, segments.folder)
+    done = subprocess.run(cmd, capture_output=True, text=True)
     if ffmpeg_failed(done.returncode, done.stderr):
         raise UserError(f"writing {dst} failed: {first_lines(done.stderr)}{_hint(done.stderr)}")
     return frames

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import resource
@@ -160,6 +161,42 @@ def test_a_phones_rotated_video_comes_out_upright(tmp_path, degrees):
     assert streams(out)[0] == {"video": "ffv1"} and shown(out) == shown(src)
     with av.open(str(out)) as c:  # stored upright: players that ignore display matrices show it right too
         assert c.streams.video[0].height == (320 if degrees == 90 else 192)
+
+
+def test_timecode_video_tags_and_cover_picture_survive(tmp_path):
+    """A camera's timecode, the video stream's language and title and a cover picture go along (into MP4 the
+    timecode as a QuickTime timecode track); Matroska's statistics of the input's coded video do not (they
+    describe another video). A container that cannot hold the cover says so."""
+    cover = tmp_path / "cover.png"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=s=64x48", "-frames:v", "1", cover], check=True)
+    tags = {"timecode": "01:02:03:04", "language": "jpn", "title": "Camera A", "BPS-eng": "1234",
+            "NUMBER_OF_FRAMES": "8"}
+    src = tmp_path / "camera.mkv"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", SAMPLES / "sample.mp4", "-c", "copy", "-attach", cover,
+                    "-metadata:s:t", "mimetype=image/png",
+                    *[a for k, v in tags.items() for a in ("-metadata:s:v:0", f"{k}={v}")], src], check=True)
+
+    def probe(path):
+        info = subprocess.run(["ffprobe", "-v", "error", "-show_streams", "-of", "json", path], capture_output=True,
+                              text=True, check=True).stdout
+        video, *others = json.loads(info)["streams"]
+        pictures = [s["index"] for s in others if s["disposition"]["attached_pic"]]
+        with av.open(str(path)) as c:
+            pictures = [bytes(next(c.demux(c.streams[i]))) for i in pictures]
+        return ({k.lower(): v for k, v in video.get("tags", {}).items()}, pictures,
+                [s.get("codec_tag_string") for s in others if s["codec_type"] == "data"])
+
+    for suffix, timecode_track in ((".mkv", []), (".mp4", ["tmcd"])):
+        out = tmp_path / f"out{suffix}"
+        result = diffqe("enhance", src, out, "--backend", "ort-cpu", "--preset", "ultrafast", "--quiet")
+        assert result.returncode == 0 and "warning" not in result.stderr, result.stderr
+        video_tags, pictures, data = probe(out)
+        assert {k: video_tags.get(k) for k in ("timecode", "language")} == {"timecode": "01:02:03:04", "language": "jpn"}
+        assert "bps-eng" not in video_tags and "number_of_frames" not in video_tags
+        assert video_tags.get("title") == ("Camera A" if suffix == ".mkv" else None)  # MP4 has no track titles
+        assert pictures == [cover.read_bytes()] and data == timecode_track
+    result = diffqe("enhance", src, tmp_path / "out.ts", "--backend", "ort-cpu", "--preset", "ultrafast", "--quiet")
+    assert result.returncode == 0 and "a cover picture that a .ts file does not hold" in result.stderr, result.stderr
 
 
 def test_hdr10_metadata_and_colour_tags_survive(tmp_path):
