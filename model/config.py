@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 Variant = Literal["full", "noest", "nodiff"]
+PYRAMID_UNSHUFFLE = 4  # the encoder's and the estimator's condition CNN pixel-unshuffle the frame by this
 
 
 @dataclass(frozen=True)
@@ -53,13 +54,16 @@ class ModelConfig:
     @property
     def pad_multiple(self) -> int:
         """Frame sides are mirror-padded to this multiple: 2 per decoder level and the decoder's input
-        unshuffle, and 4 for the encoder's and estimator's pixel-unshuffle."""
-        return max(2 ** (len(self.decoder_channels) - 1) * self.input_unshuffle, 4)
+        unshuffle, and the encoder's and estimator's pixel-unshuffle."""
+        return max(2 ** (len(self.decoder_channels) - 1) * self.input_unshuffle, PYRAMID_UNSHUFFLE)
 
     @property
     def min_side(self) -> int:
-        """Smallest frame side the networks accept (mirror padding needs a side longer than the pad)."""
-        return self.pad_multiple
+        """Smallest frame side the networks accept: mirror padding needs a side longer than the pad, and the
+        encoder's and estimator's pyramids (pixel-unshuffle, then a max-pool per further level) a pixel at
+        their coarsest level."""
+        levels = max(len(self.encoder_channels), len(self.condition_channels))
+        return max(self.pad_multiple, PYRAMID_UNSHUFFLE * 2 ** (levels - 1))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

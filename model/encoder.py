@@ -7,9 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import conv_pyramid, pad_to_multiple
-from .config import ModelConfig
-
-UNSHUFFLE = 4
+from .config import PYRAMID_UNSHUFFLE as UNSHUFFLE, ModelConfig
 
 
 class Encoder(nn.Module):

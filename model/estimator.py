@@ -10,9 +10,8 @@ from torch import nn
 
 from . import diffusion
 from .blocks import act, conv_pyramid, pad_to_multiple
-from .config import ModelConfig
+from .config import PYRAMID_UNSHUFFLE as UNSHUFFLE, ModelConfig
 
-UNSHUFFLE = 4
 TIME_DIM = 32
 HIGHPASS_GAIN = 8.0  # a coding residual of a few code values becomes ~0.1, the frame's own scale
 

@@ -10,6 +10,17 @@ from diffqe.model.config import ModelConfig
 from diffqe.model.diffqe import DiffQE, default_noise
 
 
+@pytest.mark.parametrize("cfg", [ModelConfig(), ModelConfig(input_unshuffle=2)], ids=["shipped", "half-resolution"])
+def test_min_side_is_a_frame_every_network_takes(cfg):
+    """The plugin refuses frames below min_side: a frame of that side must run through all three networks."""
+    model = DiffQE(cfg).eval()
+    with torch.no_grad():
+        for hw in ((cfg.min_side, cfg.min_side), (cfg.min_side, 3 * cfg.min_side + 1)):
+            y = torch.rand(1, 1, *hw)
+            assert model(y).shape == y.shape
+            assert model.encoder(y, y, torch.tensor([32])).shape == (1, cfg.z_dim)
+
+
 @pytest.mark.parametrize("variant,unshuffle,light", [("full", 1, False), ("noest", 1, False), ("nodiff", 1, False),
                                                      ("full", 2, False), ("noest", 2, False), ("full", 1, True),
                                                      ("noest", 1, True)])

@@ -191,7 +191,7 @@ def test_bits_keeps_the_correction_below_one_code_value(sample):
     [
         (lambda c: core.resize.Bicubic(c, format=vs.RGB24, matrix_in_s="709"), "RGB input is not supported"),
         (lambda c: core.std.Splice([c, core.resize.Point(c, width=160, height=96)], mismatch=True), "variable"),
-        (lambda c: core.resize.Point(c, width=6, height=6, format=vs.YUV444P8), "at least 8x8"),
+        (lambda c: core.resize.Point(c, width=12, height=12, format=vs.YUV444P8), "at least 16x16"),
         (lambda c: core.resize.Point(c, format=vs.YUV410P8), "subsampling"),
     ],
 )
