@@ -62,8 +62,9 @@ def _picture_bytes(src: Path, index: int) -> bytes:
 
 def _extra_args(src: Path, streams: list[dict], video: dict, dst: Path, folder: Path) -> list[str]:
     """ffmpeg options that ffmpeg-python's keyword options cannot say (one key, several values): the video
-    stream's tags, and the cover pictures, copied (MP4, QuickTime) or attached from FOLDER (Matroska)."""
-    args = []
+    stream's disposition (Matroska's default-track flag) and tags, and the cover pictures, copied (MP4,
+    QuickTime) or attached from FOLDER (Matroska)."""
+    args = ["-disposition:v:0", "+".join(k for k, on in video.get("disposition", {}).items() if on) or "0"]
     for key, value in video.get("tags", {}).items():
         if not _STALE.fullmatch(key):
             args += ["-metadata:s:v:0", f"{key}={value}"]

@@ -164,9 +164,9 @@ def test_a_phones_rotated_video_comes_out_upright(tmp_path, degrees):
 
 
 def test_timecode_video_tags_and_cover_picture_survive(tmp_path):
-    """A camera's timecode, the video stream's language and title and a cover picture go along (into MP4 the
-    timecode as a QuickTime timecode track); Matroska's statistics of the input's coded video do not (they
-    describe another video). A container that cannot hold the cover says so."""
+    """A camera's timecode, the video stream's language, title and default flag and a cover picture go along
+    (into MP4 the timecode as a QuickTime timecode track); Matroska's statistics of the input's coded video do
+    not (they describe another video). A container that cannot hold the cover says so."""
     cover = tmp_path / "cover.png"
     subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=s=64x48", "-frames:v", "1", cover], check=True)
     tags = {"timecode": "01:02:03:04", "language": "jpn", "title": "Camera A", "BPS-eng": "1234",
@@ -183,15 +183,16 @@ def test_timecode_video_tags_and_cover_picture_survive(tmp_path):
         pictures = [s["index"] for s in others if s["disposition"]["attached_pic"]]
         with av.open(str(path)) as c:
             pictures = [bytes(next(c.demux(c.streams[i]))) for i in pictures]
-        return ({k.lower(): v for k, v in video.get("tags", {}).items()}, pictures,
-                [s.get("codec_tag_string") for s in others if s["codec_type"] == "data"])
+        return ({k.lower(): v for k, v in video.get("tags", {}).items()} | {"default": video["disposition"]["default"]},
+                pictures, [s.get("codec_tag_string") for s in others if s["codec_type"] == "data"])
 
     for suffix, timecode_track in ((".mkv", []), (".mp4", ["tmcd"])):
         out = tmp_path / f"out{suffix}"
         result = diffqe("enhance", src, out, "--backend", "ort-cpu", "--preset", "ultrafast", "--quiet")
         assert result.returncode == 0 and "warning" not in result.stderr, result.stderr
         video_tags, pictures, data = probe(out)
-        assert {k: video_tags.get(k) for k in ("timecode", "language")} == {"timecode": "01:02:03:04", "language": "jpn"}
+        assert {k: video_tags.get(k) for k in ("timecode", "language", "default")} == {
+            "timecode": "01:02:03:04", "language": "jpn", "default": 1}  # default: Matroska's default-track flag
         assert "bps-eng" not in video_tags and "number_of_frames" not in video_tags
         assert video_tags.get("title") == ("Camera A" if suffix == ".mkv" else None)  # MP4 has no track titles
         assert pictures == [cover.read_bytes()] and data == timecode_track
