@@ -177,6 +177,8 @@ def _hint(stderr: str) -> str:
     if "Could not write header" in stderr or "not supported in container" in stderr:
         return ("; the output's container cannot hold the encoded video or a stream copied from the input: write "
                 ".mkv, which holds any")
+    if "Unable to find a suitable output format" in stderr:
+        return "; ffmpeg knows no file format by the output's suffix: name it .mkv, .mp4 or .mov"
     if "No space left on device" in stderr:
         return "; " + DISK_FULL
     return ""

@@ -134,7 +134,8 @@ def test_aspect_ratio_and_field_order_survive(tmp_path):
 
 @pytest.mark.parametrize("name, said", [("out.jpg", "a .jpg file does not hold hevc video (written, it reads back as mjpeg)"),
                                         ("out.avi", "a .avi file does not hold hevc video"),
-                                        ("out", "give the output a video container's suffix")])
+                                        ("out", "give the output a video container's suffix"),
+                                        ("out.xyz", "ffmpeg knows no file format by the output's suffix")])
 def test_an_output_that_cannot_hold_the_video_is_refused_before_the_model_runs(tmp_path, name, said):
     """ffmpeg writes HEVC into an image name or AVI without complaint, and neither reads back as video."""
     result = diffqe("enhance", SAMPLES / "sample.mp4", tmp_path / name, "--backend", "ort-cpu")
