@@ -46,7 +46,12 @@ class _Engine:
             for name in self.inputs:
                 t = torch.from_numpy(feeds[name]).to(self.device, self.dtypes[name], non_blocking=True).contiguous()
                 keep.append(t)
-                self.context.set_input_shape(name, tuple(t.shape))
+                if not self.context.set_input_shape(name, tuple(t.shape)):
+                    low, _, high = self.engine.get_tensor_profile_shape(name, 0)
+                    raise RuntimeError(f"{name} of shape {tuple(t.shape)} is outside what this TensorRT engine was "
+                                       f"built for ({tuple(low)} to {tuple(high)}): rebuild it with "
+                                       "scripts/export_trt.py --min-shape/--max-shape HxW, or decode in tiles "
+                                       "(--tile) within that range")
                 self.context.set_tensor_address(name, t.data_ptr())
             (name,) = self.outputs
             out = torch.empty(tuple(self.context.get_tensor_shape(name)), device=self.device, dtype=self.dtypes[name])
@@ -71,7 +76,9 @@ class TrtRunner:
         profile = Profile.of(spec.min_shape, spec.opt_shape, spec.max_shape, static=spec.static)
         options = BuildOptions("fp16" if spec.fp16 else "fp32", spec.workspace_gib, spec.builder_optimization_level)
         graphs = onnx_graphs(model, meta, engine_dir, fp16=spec.fp16)
-        self.name, self.z_dim, self.uses_z, self.min_side = "trt", model.cfg.z_dim, model.uses_z, model.cfg.min_side
+        self.name, self.z_dim, self.uses_z = "trt", model.cfg.z_dim, model.uses_z
+        # The filter refuses smaller frames and cuts no smaller tiles (a static engine takes its one shape only).
+        self.min_side = max(model.cfg.min_side, *(() if spec.static else spec.min_shape))
         self.device = f"cuda:{spec.device_id}"
         with torch.cuda.device(spec.device_id):  # engines are built for, and named after, the GPU they run on
             self._decoder = _Engine(trt, build_engine(graphs.decoder, engine_dir, profile, options), spec.device_id)

@@ -138,6 +138,9 @@ def test_tensorrt_engine_matches_onnx_runtime(tmp_path, fp16, reference_frames):
     assert [p.stat().st_mtime_ns for p in engines] == stamps
     manifest = json.loads(engines[0].with_suffix(".json").read_text())
     assert manifest["gpu"] == torch.cuda.get_device_name() and manifest["tensorrt"]
+    assert trt_runner.min_side == 64  # the filter refuses smaller frames and cuts no smaller tiles
+    with pytest.raises(RuntimeError, match="outside what this TensorRT engine was built for"):
+        trt_runner.decode(np.zeros((1, 1, 256, 512), np.float32), z_ref)  # wider than the profile's 384
 
 
 def test_trt_profiles_from_sizes():
