@@ -56,6 +56,7 @@ class Result:
     size_bytes: int | None = None
     error: str | None = None
     attempts: int = 0
+    warnings: list[str] = field(default_factory=list)  # what `diffqe enhance` warned of (streams left behind)
 
 
 # --------------------------------------------------------------------------------------------- discovery
@@ -180,6 +181,8 @@ def process_one(job: Job, options: dict, progress: Callable[[dict], None], threa
             event = json.loads(line)
             result.frames, result.fps = event.get("frame"), event.get("fps")
             progress({"input": job.input} | event)
+        elif line.startswith("warning: "):
+            result.warnings.append(line.removeprefix("warning: ").strip())
         elif line.strip():
             errors.append(line.strip())
     rc = child.wait()
@@ -305,6 +308,8 @@ class Progress:
             self._clear()
             what = "ok" if result.status == "done" else f"FAILED: {result.error}"
             print(f"[{self.done}/{self.total}] {Path(result.input).name}: {what}", file=sys.stderr)
+            for warning in result.warnings:
+                print(f"  warning: {warning}", file=sys.stderr)
 
     def render(self) -> None:
         if self.mode != "bar" or not sys.stderr.isatty():
