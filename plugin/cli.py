@@ -399,7 +399,7 @@ def _join(src: Path, dst: Path, stream: dict, partial: Path, segments: Segments)
     """The segments, on SRC's own frame times (plugin.timing), with SRC's other streams into PARTIAL; returns
     the number of frames."""
     start = Fraction(stream.get("format_start") or 0)
-    times = frame_times(src, start)
+    times = frame_times(src, start, sum(map(segments.count, segments.done())))
     video = segments.folder / "video.mkv"
     frames, first = join(segments.done(), times, video)
     # ffmpeg moves each input's first timestamp to zero: the offset puts the video back at its first frame's time.

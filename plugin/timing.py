@@ -3,7 +3,9 @@
 vspipe's y4m carries one constant frame rate, so the encoder stamps frame i at i / rate.  A variable-frame-rate
 source (phones, screen recordings) would then drift from its own audio, and any source whose video starts later
 than its audio would start early.  So the segments are joined by copying their packets into one file with frame
-i at the time the input shows its frame i: the input's packet times in presentation order (no decoding).
+i at the time the input shows its frame i: the input's packet times in presentation order (no decoding), or,
+where the packets do not count the frames (a broadcast recording cut mid-GOP, whose leading pictures cannot be
+decoded and which the source filter drops), the times of the frames the decoder gives.
 """
 
 from __future__ import annotations
@@ -17,18 +19,34 @@ import av
 Times = list[Fraction]  # seconds, one per frame, increasing
 
 
-def frame_times(src: Path, start: Fraction) -> Times | None:
-    """The presentation times of SRC's video frames, less START (where ffmpeg puts the file's zero); None where
-    its packets carry no times or two frames share one."""
-    with av.open(str(src)) as container:
-        stream = container.streams.video[0]
-        pts = [p.pts for p in container.demux(stream) if p.size and not p.is_discard]  # as the decoder drops
-        unit = stream.time_base
+def _increasing(pts: list[int | None], unit: Fraction, start: Fraction) -> Times | None:
+    """PTS (in UNIT) as seconds less START, in order; None where one is missing or two frames share one."""
     if not pts or None in pts:
         return None
-    pts.sort()
-    times = [p * unit - start for p in pts]
+    times = [p * unit - start for p in sorted(pts)]
     return times if all(a < b for a, b in zip(times, times[1:])) else None
+
+
+def frame_times(src: Path, start: Fraction, frames: int) -> Times | None:
+    """The presentation times of SRC's FRAMES video frames, less START (where ffmpeg puts the file's zero): its
+    packets' where they count FRAMES, else those of the frames its decoder gives (a second pass over the
+    video, only for such streams); None, said on stderr, where neither counts FRAMES or times are missing."""
+    with av.open(str(src)) as container:
+        stream = container.streams.video[0]
+        packets = [p.pts for p in container.demux(stream) if p.size and not p.is_discard]  # as the decoder drops
+        unit = stream.time_base
+    times = _increasing(packets, unit, start)
+    if times is not None and len(times) == frames:
+        return times
+    with av.open(str(src)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        decoded = _increasing([f.pts for f in container.decode(stream)], unit, start)
+    if decoded is not None and len(decoded) == frames:
+        return decoded
+    print(f"timing: the input has {len(packets)} packets and {len(decoded or [])} decodable frames with times "
+          f"for {frames} frames enhanced; the output keeps a constant rate", file=sys.stderr)
+    return None
 
 
 def _decode_ranks(segment: Path) -> list[int]:
@@ -43,18 +61,15 @@ def _decode_ranks(segment: Path) -> list[int]:
 
 
 def join(segments: list[Path], times: Times | None, out: Path) -> tuple[int, Fraction]:
-    """SEGMENTS' packets, in order, into OUT (Matroska) with frame i at TIMES[i] (at the encoded constant rate,
-    from 0, where TIMES is None or counts other frames); returns the number of frames and the first one's time.
+    """SEGMENTS' packets, in order, into OUT (Matroska) with frame i at TIMES[i] (one per frame; where TIMES is
+    None, at the encoded constant rate from 0); returns the number of frames and the first one's time.
     A packet's decode time is the time of the frame ``delay`` places before it in decode order: it never passes
     its own presentation time and always grows."""
     ranks = [_decode_ranks(s) for s in segments]
     frames = sum(map(len, ranks))
-    if times is None or len(times) != frames:
+    if times is None:
         with av.open(str(segments[0])) as container:
             rate = container.streams.video[0].guessed_rate
-        if times is not None:
-            print(f"timing: the input has {len(times)} frame times for {frames} frames; the output keeps a "
-                  f"constant {float(rate):.3f} frames/s", file=sys.stderr)
         times = [i / rate for i in range(frames)]
     step = times[1] - times[0] if frames > 1 else Fraction(1)  # a single frame is never reordered
     delay = max((k - r for rs in ranks for k, r in enumerate(rs)), default=0)

@@ -410,6 +410,35 @@ def test_a_variable_frame_rate_input_keeps_its_frame_times_and_audio_sync(tmp_pa
         assert abs(start - audio) < 0.0015
 
 
+def test_a_broadcast_recording_cut_mid_gop_stays_in_sync_with_its_audio(tmp_path):
+    """A transport stream cut at an arbitrary byte (a recording that began mid-broadcast): its first pictures
+    cannot be decoded and the source filter drops them, so the packets count more frames than are enhanced.
+    Each enhanced frame still shows at its own time against the audio, as the decoder shows the input."""
+    whole = tmp_path / "whole.ts"
+    subprocess.run(["ffmpeg", "-v", "error", "-stream_loop", "3", "-i", SAMPLES / "sample.mp4", "-f", "lavfi", "-i",
+                    "sine=duration=1.28", "-map", "0:v", "-map", "1:a", "-c:v", "libx265", "-x265-params",
+                    "log-level=error:keyint=8:bframes=3:open-gop=1", "-c:a", "aac", "-shortest", whole], check=True)
+    data = whole.read_bytes()
+    src = tmp_path / "cut.ts"
+    src.write_bytes(data[len(data) // 3 // 188 * 188:])  # whole transport packets, as a recorder writes them
+
+    def timeline(path):
+        with av.open(str(path)) as c:
+            video = [f.time for f in c.decode(video=0)]
+        with av.open(str(path)) as c:
+            audio = c.streams.audio[0]
+            first = next(p.pts for p in c.demux(audio) if p.pts is not None) * audio.time_base
+        return [t - first for t in video]  # frame times against the audio's start
+
+    shown = timeline(src)
+    with av.open(str(src)) as c:
+        assert len(shown) < sum(1 for p in c.demux(video=0) if p.size), "the cut leaves packets no frame comes from"
+    result = diffqe("enhance", src, tmp_path / "out.mkv", "--backend", "ort-cpu", "--quiet")
+    assert result.returncode == 0, result.stderr
+    enhanced = timeline(tmp_path / "out.mkv")
+    assert len(enhanced) == len(shown) and max(abs(a - b) for a, b in zip(enhanced, shown)) < 0.0015
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A file system of its own, sized by the test (a tmpfs: mounting one needs root)."""
