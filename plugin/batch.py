@@ -22,13 +22,14 @@ import tomllib
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 from ..model.checkpoint import atomic_write
 from ..model.inference import MAX_STRENGTH
 from ..model.mirror import FLIPS
-from .cli import (VIDEO_OPTIONS, UserError, check_encoder, frame_count, is_partial, parse_enhance, partial_path,
-                  probe_video)
+from .cli import VIDEO_OPTIONS, UserError, check_encoder, is_partial, parse_enhance, partial_path, probe_video
+from .timing import video_pts
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".m4v", ".hevc", ".h265", ".265", ".ts", ".m2ts", ".mts", ".webm",
                   ".avi", ".y4m", ".mxf"}
@@ -108,19 +109,23 @@ def discover(inputs: list[str], outdir: Path, name: str) -> list[Job]:
 # ------------------------------------------------------------------------------------------ one file
 
 def verify(src: Path, dst: Path) -> str | None:
-    """None if DST is a complete enhancement of SRC (same frame count and duration), else why not."""
+    """None if DST is a complete enhancement of SRC, else why not: as many video frames as SRC's decoder gives
+    (counted from packets, decoded only where SRC's packets count others) spanning the same time."""
     try:
-        a, b = probe_video(src), probe_video(dst)
+        probe_video(src), probe_video(dst)
     except UserError as e:
         return str(e)
-    fa, fb = frame_count(a), frame_count(b)
-    if fa is not None and fb is not None and fa != fb:
-        return f"{dst} has {fb} frames, the input {fa}"
-    da, db = (float(s.get("duration") or s.get("format_duration") or 0) for s in (a, b))
-    num, _, den = str(a.get("avg_frame_rate", "25/1")).partition("/")
-    frame_s = float(den or 1) / float(num) if float(num or 0) else 0.04
-    if da and db and abs(da - db) > max(2 * frame_s, 0.05):
-        return f"{dst} lasts {db:.3f} s, the input {da:.3f} s"
+    written, written_unit = video_pts(dst)  # this tool's own encode: one packet per frame
+    found = video_pts(src, len(written))
+    if found is None:
+        return f"{dst} has {len(written)} frames, which is not the number of frames of {src}"
+
+    def span(pts: list[int | None], unit: Fraction) -> Fraction | None:
+        return (max(pts) - min(pts)) * unit if pts and None not in pts else None  # None: no times (raw HEVC)
+
+    a, b = span(*found), span(written, written_unit)
+    if a is not None and b is not None and abs(a - b) > max(2 * a / max(len(written) - 1, 1), Fraction(1, 20)):
+        return f"{dst} spans {float(b):.3f} s of video, the input {float(a):.3f} s"
     return None
 
 

@@ -19,34 +19,36 @@ import av
 Times = list[Fraction]  # seconds, one per frame, increasing
 
 
-def _increasing(pts: list[int | None], unit: Fraction, start: Fraction) -> Times | None:
-    """PTS (in UNIT) as seconds less START, in order; None where one is missing or two frames share one."""
+def video_pts(path: Path, frames: int | None = None) -> tuple[list[int | None], Fraction] | None:
+    """PATH's video presentation times in its time base (None where a packet has none), one per frame: its
+    packets' (no decoding; those the decoder would drop left out), or where they do not count FRAMES, those of
+    the frames its decoder gives (a second pass over the video, only for such streams); None where neither
+    counts FRAMES."""
+    for decode in (False, True):
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            pts = ([f.pts for f in container.decode(stream)] if decode else
+                   [p.pts for p in container.demux(stream) if p.size and not p.is_discard])
+            unit = stream.time_base
+        if frames is None or len(pts) == frames:
+            return pts, unit
+    return None
+
+
+def frame_times(src: Path, start: Fraction, frames: int) -> Times | None:
+    """The presentation times of SRC's FRAMES video frames, less START (where ffmpeg puts the file's zero); None
+    where it has no times, two frames share one, or it does not have FRAMES frames (said on stderr)."""
+    found = video_pts(src, frames)
+    if found is None:
+        print(f"timing: the frames of the input do not match the {frames} frames enhanced; the output keeps a "
+              "constant rate", file=sys.stderr)
+        return None
+    pts, unit = found
     if not pts or None in pts:
         return None
     times = [p * unit - start for p in sorted(pts)]
     return times if all(a < b for a, b in zip(times, times[1:])) else None
-
-
-def frame_times(src: Path, start: Fraction, frames: int) -> Times | None:
-    """The presentation times of SRC's FRAMES video frames, less START (where ffmpeg puts the file's zero): its
-    packets' where they count FRAMES, else those of the frames its decoder gives (a second pass over the
-    video, only for such streams); None, said on stderr, where neither counts FRAMES or times are missing."""
-    with av.open(str(src)) as container:
-        stream = container.streams.video[0]
-        packets = [p.pts for p in container.demux(stream) if p.size and not p.is_discard]  # as the decoder drops
-        unit = stream.time_base
-    times = _increasing(packets, unit, start)
-    if times is not None and len(times) == frames:
-        return times
-    with av.open(str(src)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        decoded = _increasing([f.pts for f in container.decode(stream)], unit, start)
-    if decoded is not None and len(decoded) == frames:
-        return decoded
-    print(f"timing: the input has {len(packets)} packets and {len(decoded or [])} decodable frames with times "
-          f"for {frames} frames enhanced; the output keeps a constant rate", file=sys.stderr)
-    return None
 
 
 def _decode_ranks(segment: Path) -> list[int]:

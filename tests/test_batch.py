@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import SAMPLES
-from diffqe.plugin.batch import Job, enhance_command, threads_per_file
+from diffqe.plugin.batch import Job, enhance_command, threads_per_file, verify
 from diffqe.plugin.cli import parse_enhance
 
 BATCH_OPTIONS = ["--backend", "ort-cpu", "--lossless", "--progress", "json"]
@@ -179,3 +179,17 @@ def test_each_files_process_gets_this_machines_cores_shared_among_the_files(monk
     assert threads_per_file(1, "ray://head:10001") is None
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert threads_per_file(1, None) is None
+
+
+def test_verification_counts_the_frames_and_their_span(tmp_path):
+    """An output counts as done only with the input's frames over the input's span of time: a copy passes, a
+    copy that lost frames or plays at half speed does not."""
+    src = SAMPLES / "sample.mp4"
+    made = {"copy.mkv": ["-c", "copy"], "short.mkv": ["-c", "copy", "-frames:v", "5"],
+            "slow.mkv": ["-vf", "setpts=2*PTS", "-c:v", "libx265", "-preset", "ultrafast", "-x265-params",
+                         "log-level=error"]}
+    for name, options in made.items():
+        subprocess.run(["ffmpeg", "-v", "error", "-i", src, *options, tmp_path / name], check=True)
+    assert verify(src, tmp_path / "copy.mkv") is None
+    assert "has 5 frames, which is not the number of frames" in verify(src, tmp_path / "short.mkv")
+    assert "spans 0.560 s of video, the input 0.280 s" in verify(src, tmp_path / "slow.mkv")

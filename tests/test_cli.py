@@ -18,6 +18,7 @@ import pytest
 
 from conftest import SAMPLES
 from diffqe.model import checkpoint
+from diffqe.plugin.batch import verify
 from diffqe.plugin.cli import output_pix_fmt
 from diffqe.train.codec import read_video_luma
 from diffqe.train.metrics import frame_change, psnr
@@ -437,6 +438,7 @@ def test_a_broadcast_recording_cut_mid_gop_stays_in_sync_with_its_audio(tmp_path
     assert result.returncode == 0, result.stderr
     enhanced = timeline(tmp_path / "out.mkv")
     assert len(enhanced) == len(shown) and max(abs(a - b) for a, b in zip(enhanced, shown)) < 0.0015
+    assert verify(src, tmp_path / "out.mkv") is None, "diffqe batch counts it done"
 
 
 @pytest.fixture
