@@ -3,7 +3,7 @@ one file per task on Ray (an embedded local cluster by default, or an existing o
 
 Each file runs as its own `diffqe enhance` process (a crash or out-of-memory stays with that file), which
 writes a hidden partial file and renames it when complete.  OUTDIR/.diffqe-batch.json records each file's
-status; a file counts as done only after its output's frame count and duration match the input's.
+status; a file counts as done only after its output's frames and their span of time match the input's.
 """
 
 from __future__ import annotations
@@ -357,11 +357,13 @@ def run_batch(jobs: list[Job], options: dict, state: State, pool, progress: Prog
     todo = []
     for job in jobs:
         partial_path(Path(job.output)).unlink(missing_ok=True)  # left by a killed run
-        prior = state.files[job.input]
-        if Path(job.output).exists() and not verify(Path(job.input), Path(job.output)):
+        prior, out = state.files[job.input], Path(job.output)
+        # Verified when it was done (the check reads both files through): recorded done at its size, it is kept.
+        recorded = prior.status == "done" and out.exists() and prior.size_bytes == out.stat().st_size
+        if recorded or (out.exists() and not verify(Path(job.input), out)):
             if prior.status != "done":  # finished and renamed by a run killed before it could record it
                 state.update(Result(job.input, job.output, "done", attempts=prior.attempts,
-                                    size_bytes=Path(job.output).stat().st_size))
+                                    size_bytes=out.stat().st_size))
             progress.done += 1
             continue
         todo.append(job)
