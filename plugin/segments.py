@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -70,6 +71,11 @@ def _lock(folder: Path) -> None:
     except BlockingIOError:
         os.close(fd)
         raise Busy(f"another process holds {folder}") from None
+    except OSError as e:  # a file system without locks (some network and FUSE mounts): the job itself can run
+        os.close(fd)
+        print(f"warning: {folder} cannot be locked on its file system ({e.strerror}): a second job writing the same "
+              "output at the same time would not be stopped", file=sys.stderr)
+        return
     _held[folder] = fd
 
 

@@ -386,6 +386,23 @@ def test_a_second_job_writing_the_same_output_is_refused_and_the_first_completes
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv", "out.mkv"]
 
 
+def test_a_file_system_without_locks_runs_the_job_and_says_what_is_unguarded(tmp_path, monkeypatch, capsys):
+    """Some network and FUSE mounts refuse flock (EOPNOTSUPP, ENOLCK): the job runs there, with a warning, rather
+    than failing on every file of a farm's share. (The refusal is simulated: no such mount here.)"""
+    import errno
+    import fcntl
+
+    from diffqe.plugin.segments import Segments
+
+    def refuse(fd, operation):
+        raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+
+    monkeypatch.setattr(fcntl, "flock", refuse)
+    segments, resumed = Segments.open(tmp_path / "work", {"job": 1}, 25)
+    assert segments.folder == tmp_path / "work" and not resumed
+    assert "cannot be locked on its file system (Operation not supported)" in capsys.readouterr().err
+
+
 def test_a_variable_frame_rate_input_keeps_its_frame_times_and_audio_sync(tmp_path):
     """Frames 0.04 s apart, then 0.1 s (a phone that slowed down), video starting 23 ms after the audio: vspipe's
     y4m has one constant rate, yet each output frame shows at its input frame's time (to Matroska's
