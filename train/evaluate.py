@@ -38,7 +38,9 @@ class Condition:
         return f"QP {self.qp}" if self.qp is not None else f"CRF {self.crf:g} RA"
 
     def code(self, frames: list[np.ndarray]) -> list[np.ndarray]:
-        stream = encode_hevc(frames, qp=self.qp, crf=self.crf, intra=self.qp is not None)
+        """FRAMES (uint8, or uint16 for 10-bit video) through x265 at their depth and back."""
+        stream = encode_hevc(frames, qp=self.qp, crf=self.crf, intra=self.qp is not None,
+                             bit_depth=10 if frames[0].dtype == np.uint16 else 8)
         return decode_luma(stream)
 
 
@@ -82,6 +84,20 @@ def full_range(src: Source) -> Source:
     return Source(src.name, [at_levels(f, 0.0, 255.0) for f in src.frames])
 
 
+# SMPTE ST 2084 (PQ) constants, and BT.2408's reference white for SDR content placed in an HDR signal.
+_PQ_M1, _PQ_M2, _PQ_C1, _PQ_C2, _PQ_C3 = 2610 / 16384, 2523 / 32, 3424 / 4096, 2413 / 128, 2392 / 128
+SDR_WHITE_NITS = 203.0
+
+
+def pq(src: Source) -> Source:
+    """SRC's limited-range 8-bit frames as 10-bit PQ video (HDR10's transfer), the way SDR material is placed in
+    an HDR programme: BT.1886 (gamma 2.4) to light with white at 203 cd/m2, then PQ's inverse EOTF, limited
+    range (64..940). Applied to luma alone: a test of what PQ's other code-value scale does to the model."""
+    light = np.clip((np.stack(src.frames).astype(np.float64) - 16) / 219, 0, 1) ** 2.4 * SDR_WHITE_NITS / 10000
+    signal = ((_PQ_C1 + _PQ_C2 * light**_PQ_M1) / (1 + _PQ_C3 * light**_PQ_M1)) ** _PQ_M2
+    return Source(f"{src.name} PQ", list(np.rint(64 + 876 * signal).astype(np.uint16)))
+
+
 @dataclass(frozen=True)
 class Band:
     """Rows TOP..BOTTOM of a frame and their share of its MSE (metrics.band_mse) before and after an enhancer."""
@@ -122,12 +138,18 @@ def model_enhancers(model: DiffQE, seed: int, ensemble: int, radii: list[int], s
     then stabilised over them (model.temporal), as the filter.  All of them share one model pass per input:
     ``evaluate`` and ``temporal_change`` hand every enhancer the same array.  BITS above 8: the 8-bit input
     shifted up to that depth first and everything done there, as the filter's ``bits`` does; the output comes
-    back as float in 8-bit code values, so that it scores against the 8-bit reference.  BF16: the model's
-    convolutions in bfloat16 on the CPU, as the torch-cpu-bf16 backend runs them (autocast)."""
-    shift, peak = bits - 8, (1 << bits) - 1
+    back as float in 8-bit code values, so that it scores against the 8-bit reference; 10-bit input (uint16)
+    is taken at its own depth.  BF16: the model's convolutions in bfloat16 on the CPU, as the torch-cpu-bf16
+    backend runs them (autocast)."""
     last: dict = {"input": None}  # the last input array: its codes, tensor and model output, rounded per strength
 
+    def depth(planes: np.ndarray) -> tuple[int, int]:
+        """The shift up to the depth worked at, and that depth's peak."""
+        shift = 0 if planes.dtype == np.uint16 else bits - 8
+        return shift, (1 << (10 if planes.dtype == np.uint16 else bits)) - 1
+
     def per_frame(planes: np.ndarray, strength: float) -> np.ndarray:
+        shift, peak = depth(planes)
         if last["input"] is not planes:
             codes = planes.astype(np.uint16) << shift if shift else planes
             y = to_tensor(codes, peak, next(model.parameters()).device)
@@ -141,6 +163,7 @@ def model_enhancers(model: DiffQE, seed: int, ensemble: int, radii: list[int], s
 
     def enhancer(strength: float, radius: int, fused: bool) -> Enhancer:
         def run(planes: np.ndarray, intra: bool) -> np.ndarray:
+            shift, peak = depth(planes)
             out = per_frame(planes, strength)
             codes = last["codes"]
             if fused and intra and radius:
@@ -167,9 +190,11 @@ def ffmpeg_enhancer(video_filter: str) -> Enhancer:
 
 
 def frame_scores(frames: list[np.ndarray] | np.ndarray, reference: list[np.ndarray]) -> tuple[float, float]:
-    """Mean PSNR and mean SSIM of FRAMES against REFERENCE, per frame then averaged (MFQE)."""
-    return (float(np.mean([psnr(f, r) for f, r in zip(frames, reference)])),
-            float(np.mean([ssim(f, r) for f, r in zip(frames, reference)])))
+    """Mean PSNR and mean SSIM of FRAMES against REFERENCE, per frame then averaged (MFQE), at the reference's
+    peak (255, or 1023 for 10-bit references)."""
+    peak = 1023.0 if reference[0].dtype == np.uint16 else 255.0
+    return (float(np.mean([psnr(f, r, peak) for f, r in zip(frames, reference)])),
+            float(np.mean([ssim(f, r, peak) for f, r in zip(frames, reference)])))
 
 
 Table = dict[str, dict[str, list[tuple[str, Score]]]]  # enhancer -> condition -> [(source, score)]
