@@ -12,7 +12,7 @@ clips encoded on the fly with x265; every enhancer sees the same encodes.
   python scripts/evaluate.py --images a.png b.png --fade 1 --qps "" --crf 28 --temporal 0,2     # on fades
   python scripts/evaluate.py --clips data/clips/*.mkv --max-frames 12 --temporal 2 --fusion   # and the fusion
   python scripts/evaluate.py --images data/corpus/val --bits 8,10        # 8-bit input enhanced to 10-bit output
-  python scripts/evaluate.py --images data/corpus/val --pq               # as 10-bit PQ (HDR10) video
+  python scripts/evaluate.py --images data/corpus/val --hdr pq           # as 10-bit PQ (HDR10) video
   python scripts/evaluate.py --images data/fresh_screens --qps "" --extra-qps 22 --bands 16   # where losses sit
 """
 
@@ -27,8 +27,8 @@ from _common import run
 from diffqe.model import checkpoint, fusion
 from diffqe.model.inference import MAX_STRENGTH
 from diffqe.model.mirror import FLIPS
-from diffqe.train.evaluate import (Condition, evaluate, faded, ffmpeg_enhancer, full_range, load_sources, markdown,
-                                   model_enhancers, pq, temporal_change)
+from diffqe.train.evaluate import (TRANSFERS, Condition, evaluate, faded, ffmpeg_enhancer, full_range, hdr,
+                                   load_sources, markdown, model_enhancers, temporal_change)
 from diffqe.train.loop import pick_device
 from diffqe.train.pairs import PAPER_QPS
 
@@ -66,8 +66,9 @@ def main() -> int:
                     help="turn each image into a 12-frame fade to black at these code values per frame")
     ap.add_argument("--full-range", action="store_true",
                     help="stretch every source from limited range (16..235) to full range (0..255) first")
-    ap.add_argument("--pq", action="store_true",
-                    help="every source as 10-bit PQ (HDR10) video, SDR white at 203 cd/m2, coded at 10 bits")
+    ap.add_argument("--hdr", choices=TRANSFERS,
+                    help="every source as 10-bit HDR video of this transfer (pq: HDR10's; hlg), SDR white where "
+                         "BT.2408 places it, coded and scored at 10 bits")
     ap.add_argument("--static", type=int, default=0, help="flicker check on this many of the images as static clips")
     ap.add_argument("--static-crf", type=float, nargs="+", default=[28], help="CRFs the static clips are coded at")
     ap.add_argument("--seed", type=int, default=0)
@@ -117,10 +118,10 @@ def main() -> int:
     sources = load_sources(args.images, args.clips, args.max_frames, args.clip_downscale)
     if args.full_range:
         sources = [full_range(s) for s in sources]
-    if args.pq:
+    if args.hdr:
         if args.ffmpeg_filter or args.static or args.fade or args.bits != [8]:
-            ap.error("--pq takes none of --ffmpeg-filter, --static, --fade, --bits (their paths are 8-bit)")
-        sources = [pq(s) for s in sources]
+            ap.error("--hdr takes none of --ffmpeg-filter, --static, --fade, --bits (their paths are 8-bit)")
+        sources = [hdr(s, args.hdr) for s in sources]
     if args.fade:
         images = [s for s in sources if len(s.frames) == 1]
         sources = [faded(s, 12, step) for step in args.fade for s in images] + [s for s in sources if len(s.frames) > 1]

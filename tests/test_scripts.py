@@ -71,20 +71,21 @@ def test_evaluate_full_range_codes_the_sources_stretched_to_0_255(tmp_path):
     assert psnr_in("--full-range") != psnr_in()
 
 
-def test_evaluate_pq_codes_the_sources_as_10_bit_hdr10_video(tmp_path):
-    """--pq: black at PQ's limited-range black (64) and SDR white at 203 cd/m2 (573: 58 % of the range, as
-    BT.2408 places it); the sources coded at 10 bits and scored at 10 bits; the 8-bit-only options refused."""
-    from diffqe.train.evaluate import Source, pq
+def test_evaluate_hdr_codes_the_sources_as_10_bit_pq_or_hlg_video(tmp_path):
+    """--hdr: black at limited-range black (64), SDR white where BT.2408 places it (PQ: 203 cd/m2, 58 % of the
+    range, 573; HLG: 75 %, 721); the sources coded at 10 bits and scored at 10 bits; 8-bit-only options refused."""
+    from diffqe.train.evaluate import Source, hdr
 
-    ramp = pq(Source("ramp", [np.array([[16, 235]], np.uint8)])).frames[0]
-    assert ramp.dtype == np.uint16 and ramp.tolist() == [[64, 573]]
+    ramp = Source("ramp", [np.array([[16, 235]], np.uint8)])
+    assert hdr(ramp, "pq").frames[0].dtype == np.uint16
+    assert [hdr(ramp, t).frames[0].tolist() for t in ("pq", "hlg")] == [[[64, 573]], [[64, 721]]]
     out = tmp_path / "table.md"
     result = run_script("evaluate.py", "--clips", SAMPLES / "reference.mkv", "--max-frames", "1", "--qps", "",
-                        "--extra-qps", "32", "--pq", "--out", out)
+                        "--extra-qps", "32", "--hdr", "pq", "--out", out)
     assert result.returncode == 0, result.stderr
     assert "reference PQ" in out.read_text() and re.search(r"^\| shipped \| [-+]\d", out.read_text(), re.M)
-    refused = run_script("evaluate.py", "--clips", SAMPLES / "reference.mkv", "--pq", "--bits", "8,10")
-    assert refused.returncode == 2 and "--pq takes none of" in refused.stderr
+    refused = run_script("evaluate.py", "--clips", SAMPLES / "reference.mkv", "--hdr", "pq", "--bits", "8,10")
+    assert refused.returncode == 2 and "--hdr takes none of" in refused.stderr
 
 
 def test_evaluate_bands_find_where_a_losing_source_loses(tmp_path, reference_frames):

@@ -84,18 +84,27 @@ def full_range(src: Source) -> Source:
     return Source(src.name, [at_levels(f, 0.0, 255.0) for f in src.frames])
 
 
-# SMPTE ST 2084 (PQ) constants, and BT.2408's reference white for SDR content placed in an HDR signal.
+# SMPTE ST 2084 (PQ) and BT.2100 HLG constants; BT.2408's reference white for SDR content in an HDR signal, and
+# the scene light HLG gives it (75 % of the signal).
 _PQ_M1, _PQ_M2, _PQ_C1, _PQ_C2, _PQ_C3 = 2610 / 16384, 2523 / 32, 3424 / 4096, 2413 / 128, 2392 / 128
-SDR_WHITE_NITS = 203.0
+_HLG_A, _HLG_B, _HLG_C = 0.17883277, 0.28466892, 0.55991073
+SDR_WHITE_NITS, SDR_WHITE_HLG_SCENE = 203.0, 0.26497
+TRANSFERS = ("pq", "hlg")
 
 
-def pq(src: Source) -> Source:
-    """SRC's limited-range 8-bit frames as 10-bit PQ video (HDR10's transfer), the way SDR material is placed in
-    an HDR programme: BT.1886 (gamma 2.4) to light with white at 203 cd/m2, then PQ's inverse EOTF, limited
-    range (64..940). Applied to luma alone: a test of what PQ's other code-value scale does to the model."""
-    light = np.clip((np.stack(src.frames).astype(np.float64) - 16) / 219, 0, 1) ** 2.4 * SDR_WHITE_NITS / 10000
-    signal = ((_PQ_C1 + _PQ_C2 * light**_PQ_M1) / (1 + _PQ_C3 * light**_PQ_M1)) ** _PQ_M2
-    return Source(f"{src.name} PQ", list(np.rint(64 + 876 * signal).astype(np.uint16)))
+def hdr(src: Source, transfer: str) -> Source:
+    """SRC's limited-range 8-bit frames as 10-bit HDR video of TRANSFER ("pq": HDR10's; "hlg"), the way SDR
+    material is placed in an HDR programme (BT.2408): BT.1886 (gamma 2.4) to light, its white at 203 cd/m2 for
+    PQ or at HLG's 75 %, then the transfer's inverse, limited range (64..940). On luma alone: a test of what
+    another code-value scale does to the model."""
+    light = np.clip((np.stack(src.frames).astype(np.float64) - 16) / 219, 0, 1) ** 2.4
+    if transfer == "pq":
+        y = light * SDR_WHITE_NITS / 10000
+        signal = ((_PQ_C1 + _PQ_C2 * y**_PQ_M1) / (1 + _PQ_C3 * y**_PQ_M1)) ** _PQ_M2
+    else:
+        y = light * SDR_WHITE_HLG_SCENE
+        signal = np.where(y <= 1 / 12, np.sqrt(3 * y), _HLG_A * np.log(np.maximum(12 * y - _HLG_B, 1e-12)) + _HLG_C)
+    return Source(f"{src.name} {transfer.upper()}", list(np.rint(64 + 876 * signal).astype(np.uint16)))
 
 
 @dataclass(frozen=True)
