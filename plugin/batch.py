@@ -112,7 +112,8 @@ def verify(src: Path, dst: Path) -> str | None:
     """None if DST is a complete enhancement of SRC, else why not: as many video frames as SRC's decoder gives
     (counted from packets, decoded only where SRC's packets count others) spanning the same time."""
     try:
-        probe_video(src), probe_video(dst)
+        for path in (src, dst):
+            probe_video(path)  # each readable, with a video stream: else ffprobe's reason
     except UserError as e:
         return str(e)
     written, written_unit = video_pts(dst)  # this tool's own encode: one packet per frame
