@@ -28,6 +28,7 @@ from pathlib import Path
 from ..model.checkpoint import atomic_write
 from ..model.inference import MAX_STRENGTH
 from ..model.mirror import FLIPS
+from .backends import NAMES
 from .cli import VIDEO_OPTIONS, UserError, check_encoder, is_partial, parse_enhance, partial_path, probe_video
 from .timing import video_pts
 
@@ -410,7 +411,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         else:
             kind = (int if key in ("tile", "overlap", "seed", "ensemble", "temporal", "bits")
                     else float if key in ("crf", "strength", "segment_seconds") else str)
-            ap.add_argument(flag, type=kind, help="as for diffqe enhance")
+            ap.add_argument(flag, type=kind, choices=tuple(NAMES) if key == "backend" else None,
+                            help="as for diffqe enhance")
     args = ap.parse_args(argv)
     defaults = {"name": "{stem}.mkv", "jobs": 1, "executor": "ray", "cpus_per_file": 1.0, "gpus_per_file": 0.0}
     if args.job:

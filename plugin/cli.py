@@ -419,7 +419,7 @@ def parse_enhance(argv: list[str]) -> argparse.Namespace:
     sub.add_parser("batch", help="many files, resumable, on Ray (see diffqe batch --help)")
     p.add_argument("input")
     p.add_argument("output")
-    p.add_argument("--backend", help=f"{', '.join(NAMES)} (default: the best available here)")
+    p.add_argument("--backend", choices=tuple(NAMES), help="(default: the best available here)")
     p.add_argument("--checkpoint", help="weights stem (default: shipped)")
     p.add_argument("--tile", type=int, help="decode in tiles of this size")
     p.add_argument("--overlap", type=int, default=16)

@@ -157,6 +157,8 @@ def test_options_are_checked_up_front_and_zeros_passed_on(tmp_path):
     assert not (tmp_path / "out").exists()
     bad = batch(SAMPLES / "sample.mp4", "-o", tmp_path / "out", "--strength", "-1")
     assert bad.returncode == 2 and "strength must be between 0 and 2" in bad.stderr and not (tmp_path / "out").exists()
+    bad = batch(SAMPLES / "sample.mp4", "-o", tmp_path / "out", "--backend", "cuda")
+    assert bad.returncode == 2 and "invalid choice: 'cuda'" in bad.stderr and not (tmp_path / "out").exists()
     bad = batch(SAMPLES / "sample.mp4", "-o", tmp_path / "out", "--crf", "70", "--executor", "local")
     assert bad.returncode == 2 and "Valid quality based range" in bad.stderr and not (tmp_path / "out").exists()
     job = Job("in.mp4", "out.mkv")

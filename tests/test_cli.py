@@ -561,6 +561,12 @@ def test_encoder_options_are_checked_before_the_model_runs(tmp_path, option, sai
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_unknown_backend_is_refused_before_anything_runs(tmp_path):
+    result = diffqe("enhance", SAMPLES / "sample.mp4", tmp_path / "out.mkv", "--backend", "cuda")
+    assert result.returncode == 2 and "argument --backend: invalid choice: 'cuda'" in result.stderr
+    assert "ort-cpu" in result.stderr and list(tmp_path.iterdir()) == []
+
+
 def test_vspipe_gets_the_allocator_tuning_and_the_users_settings_win(monkeypatch):
     from diffqe.plugin import allocator
 
