@@ -13,6 +13,7 @@ clips encoded on the fly with x265; every enhancer sees the same encodes.
   python scripts/evaluate.py --clips data/clips/*.mkv --max-frames 12 --temporal 2 --fusion   # and the fusion
   python scripts/evaluate.py --images data/corpus/val --bits 8,10        # 8-bit input enhanced to 10-bit output
   python scripts/evaluate.py --images data/corpus/val --hdr pq           # as 10-bit PQ (HDR10) video
+  python scripts/evaluate.py --images data/corpus/val --grain 3          # with sensor noise in the picture
   python scripts/evaluate.py --images data/fresh_screens --qps "" --extra-qps 22 --bands 16   # where losses sit
 """
 
@@ -27,7 +28,7 @@ from _common import run
 from diffqe.model import checkpoint, fusion
 from diffqe.model.inference import MAX_STRENGTH
 from diffqe.model.mirror import FLIPS
-from diffqe.train.evaluate import (TRANSFERS, Condition, evaluate, faded, ffmpeg_enhancer, full_range, hdr,
+from diffqe.train.evaluate import (TRANSFERS, Condition, evaluate, faded, ffmpeg_enhancer, full_range, grainy, hdr,
                                    load_sources, markdown, model_enhancers, temporal_change)
 from diffqe.train.loop import pick_device
 from diffqe.train.pairs import PAPER_QPS
@@ -66,6 +67,8 @@ def main() -> int:
                     help="turn each image into a 12-frame fade to black at these code values per frame")
     ap.add_argument("--full-range", action="store_true",
                     help="stretch every source from limited range (16..235) to full range (0..255) first")
+    ap.add_argument("--grain", type=float, metavar="SIGMA",
+                    help="add Gaussian noise of SIGMA code values to every source first (sensor noise, film grain)")
     ap.add_argument("--hdr", choices=TRANSFERS,
                     help="every source as 10-bit HDR video of this transfer (pq: HDR10's; hlg), SDR white where "
                          "BT.2408 places it, coded and scored at 10 bits")
@@ -118,6 +121,8 @@ def main() -> int:
     sources = load_sources(args.images, args.clips, args.max_frames, args.clip_downscale)
     if args.full_range:
         sources = [full_range(s) for s in sources]
+    if args.grain:
+        sources = [grainy(s, args.grain, args.seed) for s in sources]
     if args.hdr:
         if args.ffmpeg_filter or args.static or args.fade or args.bits != [8]:
             ap.error("--hdr takes none of --ffmpeg-filter, --static, --fade, --bits (their paths are 8-bit)")

@@ -88,6 +88,20 @@ def test_evaluate_hdr_codes_the_sources_as_10_bit_pq_or_hlg_video(tmp_path):
     assert refused.returncode == 2 and "--hdr takes none of" in refused.stderr
 
 
+def test_evaluate_grain_adds_the_same_noise_of_the_given_strength(tmp_path):
+    from diffqe.train.evaluate import Source, grainy
+
+    flat = Source("flat", [np.full((64, 64), 128, np.uint8)] * 2)
+    a, b = grainy(flat, 3.0, seed=1), grainy(flat, 3.0, seed=1)
+    assert all(np.array_equal(x, y) for x, y in zip(a.frames, b.frames)), "the same seed, the same grain"
+    assert not np.array_equal(*a.frames), "fresh grain each frame"
+    assert abs(np.std(np.stack(a.frames).astype(float)) - 3.0) < 0.1
+    out = tmp_path / "table.md"
+    result = run_script("evaluate.py", "--clips", SAMPLES / "reference.mkv", "--max-frames", "1", "--qps", "",
+                        "--extra-qps", "32", "--grain", "2", "--out", out)
+    assert result.returncode == 0 and "reference grain 2" in out.read_text(), result.stderr
+
+
 def test_evaluate_bands_find_where_a_losing_source_loses(tmp_path, reference_frames):
     """A filter that paints rows 32..47 white loses, and there alone; --bands 16 names that band and no other."""
     Image.fromarray(reference_frames[5]).save(tmp_path / "still.png")

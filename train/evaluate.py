@@ -84,6 +84,15 @@ def full_range(src: Source) -> Source:
     return Source(src.name, [at_levels(f, 0.0, 255.0) for f in src.frames])
 
 
+def grainy(src: Source, sigma: float, seed: int = 0) -> Source:
+    """SRC with Gaussian noise of SIGMA code values added to every frame (fresh each frame), rounded: a camera's
+    sensor noise or film grain that is part of the picture, so a filter that takes it for coding noise and
+    smooths it loses against the reference."""
+    rng = np.random.default_rng(seed)
+    frames = [np.clip(np.rint(f + rng.normal(0, sigma, f.shape)), 0, 255).astype(np.uint8) for f in src.frames]
+    return Source(f"{src.name} grain {sigma:g}", frames)
+
+
 # SMPTE ST 2084 (PQ) and BT.2100 HLG constants; BT.2408's reference white for SDR content in an HDR signal, and
 # the scene light HLG gives it (75 % of the signal).
 _PQ_M1, _PQ_M2, _PQ_C1, _PQ_C2, _PQ_C3 = 2610 / 16384, 2523 / 32, 3424 / 4096, 2413 / 128, 2392 / 128
