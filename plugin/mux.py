@@ -51,6 +51,9 @@ def left_behind(streams: list[dict], video: dict, dst: Path) -> list[str]:
             lost.append(f"{what}: a second video; only the first is enhanced")
         elif kind == "data" and s.get("codec_tag_string") != "tmcd":
             lost.append(f"{what}: a data stream (a camera's telemetry, say), not carried over")
+        elif kind == "attachment" and dst.suffix.lower() not in MATROSKA:
+            name = s.get("tags", {}).get("filename", "")
+            lost.append(f"{what}: the attachment {name} (a subtitle font, say), which only .mkv holds")
     return lost
 
 

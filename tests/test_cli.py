@@ -534,7 +534,8 @@ def test_vspipe_reason_is_the_exception_that_stopped_the_script():
 
 
 def test_mp4_output_takes_text_subtitles_and_refuses_what_it_cannot_hold(tmp_path):
-    """SubRip from an MKV becomes mov_text in an MP4; PCM audio, which MP4 cannot hold, fails with the fix."""
+    """SubRip from an MKV becomes mov_text in an MP4; PCM audio, which MP4 cannot hold, fails with the fix; a font
+    attachment, which it cannot hold either, is named in a warning."""
     (tmp_path / "s.srt").write_text("1\n00:00:00,000 --> 00:00:00,300\nhello\n")
     src = tmp_path / "in.mkv"
     subprocess.run(["ffmpeg", "-v", "error", "-i", SAMPLES / "sample.mp4", "-i", tmp_path / "s.srt", "-f", "lavfi",
@@ -543,11 +544,14 @@ def test_mp4_output_takes_text_subtitles_and_refuses_what_it_cannot_hold(tmp_pat
     bad = diffqe("enhance", src, tmp_path / "out.mp4", "--backend", "ort-cpu", "--quiet")
     assert bad.returncode == 2 and "pcm_s16le" in bad.stderr and "write .mkv" in bad.stderr
     assert "Traceback" not in bad.stderr and sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv", "s.srt"]
-    speech = tmp_path / "speech.mkv"  # the same with AAC audio, which MP4 holds
-    subprocess.run(["ffmpeg", "-v", "error", "-i", src, "-map", "0", "-c", "copy", "-c:a", "aac", speech], check=True)
+    speech = tmp_path / "speech.mkv"  # the same with AAC audio, which MP4 holds, and a font, which it does not
+    (tmp_path / "subtitles.ttf").write_bytes(b"a font file")
+    subprocess.run(["ffmpeg", "-v", "error", "-i", src, "-map", "0", "-c", "copy", "-c:a", "aac", "-attach",
+                    tmp_path / "subtitles.ttf", "-metadata:s:t", "mimetype=font/ttf", speech], check=True)
     good = diffqe("enhance", speech, tmp_path / "out.mp4", "--backend", "ort-cpu", "--quiet")
     assert good.returncode == 0, good.stderr
     assert streams(tmp_path / "out.mp4")[0] == {"video": "hevc", "audio": "aac", "subtitle": "mov_text"}
+    assert "the attachment subtitles.ttf (a subtitle font, say), which only .mkv holds" in good.stderr
 
 
 @pytest.mark.parametrize("option, said", [(("--crf", "70"), "Valid quality based range"),
