@@ -28,7 +28,7 @@ from ..model.inference import MAX_STRENGTH
 from ..model.mirror import FLIPS
 from . import allocator
 from .backends import NAMES, best_name
-from .hdr import side_data, x265_params
+from .hdr import dolby_vision, side_data, x265_params
 from .mux import FFMPEG_QUIET, is_picture, left_behind, mux_command
 from .script import SCRIPT
 from .segments import PATTERN, Busy, Segments, job_identity, work_dir
@@ -286,6 +286,14 @@ def run_enhance(args: argparse.Namespace) -> int:
         raise UserError(f"{dst}: give the output a video container's suffix (.mkv, .mp4, .mov): it names the format")
     stream = probe_video(src)
     check_pixel_format(src, stream)
+    if vision := dolby_vision(stream):
+        profile, base = vision
+        if base is None:
+            raise UserError(f"{src} is Dolby Vision profile {profile}: its pictures are in Dolby's own colour space "
+                            "and show right only with its Dolby Vision metadata, which the re-encoded video cannot "
+                            "carry; DiffQE does not enhance it")
+        print(f"warning: {src} is Dolby Vision profile {profile}; the re-encoded video does not carry its Dolby "
+              f"Vision metadata, so {dst} is its {base} base layer", file=sys.stderr)
     if hdr10 := x265_params(side_data(src, stream)):
         stream["x265_hdr10"] = hdr10
         if args.lossless or args.codec != "libx265":

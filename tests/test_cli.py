@@ -228,6 +228,45 @@ def test_hdr10_metadata_and_colour_tags_survive(tmp_path):
     assert lossless.returncode == 0 and "only --codec libx265 writes" in lossless.stderr
 
 
+def with_dolby_vision(src, dst, profile: int, compatibility: int) -> None:
+    """SRC (an MP4 of one HEVC track, its moov after the media) with a Dolby Vision configuration box (dvcC) in the
+    track's sample entry, as a Dolby Vision file carries it (no RPUs: the filter never reads them)."""
+    data = bytearray(src.read_bytes())
+    fields = (profile << 9) | (6 << 3) | (1 << 2) | 1  # profile (7 bits), level 6, RPU present, no EL, BL present
+    payload = bytes([1, 0]) + fields.to_bytes(2, "big") + bytes([compatibility << 4]) + bytes(19)
+    box = (8 + len(payload)).to_bytes(4, "big") + b"dvcC" + payload
+    parents, i, end = [], 0, len(data)
+    while i < end:  # down to the sample entry, keeping each enclosing box's offset
+        size, kind = int.from_bytes(data[i:i + 4], "big"), bytes(data[i + 4:i + 8])
+        if kind in (b"moov", b"trak", b"mdia", b"minf", b"stbl", b"stsd", b"hvc1"):
+            parents.append(i)
+            if kind == b"hvc1":
+                break
+            i, end = i + (16 if kind == b"stsd" else 8), i + size
+        else:
+            i += size
+    entry_end = parents[-1] + int.from_bytes(data[parents[-1]:parents[-1] + 4], "big")
+    data[entry_end:entry_end] = box
+    for p in parents:
+        data[p:p + 4] = (int.from_bytes(data[p:p + 4], "big") + len(box)).to_bytes(4, "big")
+    dst.write_bytes(bytes(data))
+
+
+def test_dolby_vision_profile_5_is_refused_and_a_compatible_base_layer_enhanced_with_a_warning(tmp_path):
+    """Profile 5's pictures are in Dolby's IPTPQc2 colour space, right only with the Dolby Vision metadata that a
+    re-encode drops: refused before anything runs. Profile 8.1's base layer is HDR10: enhanced, and said so."""
+    for profile, compatibility in ((5, 0), (8, 1)):
+        with_dolby_vision(SAMPLES / "sample.mp4", tmp_path / f"dv{profile}.mp4", profile, compatibility)
+        side = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream_side_data=dv_profile", "-of",
+                               "csv=p=0", tmp_path / f"dv{profile}.mp4"], capture_output=True, text=True).stdout
+        assert side.split() == [str(profile)], "ffprobe reads the record"
+    refused = diffqe("enhance", tmp_path / "dv5.mp4", tmp_path / "out5.mkv", "--backend", "ort-cpu")
+    assert refused.returncode == 2 and "is Dolby Vision profile 5" in refused.stderr
+    assert "frames" not in refused.stderr and not (tmp_path / "out5.mkv").exists()
+    done = diffqe("enhance", tmp_path / "dv8.mp4", tmp_path / "out8.mkv", "--backend", "ort-cpu", "--quiet")
+    assert done.returncode == 0 and "out8.mkv is its HDR10 base layer" in done.stderr, done.stderr
+
+
 def test_relative_paths_and_the_mirror_ensemble(tmp_path):
     """vspipe runs the generated script from a temporary folder: relative paths must still find the input and
     the weights.  Relative names that ffmpeg would take for a protocol ("cam:1") or an option ("-out") are
