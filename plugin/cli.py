@@ -29,7 +29,7 @@ from ..model.mirror import FLIPS
 from . import allocator
 from .backends import NAMES, best_name
 from .hdr import dolby_vision, side_data, x265_params
-from .mux import FFMPEG_QUIET, is_picture, left_behind, mux_command
+from .mux import FFMPEG_QUIET, embedded_left_behind, is_picture, left_behind, mux_command
 from .script import SCRIPT
 from .segments import PATTERN, Busy, Segments, job_identity, work_dir
 from .timing import frame_times, join
@@ -294,7 +294,10 @@ def run_enhance(args: argparse.Namespace) -> int:
                             "carry; DiffQE does not enhance it")
         print(f"warning: {src} is Dolby Vision profile {profile}; the re-encoded video does not carry its Dolby "
               f"Vision metadata, so {dst} is its {base} base layer", file=sys.stderr)
-    if hdr10 := x265_params(side_data(src, stream)):
+    side = side_data(src, stream)
+    for carried in embedded_left_behind(side, stream):
+        print(f"warning: {src}: its video carries {carried}", file=sys.stderr)
+    if hdr10 := x265_params(side):
         stream["x265_hdr10"] = hdr10
         if args.lossless or args.codec != "libx265":
             print(f"warning: {src} carries HDR10 mastering metadata, which only --codec libx265 writes; the output "

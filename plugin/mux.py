@@ -57,6 +57,25 @@ def left_behind(streams: list[dict], video: dict, dst: Path) -> list[str]:
     return lost
 
 
+# What a video stream can carry inside its own frames (ffprobe's names for a frame's side data), which the
+# re-encode from VapourSynth's frames does not keep, and what that leaves.
+_EMBEDDED = {
+    "ATSC A53 Part 4 Closed Captions": "closed captions (CEA-608/708 in the video stream), which the re-encoded "
+    "video does not keep (ffmpeg's lavfi input movie=IN[out0+subcc] extracts them as a subtitle track)",
+    "HDR Dynamic Metadata SMPTE2094-40 (HDR10+)": "HDR10+ dynamic metadata, which the re-encoded video does not keep "
+    "(displays fall back to its HDR10 static metadata)",
+}
+
+
+def embedded_left_behind(side_data: list[dict], stream: dict) -> list[str]:
+    """What the input's video carries in its frames (SIDE_DATA: its first frame's; STREAM: ffprobe's stream) that
+    the output will not have, described for a warning."""
+    kinds = {d.get("side_data_type") for d in side_data}
+    if stream.get("closed_captions"):
+        kinds.add("ATSC A53 Part 4 Closed Captions")
+    return [what for kind, what in _EMBEDDED.items() if kind in kinds]
+
+
 def _picture_bytes(src: Path, index: int) -> bytes:
     """The image file that SRC's stream INDEX holds: a cover picture is one packet."""
     with av.open(str(src)) as container:

@@ -267,6 +267,54 @@ def test_dolby_vision_profile_5_is_refused_and_a_compatible_base_layer_enhanced_
     assert done.returncode == 0 and "out8.mkv is its HDR10 base layer" in done.stderr, done.stderr
 
 
+def with_t35_sei(stream: bytes, payload: bytes) -> bytes:
+    """An Annex B HEVC STREAM with a prefix SEI of registered user data (ITU-T T.35) PAYLOAD before each picture,
+    as broadcast encoders write closed captions and HDR10+ metadata."""
+    def escaped(rbsp: bytes) -> bytes:  # emulation prevention: no 00 00 0x (x <= 3) inside a NAL unit
+        out, zeros = bytearray(), 0
+        for b in rbsp:
+            if zeros >= 2 and b <= 3:
+                out.append(3)
+                zeros = 0
+            out.append(b)
+            zeros = zeros + 1 if b == 0 else 0
+        return bytes(out)
+
+    sei = b"\x4e\x01" + escaped(bytes([4, len(payload)]) + payload + b"\x80")  # PREFIX_SEI, payload type 4
+    out = bytearray()
+    for nal in (n.rstrip(b"\0") for n in re.split(b"\x00\x00\x01", stream) if n.strip(b"\0")):
+        if (nal[0] >> 1) & 0x3F < 32 and nal[2] & 0x80:  # a picture's first slice
+            out += b"\0\0\0\1" + sei
+        out += b"\0\0\0\1" + nal
+    return bytes(out)
+
+
+def bit_fields(*fields: tuple[int, int]) -> bytes:
+    """(value, width in bits) fields, packed and zero-padded to whole bytes."""
+    text = "".join(format(value, f"0{width}b") for value, width in fields)
+    text += "0" * (-len(text) % 8)
+    return int(text, 2).to_bytes(len(text) // 8, "big")
+
+
+def test_closed_captions_and_hdr10_plus_in_the_video_are_named_in_a_warning(tmp_path):
+    """Broadcast HEVC carries CEA-608/708 captions and HDR10+ metadata inside the video stream, where a re-encode
+    from VapourSynth's frames cannot keep them: each is named, with what it leaves; a plain input warns of none."""
+    annex_b = subprocess.run(["ffmpeg", "-v", "error", "-i", SAMPLES / "sample.mp4", "-c", "copy", "-bsf:v",
+                              "hevc_mp4toannexb", "-f", "hevc", "-"], capture_output=True, check=True).stdout
+    captions = b"\xb5\x00\x31GA94\x03" + bytes([0x41, 0xFF, 0xFC, 0x94, 0x2C, 0xFF])  # ATSC A/53: one cc_data pair
+    hdr10_plus = b"\xb5\x00\x3c\x00\x01\x04" + bit_fields(  # SMPTE ST 2094-40, one window, no tone mapping
+        (1, 8), (1, 2), (400, 27), (0, 1), (1000, 17), (1000, 17), (1000, 17), (100, 17), (1, 4), (50, 7), (100, 17),
+        (0, 10), (0, 1), (0, 1), (0, 1))
+    for name, payload, said in (("cc", captions, "its video carries closed captions (CEA-608/708"),
+                                ("hdr10plus", hdr10_plus, "its video carries HDR10+ dynamic metadata")):
+        src = tmp_path / f"{name}.hevc"
+        src.write_bytes(with_t35_sei(annex_b, payload))
+        result = diffqe("enhance", src, tmp_path / f"{name}.mkv", "--backend", "ort-cpu", "--quiet")
+        assert result.returncode == 0 and said in result.stderr, result.stderr
+    plain = diffqe("enhance", SAMPLES / "sample.mp4", tmp_path / "plain.mkv", "--backend", "ort-cpu", "--quiet")
+    assert plain.returncode == 0 and "warning" not in plain.stderr, plain.stderr
+
+
 def test_relative_paths_and_the_mirror_ensemble(tmp_path):
     """vspipe runs the generated script from a temporary folder: relative paths must still find the input and
     the weights.  Relative names that ffmpeg would take for a protocol ("cam:1") or an option ("-out") are
