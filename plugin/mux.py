@@ -14,8 +14,9 @@ MATROSKA = {".mkv", ".mka", ".mks"}
 FFMPEG_QUIET = ["-hide_banner", "-nostdin", "-v", "error"]  # errors only, on stderr
 
 # Tags that describe the input's coded video, not the enhanced one: Matroska's statistics (mkvmerge writes them,
-# with a language suffix in older files), its duration and the encoder's name.
-_STALE = re.compile(r"(BPS|DURATION|NUMBER_OF_FRAMES|NUMBER_OF_BYTES|_STATISTICS_\w+|ENCODER)(-\w+)?", re.I)
+# with a language suffix in older files), its duration, the encoder's name, and the display rotation (ffmpeg 4
+# states it as a tag; the enhanced frames are already upright, and copied it would turn them again).
+_STALE = re.compile(r"(BPS|DURATION|NUMBER_OF_FRAMES|NUMBER_OF_BYTES|_STATISTICS_\w+|ENCODER|ROTATE)(-\w+)?", re.I)
 
 # Cover pictures by codec: their MIME type and file suffix as Matroska attachments. MP4 and QuickTime hold the
 # first three only (ffmpeg's mov muxer).
