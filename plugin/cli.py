@@ -52,15 +52,20 @@ def probe_video(path: Path) -> dict:
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     try:
-        info = ffmpeg.probe(str(path.absolute()))  # absolute: "a:b.mp4" would name a protocol, "-a.mp4" an option
+        # absolute: "a:b.mp4" would name a protocol, "-a.mp4" an option
+        info = ffmpeg.probe(str(path.absolute()), show_programs=None)
     except ffmpeg.Error as e:
         detail = e.stderr.decode(errors="replace").strip().splitlines()[-1:] if e.stderr else []
         raise UserError(f"{path}: not a readable video ({' '.join(detail) or 'ffprobe failed'})") from None
     video = [s for s in info["streams"] if s.get("codec_type") == "video" and not is_picture(s)]
     if not video:
         raise UserError(f"{path}: has no video stream")
+    # A transport stream of several programs (a broadcast multiplex): the others' streams are not this video's.
+    programs = [p for p in info.get("programs", []) if any(s["index"] == video[0]["index"] for s in p["streams"])]
     return video[0] | {"format_duration": info.get("format", {}).get("duration"),
-                       "format_start": info.get("format", {}).get("start_time"), "input_streams": info["streams"]}
+                       "format_start": info.get("format", {}).get("start_time"), "input_streams": info["streams"],
+                       "program": (programs[0]["program_id"], [s["index"] for s in programs[0]["streams"]])
+                       if len(info.get("programs", [])) > 1 and programs else None}
 
 
 def check_pixel_format(path: Path, stream: dict) -> None:

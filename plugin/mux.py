@@ -41,12 +41,15 @@ def left_behind(streams: list[dict], video: dict, dst: Path) -> list[str]:
     """The input's streams that DST will not hold, described for a warning. A QuickTime timecode track is not
     among them: its timecode is a tag of the video stream, which the output keeps."""
     carried = {s["index"] for s in _pictures(streams, dst)}
+    program, members = video.get("program") or (None, None)
     lost = []
     for s in streams:
         kind = s.get("codec_type")
         codec = s.get("codec_tag_string") if kind == "data" else s.get("codec_name")  # a data stream's name: its tag
         what = f"stream #{s['index']} ({kind}, {codec})"
-        if kind == "video" and is_picture(s) and s["index"] not in carried:
+        if members is not None and s["index"] not in members and kind in ("audio", "subtitle"):
+            lost.append(f"{what}: of another program than the enhanced video's ({program})")
+        elif kind == "video" and is_picture(s) and s["index"] not in carried:
             lost.append(f"{what}: a cover picture that a {dst.suffix} file does not hold (.mkv holds any)")
         elif kind == "video" and not is_picture(s) and s["index"] != video["index"]:
             lost.append(f"{what}: a second video; only the first is enhanced")
@@ -118,7 +121,10 @@ def mux_command(video: ffmpeg.nodes.FilterableStream, src: Path, source_video: d
     options = {"c:a": "copy", "c:s": subtitles, "map_metadata": 1, "map_chapters": 1} | video_options
     # Matroska attachments (the fonts that styled ASS subtitles need) go along where the output can hold them.
     attachments = [source["t?"]] if dst.suffix.lower() in MATROSKA else []
-    cmd = ffmpeg.output(video["v"], source["a?"], source["s?"], *attachments, str(dst), **options).compile()
+    # Of a multiplex, the enhanced video's own program's sound and subtitles.
+    program = f"p:{source_video['program'][0]}:" if source_video.get("program") else ""
+    cmd = ffmpeg.output(video["v"], source[f"{program}a?"], source[f"{program}s?"], *attachments, str(dst),
+                        **options).compile()
     # The output's name is the command's last word; the options ffmpeg-python cannot say go before it.
     extra = _extra_args(src, source_video["input_streams"], source_video, dst, folder)
     return cmd[:1] + FFMPEG_QUIET + ["-y"] + cmd[1:-1] + extra + cmd[-1:]

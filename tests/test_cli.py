@@ -315,6 +315,29 @@ def test_closed_captions_and_hdr10_plus_in_the_video_are_named_in_a_warning(tmp_
     assert plain.returncode == 0 and "warning" not in plain.stderr, plain.stderr
 
 
+def test_a_broadcast_multiplex_keeps_the_sound_of_the_enhanced_videos_own_program(tmp_path):
+    """A transport stream of two programs (a recorded multiplex): the first video is enhanced, with its own
+    program's audio, not the other program's; what is left behind is named."""
+    src = tmp_path / "mux.ts"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", SAMPLES / "sample.mp4", "-f", "lavfi", "-i", "sine=f=440:d=0.32",
+                    "-f", "lavfi", "-i", "testsrc2=s=320x192:d=0.32", "-f", "lavfi", "-i", "sine=f=880:d=0.32",
+                    "-map", "0:v", "-map", "1:a", "-map", "2:v", "-map", "3:a", "-c:v", "libx265", "-preset",
+                    "ultrafast", "-x265-params", "log-level=error", "-c:a", "aac", "-program", "title=One:st=0:st=1",
+                    "-program", "title=Two:st=2:st=3", src], check=True)
+
+    def sound(path, index):  # decoded: the transport stream's AAC has ADTS headers, Matroska's none
+        with av.open(str(path)) as c:
+            return np.concatenate([f.to_ndarray().ravel() for f in c.decode(c.streams[index])])
+
+    out = tmp_path / "out.mkv"
+    result = diffqe("enhance", src, out, "--backend", "ort-cpu", "--quiet")
+    assert result.returncode == 0, result.stderr
+    with av.open(str(out)) as c:
+        assert [s.type for s in c.streams] == ["video", "audio"], "one program's sound, not both"
+    assert np.array_equal(sound(out, 1), sound(src, 1))
+    assert "stream #3 (audio, aac): of another program than the enhanced video's (1)" in result.stderr
+
+
 def test_relative_paths_and_the_mirror_ensemble(tmp_path):
     """vspipe runs the generated script from a temporary folder: relative paths must still find the input and
     the weights.  Relative names that ffmpeg would take for a protocol ("cam:1") or an option ("-out") are
