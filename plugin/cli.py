@@ -61,11 +61,11 @@ def probe_video(path: Path) -> dict:
     if not video:
         raise UserError(f"{path}: has no video stream")
     # A transport stream of several programs (a broadcast multiplex): the others' streams are not this video's.
-    programs = [p for p in info.get("programs", []) if any(s["index"] == video[0]["index"] for s in p["streams"])]
+    programs = info.get("programs", [])
+    own = next((p for p in programs if any(s["index"] == video[0]["index"] for s in p["streams"])), None)
     return video[0] | {"format_duration": info.get("format", {}).get("duration"),
                        "format_start": info.get("format", {}).get("start_time"), "input_streams": info["streams"],
-                       "program": (programs[0]["program_id"], [s["index"] for s in programs[0]["streams"]])
-                       if len(info.get("programs", [])) > 1 and programs else None}
+                       "program": own if len(programs) > 1 else None}
 
 
 def check_pixel_format(path: Path, stream: dict) -> None:

@@ -41,14 +41,15 @@ def left_behind(streams: list[dict], video: dict, dst: Path) -> list[str]:
     """The input's streams that DST will not hold, described for a warning. A QuickTime timecode track is not
     among them: its timecode is a tag of the video stream, which the output keeps."""
     carried = {s["index"] for s in _pictures(streams, dst)}
-    program, members = video.get("program") or (None, None)
+    program = video.get("program")
+    members = None if program is None else {s["index"] for s in program["streams"]}
     lost = []
     for s in streams:
         kind = s.get("codec_type")
         codec = s.get("codec_tag_string") if kind == "data" else s.get("codec_name")  # a data stream's name: its tag
         what = f"stream #{s['index']} ({kind}, {codec})"
         if members is not None and s["index"] not in members and kind in ("audio", "subtitle"):
-            lost.append(f"{what}: of another program than the enhanced video's ({program})")
+            lost.append(f"{what}: of another program than the enhanced video's ({program['program_id']})")
         elif kind == "video" and is_picture(s) and s["index"] not in carried:
             lost.append(f"{what}: a cover picture that a {dst.suffix} file does not hold (.mkv holds any)")
         elif kind == "video" and not is_picture(s) and s["index"] != video["index"]:
@@ -122,7 +123,7 @@ def mux_command(video: ffmpeg.nodes.FilterableStream, src: Path, source_video: d
     # Matroska attachments (the fonts that styled ASS subtitles need) go along where the output can hold them.
     attachments = [source["t?"]] if dst.suffix.lower() in MATROSKA else []
     # Of a multiplex, the enhanced video's own program's sound and subtitles.
-    program = f"p:{source_video['program'][0]}:" if source_video.get("program") else ""
+    program = f"p:{source_video['program']['program_id']}:" if source_video.get("program") else ""
     cmd = ffmpeg.output(video["v"], source[f"{program}a?"], source[f"{program}s?"], *attachments, str(dst),
                         **options).compile()
     # The output's name is the command's last word; the options ffmpeg-python cannot say go before it.
