@@ -82,6 +82,19 @@ def check_pixel_format(path: Path, stream: dict) -> None:
                         f"-x265-params lossless=1 {converted}")
 
 
+def check_dolby_vision(src: Path, dst: Path, stream: dict) -> None:
+    """The re-encode drops Dolby Vision metadata: refuse a stream whose base layer shows right only with it
+    (profile 5), and say what the others become."""
+    if vision := dolby_vision(stream):
+        profile, base = vision
+        if base is None:
+            raise UserError(f"{src} is Dolby Vision profile {profile}: its pictures are in Dolby's own colour space "
+                            "and show right only with its Dolby Vision metadata, which the re-encoded video cannot "
+                            "carry; DiffQE does not enhance it")
+        print(f"warning: {src} is Dolby Vision profile {profile}; the re-encoded video does not carry its Dolby "
+              f"Vision metadata, so {dst} is its {base} base layer", file=sys.stderr)
+
+
 def frame_rate(stream: dict) -> float | None:
     """The stream's average frames per second as ffprobe states it; None where it states none ("0/0")."""
     num, _, den = str(stream.get("avg_frame_rate", "0/1")).partition("/")
@@ -291,14 +304,7 @@ def run_enhance(args: argparse.Namespace) -> int:
         raise UserError(f"{dst}: give the output a video container's suffix (.mkv, .mp4, .mov): it names the format")
     stream = probe_video(src)
     check_pixel_format(src, stream)
-    if vision := dolby_vision(stream):
-        profile, base = vision
-        if base is None:
-            raise UserError(f"{src} is Dolby Vision profile {profile}: its pictures are in Dolby's own colour space "
-                            "and show right only with its Dolby Vision metadata, which the re-encoded video cannot "
-                            "carry; DiffQE does not enhance it")
-        print(f"warning: {src} is Dolby Vision profile {profile}; the re-encoded video does not carry its Dolby "
-              f"Vision metadata, so {dst} is its {base} base layer", file=sys.stderr)
+    check_dolby_vision(src, dst, stream)
     side = side_data(src, stream)
     for carried in embedded_left_behind(side, stream):
         print(f"warning: {src}: its video carries {carried}", file=sys.stderr)
