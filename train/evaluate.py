@@ -38,10 +38,15 @@ class Condition:
         return f"QP {self.qp}" if self.qp is not None else f"CRF {self.crf:g} RA"
 
     def code(self, frames: list[np.ndarray]) -> list[np.ndarray]:
-        """FRAMES (uint8, or uint16 for 10-bit video) through x265 at their depth and back."""
+        """FRAMES through x265 at their depth (bit_depth) and back."""
         stream = encode_hevc(frames, qp=self.qp, crf=self.crf, intra=self.qp is not None,
-                             bit_depth=10 if frames[0].dtype == np.uint16 else 8)
+                             bit_depth=bit_depth(frames[0]))
         return decode_luma(stream)
+
+
+def bit_depth(planes: np.ndarray) -> int:
+    """The depth of a source's code values: 10 for uint16 (the 10-bit HDR sources, ``hdr``), else 8."""
+    return 10 if planes.dtype == np.uint16 else 8
 
 
 @dataclass
@@ -162,9 +167,10 @@ def model_enhancers(model: DiffQE, seed: int, ensemble: int, radii: list[int], s
     last: dict = {"input": None}  # the last input array: its codes, tensor and model output, rounded per strength
 
     def depth(planes: np.ndarray) -> tuple[int, int]:
-        """The shift up to the depth worked at, and that depth's peak."""
-        shift = 0 if planes.dtype == np.uint16 else bits - 8
-        return shift, (1 << (10 if planes.dtype == np.uint16 else bits)) - 1
+        """The shift up to the depth worked at (BITS for 8-bit input, else the input's own), and its peak."""
+        own = bit_depth(planes)
+        shift = bits - own if own == 8 else 0
+        return shift, (1 << (own + shift)) - 1
 
     def per_frame(planes: np.ndarray, strength: float) -> np.ndarray:
         shift, peak = depth(planes)
@@ -210,7 +216,7 @@ def ffmpeg_enhancer(video_filter: str) -> Enhancer:
 def frame_scores(frames: list[np.ndarray] | np.ndarray, reference: list[np.ndarray]) -> tuple[float, float]:
     """Mean PSNR and mean SSIM of FRAMES against REFERENCE, per frame then averaged (MFQE), at the reference's
     peak (255, or 1023 for 10-bit references)."""
-    peak = 1023.0 if reference[0].dtype == np.uint16 else 255.0
+    peak = float((1 << bit_depth(reference[0])) - 1)
     return (float(np.mean([psnr(f, r, peak) for f, r in zip(frames, reference)])),
             float(np.mean([ssim(f, r, peak) for f, r in zip(frames, reference)])))
 
