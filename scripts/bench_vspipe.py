@@ -32,8 +32,7 @@ from _common import run
 from PIL import Image
 
 from diffqe.model.diffqe import default_noise
-from diffqe.plugin import backends
-from diffqe.plugin import allocator
+from diffqe.plugin import allocator, backends
 from diffqe.train.codec import read_video_luma
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "sample.mp4"
