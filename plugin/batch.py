@@ -186,7 +186,8 @@ def process_one(job: Job, options: dict, progress: Callable[[dict], None], threa
     for line in child.stderr:
         if line.startswith("{"):
             event = json.loads(line)
-            result.frames, result.fps = event.get("frame"), event.get("fps")
+            if event.get("stage") == "enhance":
+                result.frames, result.fps = event["frame"], event["fps"]
             progress({"input": job.input} | event)
         elif line.startswith("warning: "):
             result.warnings.append(line.removeprefix("warning: ").strip())
@@ -325,9 +326,12 @@ class Progress:
         frac = self.done / max(self.total, 1)
         lines = [f"batch [{'#' * int(30 * frac)}{'.' * (30 - int(30 * frac))}] {self.done}/{self.total} files"]
         for src, e in self.current.items():
-            total, frame = e.get("frames"), e.get("frame", 0)
+            if e["stage"] == "index":
+                lines.append(f"  {Path(src).name[:40]:40s} indexing {e['percent']:3d}% ETA {e['eta']}")
+                continue
+            total, frame = e["frames"], e["frame"]
             pct = f"{100 * frame / total:5.1f}%" if total else "     "
-            lines.append(f"  {Path(src).name[:40]:40s} {pct} {frame} frames {e.get('fps', 0):6.1f} fps ETA {e.get('eta', '?')}")
+            lines.append(f"  {Path(src).name[:40]:40s} {pct} {frame} frames {e['fps']:6.1f} fps ETA {e['eta']}")
         print("\n".join(lines), file=sys.stderr, flush=True)
         self._lines = len(lines)
 

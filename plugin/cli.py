@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -268,14 +269,45 @@ def vspipe_reason(log: str) -> str | None:
     return errors[-1] if errors and errors[-1] else None
 
 
+INDEX_PROGRESS = re.compile(r"VideoSource track #\d+ index progress (\d+)%")
+
+
+class VspipeLog(threading.Thread):
+    """vspipe's stderr, read on a thread of its own: its lines kept for the error message, and BestSource's index
+    pass (one decode of the whole input before the first frame, not repeated on a resume: minutes for a long
+    film) shown as it goes, as a line or a JSON line {"stage": "index", "percent", "eta"}."""
+
+    def __init__(self, log, name: str, style: str) -> None:
+        super().__init__(daemon=True)
+        self.log, self.name, self.style = log, name, style
+        self.lines: list[str] = []
+        self.launched = self.indexed = time.monotonic()  # indexed: the index's last report, where fps count from
+
+    def run(self) -> None:
+        for line in self.log:
+            self.lines.append(line)
+            if match := INDEX_PROGRESS.search(line):
+                self.indexed = time.monotonic()
+                if self.style != "none":
+                    print(self._index_progress(int(match.group(1))), end="", file=sys.stderr, flush=True)
+
+    def _index_progress(self, percent: int) -> str:
+        eta_s = (self.indexed - self.launched) * (100 - percent) / percent if percent else None
+        eta = "?" if eta_s is None else f"{int(eta_s) // 60}:{int(eta_s) % 60:02d}"
+        if self.style == "json":
+            return json.dumps({"stage": "index", "percent": percent, "eta": eta}) + "\n"
+        return f"\rindexing {self.name}: {percent:3d}%  ETA {eta}"
+
+
 def _progress(run: int, done: int, total: int | None, started: float, style: str) -> str:
-    """A progress bar line, or for farms a JSON line: {"frame", "frames", "fps", "eta"}; RUN of the DONE frames
-    were made by this run (the rest by the run it resumes)."""
+    """A progress bar line, or for farms a JSON line: {"stage": "enhance", "frame", "frames", "fps", "eta"}; RUN of
+    the DONE frames were made by this run (the rest by the run it resumes)."""
     fps = run / max(time.monotonic() - started, 1e-6)
     eta_s = (total - done) / fps if total and fps > 0 else 0
     eta = f"{int(eta_s) // 60}:{int(eta_s) % 60:02d}"
     if style == "json":
-        return json.dumps({"frame": done, "frames": total, "fps": round(fps, 2), "eta": eta}) + "\n"
+        return json.dumps({"stage": "enhance", "frame": done, "frames": total, "fps": round(fps, 2),
+                           "eta": eta}) + "\n"
     if not total:
         return f"\r{done} frames  {fps:5.1f} fps"
     frac = min(done / total, 1.0)
@@ -385,27 +417,28 @@ def _encode(src: Path, stream: dict, segments: Segments, start: int, total: int 
         for key in ("backend", "tile", "bits"):
             if getattr(args, key):
                 vs_args += ["-a", f"{key}={getattr(args, key)}"]
-        vs_log = stack.enter_context(open(Path(tmp) / "vspipe.log", "w+"))
         pipe = subprocess.Popen(["vspipe", "-c", "y4m", *vs_args, str(script), "-"], stdout=subprocess.PIPE,
-                                stderr=vs_log, env=allocator.environment())
+                                stderr=subprocess.PIPE, text=True, env=allocator.environment())
         enc = subprocess.Popen(encode_command(stream, args, segments, start, total), stdin=pipe.stdout,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         pipe.stdout.close()
         stack.callback(lambda: [p.kill() for p in (pipe, enc) if p.poll() is None])  # on interrupt or error
-        started, done = time.monotonic(), start
+        vs_log = VspipeLog(pipe.stderr, src.name, args.progress)
+        vs_log.start()
+        done = start
         for line in enc.stdout:
             if line.startswith("frame="):
                 done = start + int(line.split("=", 1)[1])
                 if args.progress != "none":
-                    print(_progress(done - start, done, total, started, args.progress), end="", file=sys.stderr,
-                          flush=True)
+                    print(_progress(done - start, done, total, vs_log.indexed, args.progress), end="",
+                          file=sys.stderr, flush=True)
         enc_err = enc.stderr.read()
         vs_rc, enc_rc = pipe.wait(), enc.wait()
-        if args.progress == "bar" and done > start:
+        vs_log.join()
+        if args.progress == "bar" and (done > start or vs_log.indexed > vs_log.launched):
             print(file=sys.stderr)  # end the progress line
         if vs_rc or ffmpeg_failed(enc_rc, enc_err):
-            vs_log.seek(0)
-            if reason := vspipe_reason(vs_log.read()):
+            if reason := vspipe_reason("".join(vs_log.lines)):
                 raise UserError(f"enhancing {src} failed: {reason}")
             raise UserError(f"encoding the enhanced video of {src} failed: {first_lines(enc_err)}{_hint(enc_err)}")
     # Whatever ffmpeg's exit status says, every frame it encoded must be in a complete segment before the job

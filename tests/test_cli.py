@@ -70,6 +70,21 @@ def test_enhance_keeps_audio_metadata_and_frames(tmp_path, clip_with_audio):
     assert not list(tmp_path.glob(".*partial*"))
 
 
+def test_json_progress_reports_the_index_pass_then_every_frame(tmp_path):
+    """A farm sees the source filter's index pass (one decode of the whole input before the first frame: minutes
+    for a long film) and then the frames, as JSON lines on stderr; stdout stays empty."""
+    src = tmp_path / "new.mp4"  # a path BestSource has no index of
+    shutil.copy(SAMPLES / "sample.mp4", src)
+    result = diffqe("enhance", src, tmp_path / "out.mkv", "--backend", "ort-cpu", "--lossless", "--progress", "json")
+    assert result.returncode == 0 and result.stdout == "", result.stderr
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    stages = [e["stage"] for e in events]
+    assert stages[0] == "index" and "enhance" in stages and "index" not in stages[stages.index("enhance"):]
+    assert all(0 <= e["percent"] <= 100 for e in events if e["stage"] == "index")
+    frames = [(e["frame"], e["frames"]) for e in events if e["stage"] == "enhance"]
+    assert frames == sorted(frames) and frames[-1] == (8, 8)
+
+
 def test_ten_bit_in_ten_bit_out(tmp_path):
     src = tmp_path / "in10.mp4"
     subprocess.run(["ffmpeg", "-v", "error", "-i", SAMPLES / "reference.mkv", "-c:v", "libx265", "-pix_fmt", "yuv420p10le",
