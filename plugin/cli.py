@@ -83,17 +83,28 @@ def check_pixel_format(path: Path, stream: dict) -> None:
                         f"-x265-params lossless=1 {converted}")
 
 
-def check_dolby_vision(src: Path, dst: Path, stream: dict) -> None:
+def check_dolby_vision(src: Path, stream: dict) -> None:
     """The re-encode drops Dolby Vision metadata: refuse a stream whose base layer shows right only with it
-    (profile 5), and say what the others become."""
+    (profile 5); `losses` says what the others become."""
+    if (vision := dolby_vision(stream)) and vision[1] is None:
+        raise UserError(f"{src} is Dolby Vision profile {vision[0]}: its pictures are in Dolby's own colour space "
+                        "and show right only with its Dolby Vision metadata, which the re-encoded video cannot "
+                        "carry; DiffQE does not enhance it")
+
+
+def losses(dst: Path, stream: dict, side: list[dict], args: argparse.Namespace) -> list[str]:
+    """What DST will not have of the input, each for a warning: Dolby Vision metadata, what the video carries in
+    its frames (SIDE: its side data), HDR10 metadata that only x265 writes, streams DST's container cannot hold."""
+    lost = []
     if vision := dolby_vision(stream):
-        profile, base = vision
-        if base is None:
-            raise UserError(f"{src} is Dolby Vision profile {profile}: its pictures are in Dolby's own colour space "
-                            "and show right only with its Dolby Vision metadata, which the re-encoded video cannot "
-                            "carry; DiffQE does not enhance it")
-        print(f"warning: {src} is Dolby Vision profile {profile}; the re-encoded video does not carry its Dolby "
-              f"Vision metadata, so {dst} is its {base} base layer", file=sys.stderr)
+        lost.append(f"Dolby Vision profile {vision[0]}: the re-encoded video does not carry its Dolby Vision "
+                    f"metadata, so {dst} is its {vision[1]} base layer")
+    lost += [f"its video carries {carried}" for carried in embedded_left_behind(side, stream)]
+    if stream["x265_hdr10"] and (args.lossless or args.codec != "libx265"):
+        lost.append(f"HDR10 mastering metadata, which only --codec libx265 writes; {dst} keeps the colour tags but "
+                    "not this metadata")
+    lost += [f"{what}; {dst} will not have it" for what in left_behind(stream["input_streams"], stream, dst)]
+    return lost
 
 
 def frame_rate(stream: dict) -> float | None:
@@ -336,17 +347,11 @@ def run_enhance(args: argparse.Namespace) -> int:
         raise UserError(f"{dst}: give the output a video container's suffix (.mkv, .mp4, .mov): it names the format")
     stream = probe_video(src)
     check_pixel_format(src, stream)
-    check_dolby_vision(src, dst, stream)
+    check_dolby_vision(src, stream)
     side = side_data(src, stream)
-    for carried in embedded_left_behind(side, stream):
-        print(f"warning: {src}: its video carries {carried}", file=sys.stderr)
-    if hdr10 := x265_params(side):
-        stream["x265_hdr10"] = hdr10
-        if args.lossless or args.codec != "libx265":
-            print(f"warning: {src} carries HDR10 mastering metadata, which only --codec libx265 writes; the output "
-                  "keeps its colour tags but not this metadata", file=sys.stderr)
-    for lost in left_behind(stream["input_streams"], stream, dst):
-        print(f"warning: {src}: {lost}; {dst} will not have it", file=sys.stderr)
+    stream["x265_hdr10"] = x265_params(side)
+    for lost in losses(dst, stream, side, args):
+        print(f"warning: {src}: {lost}", file=sys.stderr)
     total = frame_count(stream)
     for tool in ("vspipe", "ffmpeg"):
         if not shutil.which(tool):
