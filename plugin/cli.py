@@ -30,7 +30,7 @@ from ..model.mirror import FLIPS
 from . import allocator
 from .backends import NAMES, best_name
 from .hdr import dolby_vision, side_data, x265_params
-from .mux import FFMPEG_QUIET, embedded_left_behind, is_picture, left_behind, mux_command
+from .mux import FFMPEG_QUIET, MATROSKA, embedded_left_behind, is_picture, left_behind, mux_command
 from .script import SCRIPT
 from .segments import PATTERN, Busy, Segments, job_identity, work_dir
 from .timing import frame_times, join
@@ -92,6 +92,21 @@ def check_dolby_vision(src: Path, stream: dict) -> None:
                         "carry; DiffQE does not enhance it")
 
 
+def encoder_pixel_formats(codec: str) -> list[str]:
+    """The pixel formats that the system ffmpeg's CODEC encoder takes ([] where it states none)."""
+    out = subprocess.run(["ffmpeg", "-hide_banner", "-h", f"encoder={codec}"], capture_output=True, text=True).stdout
+    line = next((ln for ln in out.splitlines() if "Supported pixel formats:" in ln), "")
+    return line.split(":", 1)[1].split() if line else []
+
+
+def keeps_alpha(stream: dict, args: argparse.Namespace) -> bool:
+    """Whether the input's alpha plane (ProRes 4444, FFV1: a yuva format, which BestSource attaches to each frame
+    as _Alpha) goes into the output: where the encoder writes YUV with alpha (FFV1, ProRes 4444)."""
+    encoder = "ffv1" if args.lossless else args.codec
+    return stream.get("pix_fmt", "").startswith("yuva") and any(
+        name.startswith("yuva") for name in encoder_pixel_formats(encoder))
+
+
 def losses(dst: Path, stream: dict, side: list[dict], args: argparse.Namespace) -> list[str]:
     """What DST will not have of the input, each for a warning: Dolby Vision metadata, what the video carries in
     its frames (SIDE: its side data), HDR10 metadata that only x265 writes, streams DST's container cannot hold."""
@@ -100,6 +115,14 @@ def losses(dst: Path, stream: dict, side: list[dict], args: argparse.Namespace) 
         lost.append(f"Dolby Vision profile {vision[0]}: the re-encoded video does not carry its Dolby Vision "
                     f"metadata, so {dst} is its {vision[1]} base layer")
     lost += [f"its video carries {carried}" for carried in embedded_left_behind(side, stream)]
+    if stream.get("pix_fmt", "").startswith("yuva"):
+        if not stream["keep_alpha"]:
+            lost.append(f"its alpha channel (transparency), which {'FFV1' if args.lossless else args.codec} does "
+                        f"not write; {dst} is opaque (--lossless or --codec prores_ks keeps it)")
+    elif any(key.lower() == "alpha_mode" and value == "1" for key, value in stream.get("tags", {}).items()):
+        # WebM's VP8/VP9 alpha: a second bitstream beside the video, which ffmpeg's own decoders do not read
+        lost.append(f"its alpha channel (transparency, a VP8/VP9 alpha stream beside the video), which the source "
+                    f"filter does not decode; {dst} is opaque")
     if stream["x265_hdr10"] and (args.lossless or args.codec != "libx265"):
         lost.append(f"HDR10 mastering metadata, which only --codec libx265 writes; {dst} keeps the colour tags but "
                     "not this metadata")
@@ -137,9 +160,12 @@ def frame_tags(video: ffmpeg.nodes.FilterableStream, stream: dict) -> ffmpeg.nod
 
 
 def output_pix_fmt(stream: dict, bits: int | None) -> str:
-    """The enhanced video's pixel format: the input's, or its layout (gray, 4:2:0, 4:2:2, 4:4:4) at BITS per
-    sample (--bits)."""
+    """The enhanced video's pixel format: the input's (without its alpha plane unless STREAM's "keep_alpha"), or
+    its layout (gray, 4:2:0, 4:2:2, 4:4:4, with alpha) at BITS per sample (--bits)."""
     name = stream.get("pix_fmt", "yuv420p")
+    alpha = name.startswith("yuva") and stream.get("keep_alpha", False)
+    if name.startswith("yuva") and not alpha:
+        name = "yuv" + name.removeprefix("yuva")
     if bits is None:
         return name
     try:
@@ -153,7 +179,7 @@ def output_pix_fmt(stream: dict, bits: int | None) -> str:
         return name
     # PyAV states the chroma planes' size for a 16x16 frame: 16 wide is 4:4:4, 8 wide and 8 high 4:2:0.
     subsampling = "444" if chroma and chroma[0].width == 16 else "420" if chroma and chroma[0].height == 8 else "422"
-    layout = f"yuv{subsampling}p" if chroma else "gray"
+    layout = f"yuv{'a' if alpha else ''}{subsampling}p" if chroma else "gray"
     deeper = f"{layout}{bits}le"
     try:
         av.VideoFormat(deeper)
@@ -197,7 +223,9 @@ def encode_command(stream: dict, args: argparse.Namespace, segments: Segments, s
     options = encoder_options(stream, args) | segments.muxer_options(start, None if total is None else total - start,
                                                                      codec)
     pattern = f"{str(segments.folder).replace('%', '%%')}/{PATTERN}"  # a '%' in the path is not a field
-    video = frame_tags(ffmpeg.input("pipe:", format="yuv4mpegpipe"), stream)
+    # vspipe's Matroska carries the alpha plane, which its y4m cannot
+    video = frame_tags(ffmpeg.input("pipe:", format="matroska" if stream.get("keep_alpha") else "yuv4mpegpipe"),
+                       stream)
     cmd = ffmpeg.output(video, pattern, **options).compile()
     return cmd[:1] + FFMPEG_QUIET + ["-progress", "pipe:1", "-nostats"] + cmd[1:]
 
@@ -350,6 +378,7 @@ def run_enhance(args: argparse.Namespace) -> int:
     check_dolby_vision(src, stream)
     side = side_data(src, stream)
     stream["x265_hdr10"] = x265_params(side)
+    stream["keep_alpha"] = keeps_alpha(stream, args)
     for lost in losses(dst, stream, side, args):
         print(f"warning: {src}: {lost}", file=sys.stderr)
     total = frame_count(stream)
@@ -422,7 +451,10 @@ def _encode(src: Path, stream: dict, segments: Segments, start: int, total: int 
         for key in ("backend", "tile", "bits"):
             if getattr(args, key):
                 vs_args += ["-a", f"{key}={getattr(args, key)}"]
-        pipe = subprocess.Popen(["vspipe", "-c", "y4m", *vs_args, str(script), "-"], stdout=subprocess.PIPE,
+        if stream["keep_alpha"]:
+            vs_args += ["-a", "alpha=1"]
+        pipe = subprocess.Popen(["vspipe", "-c", "mkv" if stream["keep_alpha"] else "y4m", *vs_args, str(script), "-"],
+                                stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env=allocator.environment())
         enc = subprocess.Popen(encode_command(stream, args, segments, start, total), stdin=pipe.stdout,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -464,7 +496,12 @@ def _join(src: Path, dst: Path, stream: dict, partial: Path, segments: Segments)
     frames, first = join(segments.done(), times, video)
     # ffmpeg moves each input's first timestamp to zero: the offset puts the video back at its first frame's time.
     source = ffmpeg.input(str(video), itsoffset=f"{float(first):.6f}")
-    cmd = mux_command(source, src, stream, partial, {"c:v": "copy"}, segments.folder)
+    options = {"c:v": "copy"}
+    if stream["keep_alpha"] and dst.suffix.lower() in MATROSKA | {".webm"}:
+        # Matroska's AlphaMode flag, which players (browsers) need to read a VP8/VP9 alpha stream; a stream copy
+        # does not set it
+        options["metadata:s:v:0"] = "alpha_mode=1"
+    cmd = mux_command(source, src, stream, partial, options, segments.folder)
     done = subprocess.run(cmd, capture_output=True, text=True)
     if ffmpeg_failed(done.returncode, done.stderr):
         raise UserError(f"writing {dst} failed: {first_lines(done.stderr)}{_hint(done.stderr)}")

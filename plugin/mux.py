@@ -15,8 +15,10 @@ FFMPEG_QUIET = ["-hide_banner", "-nostdin", "-v", "error"]  # errors only, on st
 
 # Tags that describe the input's coded video, not the enhanced one: Matroska's statistics (mkvmerge writes them,
 # with a language suffix in older files), its duration, the encoder's name, and the display rotation (ffmpeg 4
-# states it as a tag; the enhanced frames are already upright, and copied it would turn them again).
-_STALE = re.compile(r"(BPS|DURATION|NUMBER_OF_FRAMES|NUMBER_OF_BYTES|_STATISTICS_\w+|ENCODER|ROTATE)(-\w+)?", re.I)
+# states it as a tag; the enhanced frames are already upright, and copied it would turn them again), and VP9's
+# alpha_mode (Matroska's muxer would mark the output as carrying an alpha plane).
+_STALE = re.compile(r"(BPS|DURATION|NUMBER_OF_FRAMES|NUMBER_OF_BYTES|_STATISTICS_\w+|ENCODER|ROTATE|ALPHA_MODE)(-\w+)?",
+                    re.I)
 
 # Cover pictures by codec: their MIME type and file suffix as Matroska attachments. MP4 and QuickTime hold the
 # first three only (ffmpeg's mov muxer).

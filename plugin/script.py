@@ -1,4 +1,5 @@
-"""What enhance.vpy runs: the vspipe arguments (-a key=value) -> BestSource -> enhance -> output."""
+"""What enhance.vpy runs: the vspipe arguments (-a key=value) -> BestSource -> enhance -> output (with the
+source's alpha plane given -a alpha=1)."""
 
 from __future__ import annotations
 
@@ -34,9 +35,9 @@ def output_from_args(args: dict) -> None:
         # vspipe runs a script from the script's own folder, so a relative path is looked up there.
         raise vs.Error(f"enhance.vpy: input {source} not found in {Path.cwd()} (vspipe's working directory is "
                        f"the script's folder); pass an absolute path, e.g. -a input=\"$PWD/{source}\"")
-    clip = vs.core.bs.VideoSource(source=str(source))
+    decoded = vs.core.bs.VideoSource(source=str(source))
     clip = enhance(
-        clip,
+        decoded,
         backend=args.get("backend") or None,
         checkpoint=args.get("checkpoint") or None,
         tile=_number(args, "tile", int, None),
@@ -48,4 +49,18 @@ def output_from_args(args: dict) -> None:
         fusion=_number(args, "fusion", int, 1) != 0,
         bits=_number(args, "bits", int, None),
     )
-    clip.set_output()
+    if _number(args, "alpha", int, 0):  # vspipe -c mkv carries it (its y4m cannot)
+        clip.set_output(0, alpha=alpha_plane(decoded, clip.format.bits_per_sample))
+    else:
+        clip.set_output()
+
+
+def alpha_plane(decoded: vs.VideoNode, bits: int) -> vs.VideoNode:
+    """The alpha plane that BestSource attaches to each DECODED frame (_Alpha), untouched by the enhancement, at
+    BITS per sample: full range, so fully opaque stays fully opaque."""
+    alpha = decoded.std.PropToClip("_Alpha")
+    depth = alpha.format.bits_per_sample
+    if depth == bits:
+        return alpha
+    scale = ((1 << bits) - 1) / ((1 << depth) - 1)
+    return alpha.std.Expr(f"x {scale} *", format=alpha.format.replace(bits_per_sample=bits).id)

@@ -101,9 +101,57 @@ def test_ten_bit_in_ten_bit_out(tmp_path):
 @pytest.mark.parametrize("pix_fmt, bits, written", [("yuv420p", 10, "yuv420p10le"), ("yuvj422p", 12, "yuv422p12le"),
                                                     ("yuv444p", 16, "yuv444p16le"), ("gray", 10, "gray10le"),
                                                     ("nv12", 10, "yuv420p10le"), ("yuv420p10le", 10, "yuv420p10le"),
-                                                    ("yuv420p", None, "yuv420p")])
+                                                    ("yuv420p", None, "yuv420p"), ("yuva444p12le", None, "yuv444p12le"),
+                                                    ("yuva420p", 10, "yuv420p10le")])
 def test_bits_picks_the_inputs_layout_at_that_depth(pix_fmt, bits, written):
     assert output_pix_fmt({"pix_fmt": pix_fmt}, bits) == written
+    if pix_fmt.startswith("yuva"):
+        assert output_pix_fmt({"pix_fmt": pix_fmt, "keep_alpha": True}, bits) == written.replace("yuv", "yuva")
+
+
+def alpha_plane(path, fmt: str = "gray16le", decoder: tuple = ()) -> np.ndarray:
+    """PATH's alpha planes as ffmpeg decodes them (DECODER: input options), FMT's samples, frames stacked."""
+    raw = subprocess.run(["ffmpeg", "-v", "error", *decoder, "-i", path, "-vf", f"alphaextract,format={fmt}", "-f",
+                          "rawvideo", "-"], capture_output=True, check=True).stdout
+    return np.frombuffer(raw, np.uint16 if "16" in fmt or "10" in fmt else np.uint8).reshape(-1, 192, 320)
+
+
+def test_an_alpha_channel_is_kept_where_the_encoder_writes_one_and_named_where_it_does_not(tmp_path):
+    """A graphic with transparency (ProRes 4444, FFV1): its alpha plane comes out as it went in (ProRes, FFV1 at 10
+    bits with --bits 10: fully opaque stays fully opaque, VP9 into WebM with Matroska's AlphaMode flag) while the
+    luma is enhanced; x265, which writes no alpha, and a VP9 alpha stream, which the source filter does not decode,
+    are named in a warning."""
+    ramp = "geq=lum='lum(X,Y)':cb='cb(X,Y)':cr='cr(X,Y)':a='min(X*{peak}/255,{peak})'"
+    prores, ffv1 = tmp_path / "graphic.mov", tmp_path / "graphic.mkv"
+    for path, fmt, peak, codec in ((prores, "yuva444p10le", 1023, ["prores_ks", "-profile:v", "4"]),
+                                   (ffv1, "yuva420p", 255, ["ffv1"])):
+        subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"testsrc2=s=320x192:d=0.32,format={fmt},"
+                        + ramp.format(peak=peak), "-c:v", *codec, path], check=True)
+    kept = diffqe("enhance", prores, tmp_path / "out.mov", "--backend", "ort-cpu", "--quiet", "--codec", "prores_ks")
+    assert kept.returncode == 0 and "warning" not in kept.stderr, kept.stderr
+    assert np.array_equal(alpha_plane(tmp_path / "out.mov"), alpha_plane(prores))
+    assert len(np.unique(alpha_plane(prores))) > 200, "a ramp, not a constant"
+    assert not np.array_equal(read_video_luma(tmp_path / "out.mov"), read_video_luma(prores)), "enhanced"
+    deeper = diffqe("enhance", ffv1, tmp_path / "deeper.mkv", "--backend", "ort-cpu", "--quiet", "--lossless",
+                    "--bits", "10")
+    assert deeper.returncode == 0 and "warning" not in deeper.stderr, deeper.stderr
+    assert np.array_equal(alpha_plane(tmp_path / "deeper.mkv", "gray10le"),
+                          np.round(alpha_plane(ffv1, "gray") * (1023 / 255)))
+    webm = tmp_path / "graphic.webm"
+    vp9 = diffqe("enhance", ffv1, webm, "--backend", "ort-cpu", "--quiet", "--codec", "libvpx-vp9", "--crf", "30")
+    assert vp9.returncode == 0 and "warning" not in vp9.stderr, vp9.stderr
+    flag = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream_tags=alpha_mode", "-of", "csv=p=0", webm],
+                          capture_output=True, text=True).stdout
+    assert flag.strip() == "1"
+    assert np.abs(alpha_plane(webm, "gray", ("-c:v", "libvpx-vp9")).astype(int) - alpha_plane(ffv1, "gray")).max() <= 2
+    for source, said in ((prores, "its alpha channel (transparency), which libx265 does not write"),
+                         (webm, "a VP8/VP9 alpha stream beside the video")):
+        dropped = diffqe("enhance", source, tmp_path / f"opaque_{source.suffix[1:]}.mkv", "--backend", "ort-cpu",
+                         "--quiet")
+        assert dropped.returncode == 0 and said in dropped.stderr, dropped.stderr
+        written = subprocess.run(["ffprobe", "-v", "error", "-show_streams", tmp_path / f"opaque_{source.suffix[1:]}.mkv"],
+                                 capture_output=True, text=True).stdout.lower()
+        assert "alpha_mode" not in written and "yuva" not in written, "not marked as carrying alpha"
 
 
 def test_bits_writes_an_8_bit_input_at_10_bits(tmp_path):
