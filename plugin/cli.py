@@ -70,17 +70,24 @@ def probe_video(path: Path) -> dict:
 
 
 def check_pixel_format(path: Path, stream: dict) -> None:
-    """The model enhances luma: RGB video has none (the filter's own error would name a VapourSynth fix)."""
+    """The model enhances luma: RGB video has none (the filter's own error would name a VapourSynth fix). The
+    error gives the conversion that keeps its depth and alpha, with the matrix stated and tagged."""
     name = stream.get("pix_fmt")
     try:
-        rgb = bool(name) and av.VideoFormat(name).is_rgb
+        components = av.VideoFormat(name).components if name and av.VideoFormat(name).is_rgb else None
     except ValueError:  # a format PyAV does not know: let the source filter judge it
         return
-    if rgb:
+    if components:
+        bits = max(c.bits for c in components)
+        alpha = any(c.is_alpha for c in components)
+        depths = (8, 10, 16) if alpha else (8, 10, 12, 16)  # what FFV1 writes at 4:4:4
+        depth = next(d for d in depths if d >= bits)
+        target = f"yuv{'a' if alpha else ''}444p{'' if depth == 8 else f'{depth}le'}"
         converted = shlex.quote(str(path.with_name(f"{path.stem}_yuv.mkv")))
-        raise UserError(f"{path}: RGB video ({name}); DiffQE enhances the luma of YUV or gray video. Convert "
-                        f"it first, losslessly: ffmpeg -i {shlex.quote(str(path))} -pix_fmt yuv444p -c:v libx265 "
-                        f"-x265-params lossless=1 {converted}")
+        raise UserError(f"{path}: RGB video ({name}); DiffQE enhances the luma of YUV or gray video. Convert it "
+                        f"first (BT.709, {depth}-bit 4:4:4{' with alpha' if alpha else ''}, FFV1 lossless): ffmpeg -i "
+                        f"{shlex.quote(str(path))} -vf scale=out_color_matrix=bt709 -colorspace bt709 -pix_fmt {target} "
+                        f"-c:v ffv1 {converted}")
 
 
 def check_dolby_vision(src: Path, stream: dict) -> None:

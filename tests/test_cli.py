@@ -6,6 +6,7 @@ import json
 import os
 import re
 import resource
+import shlex
 import shutil
 import signal
 import subprocess
@@ -68,6 +69,23 @@ def test_enhance_keeps_audio_metadata_and_frames(tmp_path, clip_with_audio):
         for fa, fb in zip(a.decode(video=0), b.decode(video=0)):
             assert np.array_equal(fa.to_ndarray()[192:], fb.to_ndarray()[192:]), "chroma unchanged"
     assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_rgb_video_is_refused_with_a_conversion_that_keeps_its_depth_and_alpha(tmp_path):
+    """An RGBA overlay (PNG in QuickTime) has no luma: refused with an ffmpeg command, which run as given makes
+    a file that is enhanced with its transparency kept."""
+    src = tmp_path / "overlay.mov"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=320x192:d=0.16,format=rgba,"
+                    "geq=r='r(X,Y)':g='g(X,Y)':b='b(X,Y)':a='min(X,255)'", "-c:v", "png", src], check=True)
+    refused = diffqe("enhance", src, tmp_path / "out.mkv", "--backend", "ort-cpu")
+    assert refused.returncode == 2 and "RGB video (rgba)" in refused.stderr and "with alpha" in refused.stderr
+    command = shlex.split(refused.stderr.strip().split("): ffmpeg ", 1)[1])
+    subprocess.run(["ffmpeg", "-v", "error", *command], check=True)
+    converted = tmp_path / "overlay_yuv.mkv"
+    done = diffqe("enhance", converted, tmp_path / "out.mkv", "--backend", "ort-cpu", "--quiet", "--lossless")
+    assert done.returncode == 0 and "warning" not in done.stderr, done.stderr
+    assert np.array_equal(alpha_plane(tmp_path / "out.mkv", "gray"), alpha_plane(converted, "gray"))
+    assert np.abs(alpha_plane(converted, "gray").astype(int) - alpha_plane(src, "gray")).max() <= 1, "converted"
 
 
 def test_json_progress_reports_the_index_pass_then_every_frame(tmp_path):
