@@ -452,7 +452,7 @@ def _encode(src: Path, stream: dict, segments: Segments, start: int, total: int 
         vs_args = ["-s", str(start), "-a", f"input={src.resolve()}", "-a", f"seed={args.seed}",
                    "-a", f"overlap={args.overlap}", "-a", f"ensemble={args.ensemble}",
                    "-a", f"strength={args.strength}", "-a", f"temporal={args.temporal}",
-                   "-a", f"fusion={int(not args.no_fusion)}"]
+                   "-a", f"fusion={int(not args.no_fusion)}", "-a", f"index={segments.folder / 'source'}"]
         if args.checkpoint:
             vs_args += ["-a", f"checkpoint={Path(args.checkpoint).resolve()}"]
         for key in ("backend", "tile", "bits"):

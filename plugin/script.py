@@ -35,7 +35,10 @@ def output_from_args(args: dict) -> None:
         # vspipe runs a script from the script's own folder, so a relative path is looked up there.
         raise vs.Error(f"enhance.vpy: input {source} not found in {Path.cwd()} (vspipe's working directory is "
                        f"the script's folder); pass an absolute path, e.g. -a input=\"$PWD/{source}\"")
-    decoded = vs.core.bs.VideoSource(source=str(source))
+    # BestSource's index (one decode of the whole file) goes to ~/bsindex where indexing took long, for every
+    # input, kept forever; -a index=PATH (diffqe enhance: the job's folder) keeps it there, for a resume only.
+    index = {"cachemode": 4, "cachepath": args["index"]} if args.get("index") else {}
+    decoded = vs.core.bs.VideoSource(source=str(source), **index)
     clip = enhance(
         decoded,
         backend=args.get("backend") or None,

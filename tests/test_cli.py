@@ -524,7 +524,8 @@ def test_a_frame_that_does_not_fit_in_memory_is_a_clear_error_that_tiles_fix(tmp
 
 def test_a_job_killed_midway_resumes_from_its_complete_segments_with_the_same_frames(tmp_path):
     """SIGKILL to the whole job (a node that dies) after two segments of five frames; the same command again
-    starts at a segment boundary and the joined video equals an uninterrupted run's, frame for frame."""
+    starts at a segment boundary, without indexing the input again, and the joined video equals an uninterrupted
+    run's, frame for frame."""
     src = tmp_path / "in.mkv"  # 24 frames: the sample three times
     subprocess.run(["ffmpeg", "-v", "error", "-i", SAMPLES / "sample.mp4", "-vf", "loop=loop=2:size=8:start=0",
                     "-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error", src], check=True)
@@ -541,10 +542,11 @@ def test_a_job_killed_midway_resumes_from_its_complete_segments_with_the_same_fr
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     assert not (tmp_path / "out.mkv").exists()
-    again = diffqe(*job)
+    again = diffqe(*job[:-1], "--progress", "json")
     assert again.returncode == 0, again.stderr
     resumed = int(re.search(r"resuming from frame (\d+)", again.stderr).group(1))
     assert resumed in (10, 15, 20)
+    assert '"stage": "index"' not in again.stderr, "the source's index is kept with the segments"
     with av.open(str(tmp_path / "out.mkv")) as a, av.open(str(tmp_path / "whole.mkv")) as b:
         ours, theirs = ([f.to_ndarray() for f in c.decode(video=0)] for c in (a, b))
     assert len(ours) == len(theirs) == 24 and all(np.array_equal(x, y) for x, y in zip(ours, theirs))
