@@ -178,6 +178,20 @@ def test_bench_vspipe_compares_the_pipeline_with_the_bare_backend(intra):
     assert alone > piped, "the stabilisation alone runs faster than the model with it"
 
 
+def test_bench_source_times_the_index_pass_and_states_its_share(tmp_path):
+    """A clip encoded with x265 through PyAV: BestSource finds every frame; the share follows from the rates."""
+    result = run_script("bench_source.py", "--size", "256x144", "--frames", "12", "--enhance-fps", "50,100")
+    assert result.returncode == 0, result.stderr
+    row = re.search(r"^\| 256x144 \| (\d+) \| \d+ \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) % / ([\d.]+) % \|$",
+                    result.stdout, re.M)
+    assert row, result.stdout
+    frames, (index_fps, serve_fps, at50, at100) = int(row[1]), map(float, row.groups()[1:])
+    assert frames == 12 and index_fps > 0 and serve_fps > 0
+    assert abs(at50 - 5000 / index_fps) <= 0.1 and abs(at100 - 2 * at50) <= 0.2
+    missing = run_script("bench_source.py", "--input", tmp_path / "none.mkv")
+    assert missing.returncode == 2 and "none.mkv: no such file" in missing.stderr and "Traceback" not in missing.stderr
+
+
 @pytest.mark.parametrize("network", [(), ("--model-config", "train/configs/light_finest.json")],
                          ids=["shipped", "light-untrained"])
 def test_profile_parts_accounts_for_every_flop_of_the_model(network, tmp_path):
