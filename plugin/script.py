@@ -52,10 +52,40 @@ def output_from_args(args: dict) -> None:
         fusion=_number(args, "fusion", int, 1) != 0,
         bits=_number(args, "bits", int, None),
     )
-    if _number(args, "alpha", int, 0):  # vspipe -c mkv carries it (its y4m cannot)
+    alpha = bool(_number(args, "alpha", int, 0))
+    if note := unstated(decoded.get_frame(0).props, alpha):
+        vs.core.log_message(vs.MESSAGE_TYPE_WARNING, f"enhance.vpy: {note}")
+    if alpha:  # vspipe -c mkv carries it (its y4m cannot)
         clip.set_output(0, alpha=alpha_plane(decoded, clip.format.bits_per_sample))
     else:
         clip.set_output()
+
+
+def unstated(props: vs.FrameProps, alpha: bool) -> str | None:
+    """What vspipe's output (y4m or mkv) does not state of the input's frames (PROPS: the first's), with the
+    ffmpeg options that restore it, for whoever pipes vspipe into ffmpeg by hand; None where it states it all."""
+    filters, options = [], []
+    sar = (props.get("_SARNum", 0), props.get("_SARDen", 0))
+    if all(sar) and sar[0] != sar[1]:
+        filters.append(f"setsar={sar[0]}/{sar[1]}")
+    if props.get("_FieldBased") in (1, 2):  # the frames marked, and the stream (ffmpeg would say "tb")
+        top = props["_FieldBased"] == 2
+        filters.append(f"setfield={'tff' if top else 'bff'}")
+        options += ["-field_order", "tt" if top else "bb"]
+    for key, option in (("_Primaries", "color_primaries"), ("_Transfer", "color_trc"), ("_Matrix", "colorspace")):
+        if props.get(key, 2) != 2:  # 2: unspecified (ITU-T H.273's codes, which ffmpeg takes as they are)
+            options += [f"-{option}", str(int(props[key]))]
+    if props.get("_Range") == vs.RANGE_FULL:
+        options += ["-color_range", "pc"]
+    note = []
+    if filters or options:
+        restore = " ".join(([f"-vf {','.join(filters)}"] if filters else []) + options)
+        note.append(f"vspipe's output does not state the input's pixel aspect ratio, field order or colour; give "
+                    f"ffmpeg's output {restore}")
+    if "_Alpha" in props and not alpha:
+        note.append("the input has an alpha channel (transparency): -a alpha=1 with vspipe -c mkv keeps it, for "
+                    "an encoder that writes alpha (ffv1, prores_ks)")
+    return "; ".join(note) or None
 
 
 def alpha_plane(decoded: vs.VideoNode, bits: int) -> vs.VideoNode:

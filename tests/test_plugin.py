@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 
@@ -247,3 +248,40 @@ def test_vspipe_into_ffmpeg(tmp_path):
     before = np.mean([psnr(d, r) for d, r in zip(decoded, reference)])
     after = np.mean([psnr(e, r) for e, r in zip(enhanced, reference)])
     assert after >= before and any(not np.array_equal(e, d) for e, d in zip(enhanced, decoded))
+
+
+def test_vspipe_by_hand_says_what_its_output_does_not_state_and_ffmpeg_restores_it(tmp_path):
+    """An anamorphic, interlaced, PQ / BT.2020 broadcast picture: vspipe's y4m states none of that, so the script
+    names the ffmpeg options that do; given to ffmpeg, the output has the input's aspect, field order and colour.
+    A plain sample gets only its matrix named, and an alpha channel a note of -a alpha=1."""
+    src = tmp_path / "broadcast.mkv"
+    tags = ["-color_primaries", "bt2020", "-color_trc", "smpte2084", "-colorspace", "bt2020nc"]
+    interlaced = ["-c:v", "libx264", "-flags", "+ildct+ilme", "-pix_fmt", "yuv420p10le"]
+    subprocess.run(["ffmpeg", "-v", "error", "-i", SAMPLES / "sample.mp4", "-vf", "setsar=64/45", *interlaced, "-top", "1",
+                    *tags, src], check=True)
+    args = ["-a", f"input={src}", "-a", "backend=ort-cpu", str(ROOT / "enhance.vpy")]
+    info = subprocess.run(["vspipe", "-i", *args, "-"], capture_output=True, text=True, timeout=300)
+    assert info.returncode == 0, info.stderr
+    restore = shlex.split(info.stderr.split("give ffmpeg's output ", 1)[1].splitlines()[0])
+    assert restore[:4] == ["-vf", "setsar=64/45,setfield=tff", "-field_order", "tt"]
+    out = tmp_path / "out.mkv"
+    pipe = subprocess.Popen(["vspipe", "-c", "y4m", *args, "-"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    enc = subprocess.run(["ffmpeg", "-v", "error", "-i", "-", *restore, *interlaced, out], stdin=pipe.stdout,
+                         capture_output=True, text=True)
+    pipe.stdout.close()
+    assert pipe.wait(timeout=300) == 0 and enc.returncode == 0, enc.stderr
+
+    def stated(path):
+        return subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=sample_aspect_ratio,field_order,"
+                               "color_primaries,color_transfer,color_space", "-of", "csv=p=0", path],
+                              capture_output=True, text=True, check=True).stdout
+    assert stated(out) == stated(src) and "64:45" in stated(src) and "bt2020" in stated(src)
+    plain = subprocess.run(["vspipe", "-i", "-a", f"input={SAMPLES / 'sample.mp4'}", str(ROOT / "enhance.vpy"), "-"],
+                           capture_output=True, text=True, timeout=300)
+    assert "give ffmpeg's output -colorspace 1\n" in plain.stderr and "alpha" not in plain.stderr
+    graphic = tmp_path / "graphic.mkv"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", SAMPLES / "sample.mp4", "-pix_fmt", "yuva420p", "-c:v", "ffv1",
+                    graphic], check=True)
+    alpha = subprocess.run(["vspipe", "-i", "-a", f"input={graphic}", str(ROOT / "enhance.vpy"), "-"],
+                           capture_output=True, text=True, timeout=300)
+    assert "-a alpha=1 with vspipe -c mkv keeps it" in alpha.stderr
