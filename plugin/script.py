@@ -53,7 +53,10 @@ def output_from_args(args: dict) -> None:
         bits=_number(args, "bits", int, None),
     )
     alpha = bool(_number(args, "alpha", int, 0))
-    if note := unstated(decoded.get_frame(0).props, alpha):
+    first = decoded.get_frame(0).props
+    if alpha and "_Alpha" not in first:
+        raise vs.Error(f"enhance.vpy: -a alpha=1, but BestSource gives no alpha plane for {source}")
+    if note := unstated(first, alpha):
         vs.core.log_message(vs.MESSAGE_TYPE_WARNING, f"enhance.vpy: {note}")
     if alpha:  # vspipe -c mkv carries it (its y4m cannot)
         clip.set_output(0, alpha=alpha_plane(decoded, clip.format.bits_per_sample))

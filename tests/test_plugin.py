@@ -224,7 +224,9 @@ def test_vspipe_with_a_relative_input_from_another_folder_says_how_to_fix_it(tmp
                                         (["-a", f"input={SAMPLES / 'sample.mp4'}", "-a", "strength=abc"],
                                          "-a strength=abc is not a number"),
                                         (["-a", f"input={SAMPLES / 'sample.mp4'}", "-a", "tile=1.5"],
-                                         "-a tile=1.5 is not a whole number")])
+                                         "-a tile=1.5 is not a whole number"),
+                                        (["-a", f"input={SAMPLES / 'sample.mp4'}", "-a", "alpha=1"],
+                                         "-a alpha=1, but BestSource gives no alpha plane")])
 def test_vspipe_arguments_that_are_wrong_say_which(args, said):
     result = subprocess.run(["vspipe", "-i", *args, str(ROOT / "enhance.vpy"), "-"], capture_output=True, text=True,
                             timeout=300)
