@@ -460,8 +460,8 @@ def _encode(src: Path, stream: dict, segments: Segments, start: int, total: int 
                 vs_args += ["-a", f"{key}={getattr(args, key)}"]
         if stream["keep_alpha"]:
             vs_args += ["-a", "alpha=1"]
-        pipe = subprocess.Popen(["vspipe", "-c", "mkv" if stream["keep_alpha"] else "y4m", *vs_args, str(script), "-"],
-                                stdout=subprocess.PIPE,
+        container = "mkv" if stream["keep_alpha"] else "y4m"
+        pipe = subprocess.Popen(["vspipe", "-c", container, *vs_args, str(script), "-"], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env=allocator.environment())
         enc = subprocess.Popen(encode_command(stream, args, segments, start, total), stdin=pipe.stdout,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
