@@ -3,6 +3,8 @@ source's alpha plane given -a alpha=1)."""
 
 from __future__ import annotations
 
+import tempfile
+from fractions import Fraction
 from pathlib import Path
 
 import vapoursynth as vs
@@ -38,7 +40,12 @@ def output_from_args(args: dict) -> None:
     # BestSource's index (one decode of the whole file) goes to ~/bsindex where indexing took long, for every
     # input, kept forever; -a index=PATH (diffqe enhance: the job's folder) keeps it there, for a resume only.
     index = {"cachemode": 4, "cachepath": args["index"]} if args.get("index") else {}
-    decoded = vs.core.bs.VideoSource(source=str(source), **index)
+    with tempfile.TemporaryDirectory() as tmp:  # the frame times, which BestSource reads in its index pass
+        timecodes = Path(tmp) / "timecodes.txt"
+        decoded = vs.core.bs.VideoSource(source=str(source), timecodes=str(timecodes), **index)
+        lines = timecodes.read_text().splitlines()[1:]
+    times = [Fraction(line) for line in lines if line.strip()]  # ms, as BestSource writes them (two decimals)
+    decoded = with_last_duration(decoded, times)
     clip = enhance(
         decoded,
         backend=args.get("backend") or None,
@@ -56,8 +63,9 @@ def output_from_args(args: dict) -> None:
     first = decoded.get_frame(0).props
     if alpha and "_Alpha" not in first:
         raise vs.Error(f"enhance.vpy: -a alpha=1, but BestSource gives no alpha plane for {source}")
-    if note := unstated(first, alpha):
-        vs.core.log_message(vs.MESSAGE_TYPE_WARNING, f"enhance.vpy: {note}")
+    for note in (unstated(first, alpha), drift(times, decoded.fps)):
+        if note:
+            vs.core.log_message(vs.MESSAGE_TYPE_WARNING, f"enhance.vpy: {note}")
     if alpha:  # vspipe -c mkv carries it (its y4m cannot)
         clip.set_output(0, alpha=alpha_plane(decoded, clip.format.bits_per_sample))
     else:
@@ -89,6 +97,31 @@ def unstated(props: vs.FrameProps, alpha: bool) -> str | None:
         note.append("the input has an alpha channel (transparency): -a alpha=1 with vspipe -c mkv keeps it, for "
                     "an encoder that writes alpha (ffv1, prores_ks)")
     return "; ".join(note) or None
+
+
+def with_last_duration(clip: vs.VideoNode, times_ms: list[Fraction]) -> vs.VideoNode:
+    """CLIP with its last frame given the duration of the one before it (or 1 / fps): BestSource leaves it
+    without one, and vspipe -t (frame times for a variable-rate source) then fails with "missing duration"."""
+    last = times_ms[-1] - times_ms[-2] if len(times_ms) > 1 else 1000 / clip.fps if clip.fps else None
+    if not last:
+        return clip
+    seconds = last / 1000
+    tail = clip[-1].std.SetFrameProps(_DurationNum=seconds.numerator, _DurationDen=seconds.denominator)
+    return tail if clip.num_frames == 1 else clip[:-1] + tail
+
+
+def drift(times_ms: list[Fraction], fps: Fraction) -> str | None:
+    """Where the input's frame times (TIMES_MS, from its first) stray from the constant FPS that vspipe's output
+    states by more than half a frame (variable-frame-rate video: phones, screen recordings), how far; else None."""
+    if not times_ms or not fps:
+        return None
+    error_ms = max(abs(t - times_ms[0] - 1000 * i / fps) for i, t in enumerate(times_ms))
+    if error_ms <= 500 / fps:
+        return None
+    return (f"the input's frame rate varies (its frames up to {error_ms:.0f} ms from where a constant {float(fps):g} "
+            "frames/s puts them): vspipe's output has that constant rate, so it drifts from the input's audio; "
+            "vspipe -t FILE writes the frame times (mkvmerge --timestamps 0:FILE applies them), or diffqe enhance "
+            "keeps them")
 
 
 def alpha_plane(decoded: vs.VideoNode, bits: int) -> vs.VideoNode:

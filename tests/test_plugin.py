@@ -287,3 +287,25 @@ def test_vspipe_by_hand_says_what_its_output_does_not_state_and_ffmpeg_restores_
     alpha = subprocess.run(["vspipe", "-i", "-a", f"input={graphic}", str(ROOT / "enhance.vpy"), "-"],
                            capture_output=True, text=True, timeout=300)
     assert "-a alpha=1 with vspipe -c mkv keeps it" in alpha.stderr
+
+
+def test_vspipe_by_hand_says_when_the_input_has_a_variable_frame_rate_and_writes_its_frame_times(tmp_path):
+    """A phone-like variable-rate clip: vspipe's constant rate would drift from the audio; the script says so, and
+    vspipe -t (which BestSource's undated last frame made fail) writes the input's own frame times."""
+    src = tmp_path / "phone.mkv"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", SAMPLES / "sample.mp4", "-vf",
+                    "setpts='if(lt(N,4),N*0.04,0.16+(N-4)*0.1)/TB'", "-fps_mode", "vfr", "-c:v", "libx265",
+                    "-x265-params", "log-level=error", src], check=True)
+    shown = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries", "packet=pts_time",
+                            "-of", "csv=p=0", src], capture_output=True, text=True, check=True).stdout.split()
+    times = subprocess.run(["vspipe", "-t", tmp_path / "times.txt", "-c", "y4m", "-a", f"input={src}", "-a",
+                            "backend=ort-cpu", ROOT / "enhance.vpy", "-"], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True, timeout=300)
+    assert times.returncode == 0, times.stderr
+    assert "the input's frame rate varies (its frames up to 200 ms from where a constant 25 frames/s" in times.stderr
+    written = (tmp_path / "times.txt").read_text().splitlines()
+    assert written[0] == "# timecode format v2"
+    assert [round(float(t)) for t in written[1:]] == sorted(round(1000 * float(t)) for t in shown)
+    steady = subprocess.run(["vspipe", "-t", tmp_path / "steady.txt", "-i", "-a", f"input={SAMPLES / 'sample.mp4'}",
+                             ROOT / "enhance.vpy", "-"], capture_output=True, text=True, timeout=300)
+    assert steady.returncode == 0 and "frame rate varies" not in steady.stderr
