@@ -37,15 +37,7 @@ def output_from_args(args: dict) -> None:
         # vspipe runs a script from the script's own folder, so a relative path is looked up there.
         raise vs.Error(f"enhance.vpy: input {source} not found in {Path.cwd()} (vspipe's working directory is "
                        f"the script's folder); pass an absolute path, e.g. -a input=\"$PWD/{source}\"")
-    # BestSource's index (one decode of the whole file) goes to ~/bsindex where indexing took long, for every
-    # input, kept forever; -a index=PATH (diffqe enhance: the job's folder) keeps it there, for a resume only.
-    index = {"cachemode": 4, "cachepath": args["index"]} if args.get("index") else {}
-    with tempfile.TemporaryDirectory() as tmp:  # the frame times, which BestSource reads in its index pass
-        timecodes = Path(tmp) / "timecodes.txt"
-        decoded = vs.core.bs.VideoSource(source=str(source), timecodes=str(timecodes), **index)
-        lines = timecodes.read_text().splitlines()[1:]
-    times = [Fraction(line) for line in lines if line.strip()]  # ms, as BestSource writes them (two decimals)
-    decoded = with_last_duration(decoded, times)
+    decoded, times = decode(source, args.get("index"))
     clip = enhance(
         decoded,
         backend=args.get("backend") or None,
@@ -63,7 +55,7 @@ def output_from_args(args: dict) -> None:
     first = decoded.get_frame(0).props
     if alpha and "_Alpha" not in first:
         raise vs.Error(f"enhance.vpy: -a alpha=1, but BestSource gives no alpha plane for {source}")
-    for note in (unstated(first, alpha), drift(times, decoded.fps)):
+    for note in (unstated(first, alpha), drift([float(t) for t in times], decoded.fps)):
         if note:
             vs.core.log_message(vs.MESSAGE_TYPE_WARNING, f"enhance.vpy: {note}")
     if alpha:  # vspipe -c mkv carries it (its y4m cannot)
@@ -99,9 +91,21 @@ def unstated(props: vs.FrameProps, alpha: bool) -> str | None:
     return "; ".join(note) or None
 
 
+def decode(source: Path, index: str | None) -> tuple[vs.VideoNode, list[str]]:
+    """SOURCE through BestSource, its last frame dated, and its frame times in ms as BestSource writes them
+    ("40.00"). BestSource's index (one decode of the whole file) goes to INDEX.0.bsindex where given (diffqe
+    enhance: the job's folder, for a resume only), else to ~/bsindex where indexing took long, kept forever."""
+    cache = {"cachemode": 4, "cachepath": index} if index else {}
+    with tempfile.TemporaryDirectory() as tmp:  # the frame times, which BestSource reads in its index pass
+        timecodes = Path(tmp) / "timecodes.txt"
+        clip = vs.core.bs.VideoSource(source=str(source), timecodes=str(timecodes), **cache)
+        times = [line for line in timecodes.read_text().splitlines()[1:] if line.strip()]
+    return with_last_duration(clip, [Fraction(t) for t in times[-2:]]), times
+
+
 def with_last_duration(clip: vs.VideoNode, times_ms: list[Fraction]) -> vs.VideoNode:
-    """CLIP with its last frame given the duration of the one before it (or 1 / fps): BestSource leaves it
-    without one, and vspipe -t (frame times for a variable-rate source) then fails with "missing duration"."""
+    """CLIP with its last frame given the duration of the one before it (TIMES_MS: the last two frames' times; or
+    1 / fps): BestSource leaves it without one, and vspipe -t then fails with "missing duration"."""
     last = times_ms[-1] - times_ms[-2] if len(times_ms) > 1 else 1000 / clip.fps if clip.fps else None
     if not last:
         return clip
@@ -110,7 +114,7 @@ def with_last_duration(clip: vs.VideoNode, times_ms: list[Fraction]) -> vs.Video
     return tail if clip.num_frames == 1 else clip[:-1] + tail
 
 
-def drift(times_ms: list[Fraction], fps: Fraction) -> str | None:
+def drift(times_ms: list[float], fps: Fraction) -> str | None:
     """Where the input's frame times (TIMES_MS, from its first) stray from the constant FPS that vspipe's output
     states by more than half a frame (variable-frame-rate video: phones, screen recordings), how far; else None."""
     if not times_ms or not fps:
