@@ -316,23 +316,28 @@ def vspipe_reason(log: str) -> str | None:
 
 
 INDEX_PROGRESS = re.compile(r"VideoSource track #\d+ index progress (\d+)%")
+FRAMES = re.compile(r"enhance\.vpy: (\d+) frames$")  # what the script says it has
 
 
 class VspipeLog(threading.Thread):
     """vspipe's stderr, read on a thread of its own: its lines kept for the error message, and BestSource's index
     pass (one decode of the whole input before the first frame, not repeated on a resume: minutes for a long
-    film) shown as it goes, as a line or a JSON line {"stage": "index", "percent", "eta"}."""
+    film) shown as it goes, as a line or a JSON line {"stage": "index", "percent", "eta"}; then the clip's frame
+    count as the index has it."""
 
     def __init__(self, log, name: str, style: str) -> None:
         super().__init__(daemon=True)
         self.log, self.name, self.style = log, name, style
         self.lines: list[str] = []
         self.launched = self.indexed = time.monotonic()  # indexed: the index's last report, where fps count from
+        self.frames: int | None = None
 
     def run(self) -> None:
         for line in self.log:
             self.lines.append(line)
-            if match := INDEX_PROGRESS.search(line):
+            if match := FRAMES.search(line):
+                self.frames = int(match.group(1))
+            elif match := INDEX_PROGRESS.search(line):
                 self.indexed = time.monotonic()
                 if self.style != "none":
                     print(self._index_progress(int(match.group(1))), end="", file=sys.stderr, flush=True)
@@ -473,9 +478,9 @@ def _encode(src: Path, stream: dict, segments: Segments, start: int, total: int 
         for line in enc.stdout:
             if line.startswith("frame="):
                 done = start + int(line.split("=", 1)[1])
-                if args.progress != "none":
-                    print(_progress(done - start, done, total, vs_log.indexed, args.progress), end="",
-                          file=sys.stderr, flush=True)
+                if args.progress != "none":  # of the frames, the index's exact count where the script gave it
+                    print(_progress(done - start, done, vs_log.frames or total, vs_log.indexed, args.progress),
+                          end="", file=sys.stderr, flush=True)
         enc_err = enc.stderr.read()
         vs_rc, enc_rc = pipe.wait(), enc.wait()
         vs_log.join()

@@ -38,6 +38,8 @@ def output_from_args(args: dict) -> None:
         raise vs.Error(f"enhance.vpy: input {source} not found in {Path.cwd()} (vspipe's working directory is "
                        f"the script's folder); pass an absolute path, e.g. -a input=\"$PWD/{source}\"")
     decoded, times = decode(source, args.get("index"))
+    # the exact count, from the index (ffprobe's is an estimate, or none for a raw .hevc): diffqe enhance shows it
+    vs.core.log_message(vs.MESSAGE_TYPE_INFORMATION, f"enhance.vpy: {decoded.num_frames} frames")
     clip = enhance(
         decoded,
         backend=args.get("backend") or None,
@@ -98,8 +100,13 @@ def decode(source: Path, index: str | None) -> tuple[vs.VideoNode, list[str]]:
     cache = {"cachemode": 4, "cachepath": index} if index else {}
     with tempfile.TemporaryDirectory() as tmp:  # the frame times, which BestSource reads in its index pass
         timecodes = Path(tmp) / "timecodes.txt"
-        clip = vs.core.bs.VideoSource(source=str(source), timecodes=str(timecodes), **cache)
-        times = [line for line in timecodes.read_text().splitlines()[1:] if line.strip()]
+        try:
+            clip = vs.core.bs.VideoSource(source=str(source), timecodes=str(timecodes), **cache)
+            times = [line for line in timecodes.read_text().splitlines()[1:] if line.strip()]
+        except vs.Error as e:  # a stream without timestamps (a raw .hevc): no times (the index is kept by then)
+            if "timecode" not in str(e):
+                raise
+            clip, times = vs.core.bs.VideoSource(source=str(source), **cache), []
     return with_last_duration(clip, [Fraction(t) for t in times[-2:]]), times
 
 

@@ -88,11 +88,13 @@ def test_rgb_video_is_refused_with_a_conversion_that_keeps_its_depth_and_alpha(t
     assert np.abs(alpha_plane(converted, "gray").astype(int) - alpha_plane(src, "gray")).max() <= 1, "converted"
 
 
-def test_json_progress_reports_the_index_pass_then_every_frame(tmp_path):
+@pytest.mark.parametrize("container", ["mp4", "hevc"])
+def test_json_progress_reports_the_index_pass_then_every_frame(tmp_path, container):
     """A farm sees the source filter's index pass (one decode of the whole input before the first frame: minutes
-    for a long film) and then the frames, as JSON lines on stderr; stdout stays empty."""
-    src = tmp_path / "new.mp4"  # a path BestSource has no index of
-    shutil.copy(SAMPLES / "sample.mp4", src)
+    for a long film) and then the frames of the total the index counted (a raw .hevc states none to ffprobe), as
+    JSON lines on stderr; stdout stays empty."""
+    src = tmp_path / f"new.{container}"  # a path BestSource has no index of
+    subprocess.run(["ffmpeg", "-v", "error", "-i", SAMPLES / "sample.mp4", "-c", "copy", src], check=True)
     result = diffqe("enhance", src, tmp_path / "out.mkv", "--backend", "ort-cpu", "--lossless", "--progress", "json")
     assert result.returncode == 0 and result.stdout == "", result.stderr
     events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
