@@ -9,6 +9,7 @@ scaled up (bench_vspipe.py's frames), at --size, --frames and --crf.
 
   python scripts/bench_source.py [--size 1920x1080] [--frames 600] [--enhance-fps 76,119]
   python scripts/bench_source.py --input film.mkv
+  bash scripts/device_source.sh         # on the device, the clips device_pack.sh encoded
 """
 
 from __future__ import annotations
@@ -20,15 +21,15 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import vapoursynth as vs
-from _common import run
-from bench_vspipe import sample_frames
 
 
 def encode(path: Path, w: int, h: int, frames: int, crf: int) -> None:
     """FRAMES of the sample's pan at WxH, HEVC (x265 CRF, preset fast) at 25 frames/s, into PATH."""
+    import av  # here only: the device machine measures carried clips without PyAV
+    from bench_vspipe import sample_frames
+
     luma = sample_frames(w, h)
     chroma = np.full((h // 2, w // 2), 128, np.uint8)
     with av.open(str(path), "w") as container:
@@ -62,16 +63,20 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=600)
     ap.add_argument("--crf", type=int, default=28)
     ap.add_argument("--enhance-fps", default="76,119", help="enhancement rates to state the index pass's share at")
+    ap.add_argument("--save", type=Path, help="keep the encoded video here (device_pack.sh: for the device)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = args.input
         if path is None:
             w, h = map(int, args.size.split("x"))
-            path = Path(tmp) / f"{w}x{h}.mkv"
+            path = args.save or Path(tmp) / f"{w}x{h}.mkv"
             encode(path, w, h, args.frames, args.crf)
         elif not path.is_file():
-            raise FileNotFoundError(f"{path}: no such file")
-        frames, index_fps, serve_fps = measure(path)
+            ap.error(f"{path}: no such file")
+        try:
+            frames, index_fps, serve_fps = measure(path)
+        except vs.Error as e:  # not a video BestSource reads
+            ap.error(f"{path}: {e}")
     rates = [float(r) for r in args.enhance_fps.split(",")]
     # a job of F frames: F / index_fps seconds indexing before the first frame, F / rate enhancing after it
     added = " / ".join(f"{100 * rate / index_fps:.1f} %" for rate in rates)
@@ -80,5 +85,5 @@ def main() -> None:
           f"| {args.input or args.size} | {frames} | {vs.core.num_threads} | {index_fps:.1f} | {serve_fps:.1f} | "
           f"{added} |")
 
-if __name__ == "__main__":
-    run(main)
+if __name__ == "__main__":  # not _common.run: its imports need PyAV, which the device call does not carry
+    main()

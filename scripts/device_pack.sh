@@ -4,7 +4,8 @@
 # Debian photos with level, soft and recompressed copies, 30 % synthetic screens with their soft, shifted,
 # upscaled, overtyped and faint copies and those at other levels: refine_recipe.sh's corpus of step 36, but
 # photos at most MAX_SIDE=448 px so that it travels beside the wheel) for device_refine.sh; .carry/vs
-# VapourSynth's wheel for device_bench.sh.  The screens are drawn from the seed alone, so they do not travel:
+# VapourSynth's wheel for device_bench.sh; .carry/source BestSource's wheel and two clips encoded here for
+# device_source.sh.  The screens are drawn from the seed alone, so they do not travel:
 # .carry/refine/screens.args holds make_corpus.py's arguments that draw the same ones there.
 # Each call carries the folders its script names, with the tracked tree under the tool's 64 MiB.
 #
@@ -36,10 +37,20 @@ version() { $py -c "import importlib.metadata as m; print(m.version('$1'))"; }
 # bench_vspipe.py imports diffqe.plugin.cli, which builds ffmpeg commands with ffmpeg-python (pure Python, needs future)
 wheel "$carry/vs" "ffmpeg-python==$(version ffmpeg-python)"
 wheel "$carry/vs" "future==$(version future)"
+# device_source.sh: BestSource's wheel and the clips it indexes, encoded here (PyAV's x265 does not travel with them)
+mkdir -p "$carry/source"
+wheel "$carry/source" "vapoursynth-bestsource==$(version vapoursynth-bestsource)"
+for clip in 1920x1080:600 3840x2160:200; do  # the sample's pan (smooth: little to decode) and ffmpeg's testsrc2 (busy)
+    size=${clip%%:*} frames=${clip##*:}
+    [ -f "$carry/source/$size.mkv" ] || $py "$here/bench_source.py" --size "$size" --frames "$frames" \
+        --save "$carry/source/$size.mkv" >&2
+    [ -f "$carry/source/busy_$size.mkv" ] || ffmpeg -v error -f lavfi -i "testsrc2=s=$size:r=25" -frames:v $((frames / 2)) \
+        -c:v libx265 -preset fast -crf 28 -x265-params log-level=error "$carry/source/busy_$size.mkv"
+done
 
 # What travels: the tracked tree and the carried folders, 64 MiB in all; keep 2 MiB spare for untracked files.
 tree=$(cd "$here/.." && git ls-files -z | du -cb --files0-from=- | tail -1 | cut -f1)
-for call in "device_refine.sh: refine whl" "device_bench.sh: whl vs"; do
+for call in "device_refine.sh: refine whl" "device_bench.sh: whl vs" "device_source.sh: vs source"; do
     size=$tree
     for folder in ${call#*: }; do size=$((size + $(du -sb "$carry/$folder" | cut -f1))); done
     echo "device_pack: ${call%%:*} travels with $((size >> 20)) MiB (the device tool carries 64 MiB)" >&2
