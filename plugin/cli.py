@@ -106,6 +106,9 @@ def encoder_pixel_formats(codec: str) -> list[str]:
     return line.split(":", 1)[1].split() if line else []
 
 
+GRAY_WITH_ALPHA = {"ya8": "gray", "ya16le": "gray16le", "ya16be": "gray16le"}  # -> the same without alpha
+
+
 def keeps_alpha(stream: dict, args: argparse.Namespace) -> bool:
     """Whether the input's alpha plane (ProRes 4444, FFV1: a yuva format, which BestSource attaches to each frame
     as _Alpha) goes into the output: where the encoder writes YUV with alpha (FFV1, ProRes 4444)."""
@@ -122,7 +125,9 @@ def losses(dst: Path, stream: dict, side: list[dict], args: argparse.Namespace) 
         lost.append(f"Dolby Vision profile {vision[0]}: the re-encoded video does not carry its Dolby Vision "
                     f"metadata, so {dst} is its {vision[1]} base layer")
     lost += [f"its video carries {carried}" for carried in embedded_left_behind(side, stream)]
-    if stream.get("pix_fmt", "").startswith("yuva"):
+    if stream.get("pix_fmt") in GRAY_WITH_ALPHA:  # vspipe's Matroska carries alpha beside YUV only
+        lost.append(f"its alpha channel (transparency), which DiffQE keeps beside YUV video only; {dst} is opaque")
+    elif stream.get("pix_fmt", "").startswith("yuva"):
         if not stream["keep_alpha"]:
             lost.append(f"its alpha channel (transparency), which {'FFV1' if args.lossless else args.codec} does "
                         f"not write; {dst} is opaque (--lossless or --codec prores_ks keeps it)")
@@ -173,6 +178,7 @@ def output_pix_fmt(stream: dict, bits: int | None) -> str:
     alpha = name.startswith("yuva") and stream.get("keep_alpha", False)
     if name.startswith("yuva") and not alpha:
         name = "yuv" + name.removeprefix("yuva")
+    name = GRAY_WITH_ALPHA.get(name, name)
     if bits is None:
         return name
     try:

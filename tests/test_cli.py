@@ -122,11 +122,14 @@ def test_ten_bit_in_ten_bit_out(tmp_path):
                                                     ("yuv444p", 16, "yuv444p16le"), ("gray", 10, "gray10le"),
                                                     ("nv12", 10, "yuv420p10le"), ("yuv420p10le", 10, "yuv420p10le"),
                                                     ("yuv420p", None, "yuv420p"), ("yuva444p12le", None, "yuv444p12le"),
-                                                    ("yuva420p", 10, "yuv420p10le")])
+                                                    ("yuva420p", 10, "yuv420p10le"), ("ya8", None, "gray"),
+                                                    ("ya16le", 16, "gray16le")])
 def test_bits_picks_the_inputs_layout_at_that_depth(pix_fmt, bits, written):
     assert output_pix_fmt({"pix_fmt": pix_fmt}, bits) == written
     if pix_fmt.startswith("yuva"):
         assert output_pix_fmt({"pix_fmt": pix_fmt, "keep_alpha": True}, bits) == written.replace("yuv", "yuva")
+    if pix_fmt.startswith("ya"):  # gray with alpha: vspipe's Matroska carries no alpha beside gray
+        assert output_pix_fmt({"pix_fmt": pix_fmt, "keep_alpha": True}, bits) == written
 
 
 def alpha_plane(path, fmt: str = "gray16le", decoder: tuple = ()) -> np.ndarray:
@@ -164,14 +167,17 @@ def test_an_alpha_channel_is_kept_where_the_encoder_writes_one_and_named_where_i
                           capture_output=True, text=True).stdout
     assert flag.strip() == "1"
     assert np.abs(alpha_plane(webm, "gray", ("-c:v", "libvpx-vp9")).astype(int) - alpha_plane(ffv1, "gray")).max() <= 2
+    gray = tmp_path / "graphic_gray.nut"  # gray with alpha (ya8): vspipe's Matroska holds no alpha beside gray
+    subprocess.run(["ffmpeg", "-v", "error", "-i", ffv1, "-pix_fmt", "ya8", "-c:v", "ffv1", gray], check=True)
     for source, said in ((prores, "its alpha channel (transparency), which libx265 does not write"),
-                         (webm, "a VP8/VP9 alpha stream beside the video")):
+                         (webm, "a VP8/VP9 alpha stream beside the video"),
+                         (gray, "its alpha channel (transparency), which DiffQE keeps beside YUV video only")):
         dropped = diffqe("enhance", source, tmp_path / f"opaque_{source.suffix[1:]}.mkv", "--backend", "ort-cpu",
-                         "--quiet")
+                         "--quiet", *(["--lossless"] if source == gray else []))
         assert dropped.returncode == 0 and said in dropped.stderr, dropped.stderr
         written = subprocess.run(["ffprobe", "-v", "error", "-show_streams", tmp_path / f"opaque_{source.suffix[1:]}.mkv"],
                                  capture_output=True, text=True).stdout.lower()
-        assert "alpha_mode" not in written and "yuva" not in written, "not marked as carrying alpha"
+        assert "alpha_mode" not in written and not re.search(r"pix_fmt=(yuva|ya)", written), "not marked as alpha"
 
 
 def test_bits_writes_an_8_bit_input_at_10_bits(tmp_path):
