@@ -109,10 +109,13 @@ def encoder_pixel_formats(codec: str) -> list[str]:
 GRAY_WITH_ALPHA = {"ya8": "gray", "ya16le": "gray16le", "ya16be": "gray16le"}  # -> the same without alpha
 
 
-def keeps_alpha(stream: dict, args: argparse.Namespace) -> bool:
+def keeps_alpha(stream: dict, args: argparse.Namespace, dst: Path) -> bool:
     """Whether the input's alpha plane (ProRes 4444, FFV1: a yuva format, which BestSource attaches to each frame
-    as _Alpha) goes into the output: where the encoder writes YUV with alpha (FFV1, ProRes 4444)."""
+    as _Alpha) goes into DST: where the encoder writes YUV with alpha (FFV1, ProRes 4444, VP8/VP9, whose alpha
+    is a second stream that only Matroska and WebM hold)."""
     encoder = "ffv1" if args.lossless else args.codec
+    if encoder.startswith("libvpx") and dst.suffix.lower() not in MATROSKA | {".webm"}:
+        return False
     return stream.get("pix_fmt", "").startswith("yuva") and any(
         name.startswith("yuva") for name in encoder_pixel_formats(encoder))
 
@@ -128,9 +131,11 @@ def losses(dst: Path, stream: dict, side: list[dict], args: argparse.Namespace) 
     if stream.get("pix_fmt") in GRAY_WITH_ALPHA:  # vspipe's Matroska carries alpha beside YUV only
         lost.append(f"its alpha channel (transparency), which DiffQE keeps beside YUV video only; {dst} is opaque")
     elif stream.get("pix_fmt", "").startswith("yuva"):
-        if not stream["keep_alpha"]:
-            lost.append(f"its alpha channel (transparency), which {'FFV1' if args.lossless else args.codec} does "
-                        f"not write; {dst} is opaque (--lossless or --codec prores_ks keeps it)")
+        if not stream["keep_alpha"]:  # (--lossless always keeps it: FFV1 writes alpha)
+            why, fix = (("VP8/VP9 keep in .webm or .mkv only", "name it .webm or .mkv to keep it")
+                        if args.codec.startswith("libvpx") else
+                        (f"{args.codec} does not write", "--lossless or --codec prores_ks keeps it"))
+            lost.append(f"its alpha channel (transparency), which {why}; {dst} is opaque ({fix})")
     elif any(key.lower() == "alpha_mode" and value == "1" for key, value in stream.get("tags", {}).items()):
         # WebM's VP8/VP9 alpha: a second bitstream beside the video, which ffmpeg's own decoders do not read
         lost.append(f"its alpha channel (transparency, a VP8/VP9 alpha stream beside the video), which the source "
@@ -396,7 +401,7 @@ def run_enhance(args: argparse.Namespace) -> int:
     check_dolby_vision(src, stream)
     side = side_data(src, stream)
     stream["x265_hdr10"] = x265_params(side)
-    stream["keep_alpha"] = keeps_alpha(stream, args)
+    stream["keep_alpha"] = keeps_alpha(stream, args, dst)
     for lost in losses(dst, stream, side, args):
         print(f"warning: {src}: {lost}", file=sys.stderr)
     total = frame_count(stream)

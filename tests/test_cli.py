@@ -167,6 +167,9 @@ def test_an_alpha_channel_is_kept_where_the_encoder_writes_one_and_named_where_i
                           capture_output=True, text=True).stdout
     assert flag.strip() == "1"
     assert np.abs(alpha_plane(webm, "gray", ("-c:v", "libvpx-vp9")).astype(int) - alpha_plane(ffv1, "gray")).max() <= 2
+    in_mp4 = diffqe("enhance", ffv1, tmp_path / "graphic.mp4", "--backend", "ort-cpu", "--quiet", "--codec",
+                    "libvpx-vp9", "--crf", "30")  # VP9's alpha is a second stream, which MP4 does not hold
+    assert in_mp4.returncode == 0 and "which VP8/VP9 keep in .webm or .mkv only" in in_mp4.stderr, in_mp4.stderr
     gray = tmp_path / "graphic_gray.nut"  # gray with alpha (ya8): vspipe's Matroska holds no alpha beside gray
     subprocess.run(["ffmpeg", "-v", "error", "-i", ffv1, "-pix_fmt", "ya8", "-c:v", "ffv1", gray], check=True)
     for source, said in ((prores, "its alpha channel (transparency), which libx265 does not write"),
