@@ -107,6 +107,7 @@ def encoder_pixel_formats(codec: str) -> list[str]:
 
 
 GRAY_WITH_ALPHA = {"ya8": "gray", "ya16le": "gray16le", "ya16be": "gray16le"}  # -> the same without alpha
+SIDE_ALPHA = MATROSKA | {".webm"}  # where VP8/VP9's alpha (a second stream, in BlockAdditions) is held
 
 
 def keeps_alpha(stream: dict, args: argparse.Namespace, dst: Path) -> bool:
@@ -114,10 +115,30 @@ def keeps_alpha(stream: dict, args: argparse.Namespace, dst: Path) -> bool:
     as _Alpha) goes into DST: where the encoder writes YUV with alpha (FFV1, ProRes 4444, VP8/VP9, whose alpha
     is a second stream that only Matroska and WebM hold)."""
     encoder = "ffv1" if args.lossless else args.codec
-    if encoder.startswith("libvpx") and dst.suffix.lower() not in MATROSKA | {".webm"}:
+    if encoder.startswith("libvpx") and dst.suffix.lower() not in SIDE_ALPHA:
         return False
     return stream.get("pix_fmt", "").startswith("yuva") and any(
         name.startswith("yuva") for name in encoder_pixel_formats(encoder))
+
+
+def alpha_loss(stream: dict, args: argparse.Namespace, dst: Path) -> str | None:
+    """How DST loses the input's alpha channel (transparency), for a warning; None where it keeps it or there is
+    none."""
+    name = stream.get("pix_fmt", "")
+    if name in GRAY_WITH_ALPHA:  # vspipe's Matroska carries alpha beside YUV only
+        return f"its alpha channel (transparency), which DiffQE keeps beside YUV video only; {dst} is opaque"
+    if name.startswith("yuva"):
+        if stream["keep_alpha"]:
+            return None
+        why, fix = (("VP8/VP9 keep in .webm or .mkv only", "name it .webm or .mkv to keep it")
+                    if args.codec.startswith("libvpx") else  # (--lossless keeps it: FFV1 writes alpha)
+                    (f"{args.codec} does not write", "--lossless or --codec prores_ks keeps it"))
+        return f"its alpha channel (transparency), which {why}; {dst} is opaque ({fix})"
+    if any(key.lower() == "alpha_mode" and value == "1" for key, value in stream.get("tags", {}).items()):
+        # WebM's VP8/VP9 alpha: a second bitstream beside the video, which ffmpeg's own decoders do not read
+        return (f"its alpha channel (transparency, a VP8/VP9 alpha stream beside the video), which the source "
+                f"filter does not decode; {dst} is opaque")
+    return None
 
 
 def losses(dst: Path, stream: dict, side: list[dict], args: argparse.Namespace) -> list[str]:
@@ -128,18 +149,8 @@ def losses(dst: Path, stream: dict, side: list[dict], args: argparse.Namespace) 
         lost.append(f"Dolby Vision profile {vision[0]}: the re-encoded video does not carry its Dolby Vision "
                     f"metadata, so {dst} is its {vision[1]} base layer")
     lost += [f"its video carries {carried}" for carried in embedded_left_behind(side, stream)]
-    if stream.get("pix_fmt") in GRAY_WITH_ALPHA:  # vspipe's Matroska carries alpha beside YUV only
-        lost.append(f"its alpha channel (transparency), which DiffQE keeps beside YUV video only; {dst} is opaque")
-    elif stream.get("pix_fmt", "").startswith("yuva"):
-        if not stream["keep_alpha"]:  # (--lossless always keeps it: FFV1 writes alpha)
-            why, fix = (("VP8/VP9 keep in .webm or .mkv only", "name it .webm or .mkv to keep it")
-                        if args.codec.startswith("libvpx") else
-                        (f"{args.codec} does not write", "--lossless or --codec prores_ks keeps it"))
-            lost.append(f"its alpha channel (transparency), which {why}; {dst} is opaque ({fix})")
-    elif any(key.lower() == "alpha_mode" and value == "1" for key, value in stream.get("tags", {}).items()):
-        # WebM's VP8/VP9 alpha: a second bitstream beside the video, which ffmpeg's own decoders do not read
-        lost.append(f"its alpha channel (transparency, a VP8/VP9 alpha stream beside the video), which the source "
-                    f"filter does not decode; {dst} is opaque")
+    if alpha := alpha_loss(stream, args, dst):
+        lost.append(alpha)
     if stream["x265_hdr10"] and (args.lossless or args.codec != "libx265"):
         lost.append(f"HDR10 mastering metadata, which only --codec libx265 writes; {dst} keeps the colour tags but "
                     "not this metadata")
@@ -520,7 +531,7 @@ def _join(src: Path, dst: Path, stream: dict, partial: Path, segments: Segments)
     # ffmpeg moves each input's first timestamp to zero: the offset puts the video back at its first frame's time.
     source = ffmpeg.input(str(video), itsoffset=f"{float(first):.6f}")
     options = {"c:v": "copy"}
-    if stream["keep_alpha"] and dst.suffix.lower() in MATROSKA | {".webm"}:
+    if stream["keep_alpha"] and dst.suffix.lower() in SIDE_ALPHA:
         # Matroska's AlphaMode flag, which players (browsers) need to read a VP8/VP9 alpha stream; a stream copy
         # does not set it
         options["metadata:s:v:0"] = "alpha_mode=1"
