@@ -74,12 +74,12 @@ def check_pixel_format(path: Path, stream: dict) -> None:
     error gives the conversion that keeps its depth and alpha, with the matrix stated and tagged."""
     name = stream.get("pix_fmt")
     try:
-        components = av.VideoFormat(name).components if name and av.VideoFormat(name).is_rgb else None
+        fmt = av.VideoFormat(name) if name else None
     except ValueError:  # a format PyAV does not know: let the source filter judge it
         return
-    if components:
-        bits = max(c.bits for c in components)
-        alpha = any(c.is_alpha for c in components)
+    if fmt is not None and fmt.is_rgb:
+        bits = max(c.bits for c in fmt.components)
+        alpha = any(c.is_alpha for c in fmt.components)
         depths = (8, 10, 16) if alpha else (8, 10, 12, 16)  # what FFV1 writes at 4:4:4
         depth = next(d for d in depths if d >= bits)
         target = f"yuv{'a' if alpha else ''}444p{'' if depth == 8 else f'{depth}le'}"
@@ -485,9 +485,10 @@ def _encode(src: Path, stream: dict, segments: Segments, start: int, total: int 
         for key in ("backend", "tile", "bits"):
             if getattr(args, key):
                 vs_args += ["-a", f"{key}={getattr(args, key)}"]
-        if stream["keep_alpha"]:
+        container = "y4m"
+        if stream["keep_alpha"]:  # vspipe's Matroska carries the alpha plane, which its y4m cannot
             vs_args += ["-a", "alpha=1"]
-        container = "mkv" if stream["keep_alpha"] else "y4m"
+            container = "mkv"
         pipe = subprocess.Popen(["vspipe", "-c", container, *vs_args, str(script), "-"], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env=allocator.environment())
         enc = subprocess.Popen(encode_command(stream, args, segments, start, total), stdin=pipe.stdout,
