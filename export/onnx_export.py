@@ -14,14 +14,13 @@ import copy
 import hashlib
 import warnings
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import onnx
 import torch
 from torch import nn
 
-from ..model.checkpoint import atomic_write
+from ..model.checkpoint import atomic_write, package_version
 from ..model.diffqe import DiffQE
 
 OPSET = 17
@@ -51,13 +50,6 @@ class OnnxGraphs:
     decoder: Path
 
 
-def _diffqe_version() -> str:
-    try:
-        return version("diffqe")
-    except PackageNotFoundError:  # run from a checkout on PYTHONPATH, not installed
-        return "0+source"
-
-
 def model_hash(model: DiffQE) -> str:
     """sha256 over the inference weights (names and fp32 bytes): identifies the model an engine came from."""
     h = hashlib.sha256()
@@ -71,7 +63,7 @@ def model_hash(model: DiffQE) -> str:
 def _metadata(model: DiffQE, meta: dict, precision: str) -> dict[str, str]:
     qps = meta.get("qps") or []
     return {
-        "diffqe_version": _diffqe_version(),
+        "diffqe_version": package_version(),
         "model_hash": model_hash(model),
         "variant": model.cfg.variant,
         "diffusion_steps": str(model.cfg.diffusion_steps),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,14 @@ from safetensors.torch import load_file, save_file
 
 from .config import ModelConfig
 from .diffqe import DiffQE
+
+
+def package_version() -> str:
+    """The installed distribution's version ("0+source" in a checkout on PYTHONPATH, not installed)."""
+    try:
+        return metadata.version("diffqe")
+    except metadata.PackageNotFoundError:
+        return "0+source"
 
 SHIPPED = Path(__file__).parent / "weights" / "diffqe"
 

@@ -12,6 +12,7 @@ import argparse
 import ctypes
 import glob
 import json
+import math
 import os
 import queue
 import signal
@@ -29,6 +30,7 @@ from ..model.checkpoint import atomic_write
 from ..model.inference import MAX_STRENGTH
 from ..model.mirror import FLIPS
 from .backends import NAMES
+from .encoder import checked as checked_encoder_options, parse as parse_encoder_options
 from .cli import VIDEO_OPTIONS, UserError, check_encoder, is_partial, parse_enhance, partial_path, probe_video
 from .timing import video_pts
 
@@ -59,6 +61,8 @@ class Result:
     error: str | None = None
     attempts: int = 0
     warnings: list[str] = field(default_factory=list)  # what `diffqe enhance` warned of (streams left behind)
+    backend: str | None = None  # as `diffqe enhance` chose it
+    gpu: str | None = None  # the CUDA_VISIBLE_DEVICES it ran with (None: not set, every GPU)
 
 
 # --------------------------------------------------------------------------------------------- discovery
@@ -149,7 +153,7 @@ def enhance_flags(options: dict) -> list[str]:
         if value is True:
             flags.append(flag)
         elif value is not None and value is not False:  # not `not in (None, False)`: 0 == False
-            flags += [flag, str(value)]
+            flags.append(f"{flag}={value}")  # one word: a value may start with '-' (--encoder-options)
     return flags
 
 
@@ -164,6 +168,23 @@ def check_options(options: dict) -> None:
     check_encoder({"pix_fmt": "yuv420p"}, parse_enhance(["enhance", "-", "-", *enhance_flags(options)]))
 
 
+def visible_gpus() -> list[str]:
+    """This machine's GPUs as CUDA_VISIBLE_DEVICES names them (the user's own list where one is set); [] without
+    CUDA."""
+    import torch
+
+    count = torch.cuda.device_count()
+    named = [name for name in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if name]
+    return named[:count] if named else [str(i) for i in range(count)]
+
+
+def gpu_share(jobs: int, gpus: int) -> float:
+    """The share of a GPU each of JOBS files at once gets from GPUS: 1 where there are as many GPUs, else the
+    same fraction for all (1/2 for three files on two GPUs: two on one, one on the other; Ray's fractional GPUs
+    never split a file over two)."""
+    return 1 / math.ceil(jobs / gpus) if gpus else 0.0
+
+
 def threads_per_file(jobs: int, address: str | None) -> str | None:
     """OMP_NUM_THREADS for each file's process (PyTorch on the CPU follows it): this machine's cores shared
     among the JOBS files that run at once.  Ray sets it to a task's CPUs, 1 by default, which held a file to
@@ -173,12 +194,14 @@ def threads_per_file(jobs: int, address: str | None) -> str | None:
     return str(max(1, (os.cpu_count() or 1) // jobs))
 
 
-def process_one(job: Job, options: dict, progress: Callable[[dict], None], threads: str | None = None) -> Result:
-    """Enhance one file through `diffqe enhance` (its own process; THREADS: its OMP_NUM_THREADS) and verify the
-    output."""
+def process_one(job: Job, options: dict, progress: Callable[[dict], None], threads: str | None = None,
+                gpu: str | None = None) -> Result:
+    """Enhance one file through `diffqe enhance` (its own process; THREADS: its OMP_NUM_THREADS, GPU: its
+    CUDA_VISIBLE_DEVICES) and verify the output."""
     result = Result(job.input, job.output, status="failed")
     started = time.monotonic()
-    env = None if threads is None else os.environ | {"OMP_NUM_THREADS": threads}
+    env = os.environ | ({} if threads is None else {"OMP_NUM_THREADS": threads}) | ({} if gpu is None else
+                                                                                  {"CUDA_VISIBLE_DEVICES": gpu})
     child = subprocess.Popen(enhance_command(job, options), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              text=True, preexec_fn=_die_with_parent, env=env)
     _children.add(child)
@@ -186,6 +209,9 @@ def process_one(job: Job, options: dict, progress: Callable[[dict], None], threa
     for line in child.stderr:
         if line.startswith("{"):
             event = json.loads(line)
+            if event.get("stage") == "start":
+                result.backend, result.gpu = event["backend"], event["gpu"]
+                continue
             if event.get("stage") == "enhance":
                 result.frames, result.fps = event["frame"], event["fps"]
             progress({"input": job.input} | event)
@@ -220,16 +246,28 @@ def _drain(events) -> list[dict]:
 
 
 class LocalPool:
-    """Files on worker threads of this process, each driving its own `diffqe enhance` process."""
+    """Files on worker threads of this process, each driving its own `diffqe enhance` process, on GPUS in turn
+    (each file takes one of the WORKERS slots spread over them, as Ray's fractional GPUs do)."""
 
-    def __init__(self, workers: int, threads: str | None) -> None:
+    def __init__(self, workers: int, threads: str | None, gpus: list[str]) -> None:
         self.capacity = workers
         self.threads = threads
         self.events: queue.Queue = queue.Queue()
         self._pool = ThreadPoolExecutor(workers)
+        self._slots: queue.Queue | None = queue.Queue() if gpus else None  # one per worker: get() never waits
+        for slot in range(workers if gpus else 0):
+            self._slots.put(gpus[slot % len(gpus)])
 
     def submit(self, job: Job, options: dict) -> Future:
-        return self._pool.submit(process_one, job, options, self.events.put, self.threads)
+        return self._pool.submit(self._process, job, options)
+
+    def _process(self, job: Job, options: dict) -> Result:
+        gpu = self._slots.get() if self._slots else None
+        try:
+            return process_one(job, options, self.events.put, self.threads, gpu)
+        finally:
+            if self._slots:
+                self._slots.put(gpu)
 
     def finished(self, running: dict, timeout: float) -> list:
         time.sleep(timeout)
@@ -403,7 +441,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--address", help="join the Ray cluster at this address (e.g. ray://head:10001 or auto)")
     ap.add_argument("-j", "--jobs", type=int, help="files at once on this machine (default 1)")
     ap.add_argument("--cpus-per-file", type=float, help="Ray CPUs per file (default 1)")
-    ap.add_argument("--gpus-per-file", type=float, help="Ray GPUs per file (default 0; e.g. 0.5 shares a GPU by two)")
+    ap.add_argument("--gpus-per-file", type=float,
+                    help="Ray GPUs per file (default: this machine's GPUs shared among --jobs, e.g. 0.5 for two "
+                    "files on one GPU, 1 for eight on eight; 0 on a cluster or without GPUs)")
     ap.add_argument("--report", type=Path, help="JSON report (default OUTPUT/diffqe-report.json)")
     ap.add_argument("--progress", choices=("bar", "json", "none"), default="bar",
                     help="progress on stderr: bars, JSON lines for farms, or none")
@@ -414,11 +454,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             ap.add_argument(flag, action="store_true", default=None, help="as for diffqe enhance")
         else:
             kind = (int if key in ("tile", "overlap", "seed", "ensemble", "temporal", "bits")
-                    else float if key in ("crf", "strength", "segment_seconds") else str)
+                    else float if key in ("crf", "strength", "segment_seconds")
+                    else checked_encoder_options if key == "encoder_options" else str)
             ap.add_argument(flag, type=kind, choices=tuple(NAMES) if key == "backend" else None,
                             help="as for diffqe enhance")
     args = ap.parse_args(argv)
-    defaults = {"name": "{stem}.mkv", "jobs": 1, "executor": "ray", "cpus_per_file": 1.0, "gpus_per_file": 0.0}
+    defaults = {"name": "{stem}.mkv", "jobs": 1, "executor": "ray", "cpus_per_file": 1.0}
     if args.job:
         try:
             table = tomllib.loads(args.job.read_text())
@@ -438,6 +479,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         raise UserError(f"temporal must be >= 0 (a radius in frames), got {args.temporal}")
     if args.strength is not None and not 0 <= args.strength <= MAX_STRENGTH:
         raise UserError(f"strength must be between 0 and {MAX_STRENGTH}, got {args.strength}")
+    if args.encoder_options is not None:  # from --job's file, which argparse did not check
+        try:
+            parse_encoder_options(str(args.encoder_options))
+        except ValueError as e:
+            raise UserError(f"encoder_options: {e}") from None
     if args.quiet:
         args.progress = "none"
     return args
@@ -451,8 +497,11 @@ def main(argv: list[str] | None = None) -> int:
     args.output.mkdir(parents=True, exist_ok=True)
     state = State(args.output / STATE_NAME, jobs)
     threads = threads_per_file(args.jobs, args.address)
+    gpus = [] if args.address else visible_gpus()
+    if args.gpus_per_file is None:
+        args.gpus_per_file = gpu_share(args.jobs, len(gpus))
     pool = (RayPool(args.jobs, args.address, args.cpus_per_file, args.gpus_per_file, threads)
-            if args.executor == "ray" else LocalPool(args.jobs, threads))
+            if args.executor == "ray" else LocalPool(args.jobs, threads, gpus))
     progress = Progress(args.progress, len(jobs))
     try:
         results = run_batch(jobs, options, state, pool, progress)

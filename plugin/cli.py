@@ -23,12 +23,14 @@ from pathlib import Path
 import av
 import ffmpeg
 
-from ..model.checkpoint import SHIPPED, paths as checkpoint_paths
+from ..model.checkpoint import SHIPPED, package_version, paths as checkpoint_paths
 from ..model.fusion import SHIPPED as FUSION
 from ..model.inference import MAX_STRENGTH
 from ..model.mirror import FLIPS
 from . import allocator
 from .backends import NAMES, best_name
+from .encoder import (MUXER, checked as checked_encoder_options, has_option, own_rate, parse as parse_encoder_options,
+                      pixel_formats, sets_rate)
 from .hdr import dolby_vision, side_data, x265_params
 from .mux import FFMPEG_QUIET, MATROSKA, embedded_left_behind, is_picture, left_behind, mux_command
 from .script import SCRIPT
@@ -38,7 +40,8 @@ from .timing import frame_times, join
 
 # The options that change the enhanced video: segments made with others are not resumed from.
 VIDEO_OPTIONS = ("backend", "checkpoint", "tile", "overlap", "seed", "ensemble", "strength", "temporal", "no_fusion",
-                 "bits", "codec", "crf", "preset", "lossless")
+                 "bits", "codec", "crf", "preset", "lossless", "encoder_options")
+DEFAULT_CRF = 18.0
 
 
 class UserError(RuntimeError):
@@ -99,13 +102,6 @@ def check_dolby_vision(src: Path, stream: dict) -> None:
                         "carry; DiffQE does not enhance it")
 
 
-def encoder_pixel_formats(codec: str) -> list[str]:
-    """The pixel formats that the system ffmpeg's CODEC encoder takes ([] where it states none)."""
-    out = subprocess.run(["ffmpeg", "-hide_banner", "-h", f"encoder={codec}"], capture_output=True, text=True).stdout
-    line = next((ln for ln in out.splitlines() if "Supported pixel formats:" in ln), "")
-    return line.split(":", 1)[1].split() if line else []
-
-
 GRAY_WITH_ALPHA = {"ya8": "gray", "ya16le": "gray16le", "ya16be": "gray16le"}  # -> the same without alpha
 SIDE_ALPHA = MATROSKA | {".webm"}  # where VP8/VP9's alpha (a second stream, in BlockAdditions) is held
 
@@ -118,7 +114,7 @@ def keeps_alpha(stream: dict, args: argparse.Namespace, dst: Path) -> bool:
     if encoder.startswith("libvpx") and dst.suffix.lower() not in SIDE_ALPHA:
         return False
     return stream.get("pix_fmt", "").startswith("yuva") and any(
-        name.startswith("yuva") for name in encoder_pixel_formats(encoder))
+        name.startswith("yuva") for name in pixel_formats(encoder))
 
 
 def alpha_loss(stream: dict, args: argparse.Namespace, dst: Path) -> str | None:
@@ -219,7 +215,9 @@ def output_pix_fmt(stream: dict, bits: int | None) -> str:
 
 def encoder_options(stream: dict, args: argparse.Namespace) -> dict:
     """ffmpeg's output options for the enhanced video: the encoder, and the input's pixel format, colour tags
-    and field order (frame_tags marks the frames; this keeps ffmpeg from restating the order as "tb")."""
+    and field order (frame_tags marks the frames; this keeps ffmpeg from restating the order as "tb"); then the
+    user's --encoder-options, which win (a colour tag given for an untagged input, say)."""
+    extra = parse_encoder_options(args.encoder_options or "")
     options: dict = {"pix_fmt": output_pix_fmt(stream, args.bits)}
     for key, tag in (("color_range", "color_range"), ("color_primaries", "color_primaries"),
                      ("color_trc", "color_transfer"), ("colorspace", "color_space")):
@@ -229,13 +227,19 @@ def encoder_options(stream: dict, args: argparse.Namespace) -> dict:
     if interlaced:
         options["field_order"] = stream["field_order"]
     if args.lossless:
-        return options | {"c:v": "ffv1", "level": 3}
-    options |= {"c:v": args.codec, "preset": args.preset, "crf": args.crf}
+        return options | {"c:v": "ffv1", "level": 3} | extra
+    options["c:v"] = args.codec
+    if args.preset is not None:
+        options["preset"] = args.preset
+    # the default CRF where the encoder has one, unless the user's bitrate or quantiser replaces it
+    if args.crf is not None or (not sets_rate(extra) and has_option(args.codec, "crf")):
+        options["crf"] = DEFAULT_CRF if args.crf is None else args.crf
     if interlaced and args.codec == "libx264":  # x264 codes the fields as fields (x265 and others: frames, tagged)
         options["flags"] = "+ildct+ilme"
-    if args.codec == "libx265":
-        options["x265-params"] = ":".join(["log-level=error", *stream.get("x265_hdr10", [])])
-    return options
+    if args.codec == "libx265":  # the user's x265 parameters after DiffQE's (quiet log, HDR10 metadata)
+        params = ["log-level=error", *stream.get("x265_hdr10", []), extra.pop("x265-params", "")]
+        options["x265-params"] = ":".join(filter(None, params))
+    return options | extra
 
 
 def ffmpeg_failed(returncode: int, stderr: str) -> bool:
@@ -249,8 +253,8 @@ def encode_command(stream: dict, args: argparse.Namespace, segments: Segments, s
                    total: int | None) -> list[str]:
     """The enhanced video from the pipe (clip frames START on), encoded into SEGMENTS; progress on stdout."""
     codec = "ffv1" if args.lossless else args.codec
-    options = encoder_options(stream, args) | segments.muxer_options(start, None if total is None else total - start,
-                                                                     codec)
+    options = {key: value for key, value in encoder_options(stream, args).items() if key not in MUXER}
+    options |= segments.muxer_options(start, None if total is None else total - start, codec)
     pattern = f"{str(segments.folder).replace('%', '%%')}/{PATTERN}"  # a '%' in the path is not a field
     # vspipe's Matroska carries the alpha plane, which its y4m cannot
     video = frame_tags(ffmpeg.input("pipe:", format="matroska" if stream.get("keep_alpha") else "yuv4mpegpipe"),
@@ -311,17 +315,31 @@ def first_lines(stderr: str, n: int = 2) -> str:
     return " / ".join([ln.strip() for ln in stderr.splitlines() if ln.strip()][:n]) or "no message"
 
 
+# ffmpeg's and the encoders' warnings for an option they pass over (a typo in a long job's settings)
+IGNORED = re.compile(r"has not been used for any stream|Unknown option|Invalid value for|Error parsing option")
+
+
 def check_encoder(stream: dict, args: argparse.Namespace) -> None:
-    """Open the encoder as the job will, on one black frame, so that a wrong --codec, --crf or --preset fails
-    at once with the encoder's own words, not after the model has run (or for every file of a batch)."""
+    """Open the encoder as the job will, on one black frame, so that a wrong --codec, --crf, --preset or
+    --encoder-options fails at once with the encoder's own words, not after the model has run (or for every file
+    of a batch); so does an option that the encoder would pass over with a warning."""
     frame = ffmpeg.input("color=c=black:s=256x256", format="lavfi")
-    options = encoder_options(stream, args)
+    options = {key: value for key, value in encoder_options(stream, args).items() if key not in MUXER}
     cmd = ffmpeg.output(frame, "-", format="null", vframes=1, **options).compile()
-    done = subprocess.run(cmd[:1] + FFMPEG_QUIET + cmd[1:], capture_output=True, text=True)
-    if done.returncode:
-        chosen = "--lossless (FFV1)" if args.lossless else f"--codec {args.codec} --crf {args.crf:g} --preset {args.preset}"
-        raise UserError(f"ffmpeg cannot encode the output with {chosen} at pixel format "
-                        f"{options['pix_fmt']}: {first_lines(done.stderr)}")
+    done = subprocess.run(cmd[:1] + ["-hide_banner", "-nostdin", "-v", "warning"] + cmd[1:], capture_output=True,
+                          text=True)
+    ignored = [ln.split(". The most likely reason")[0].strip() for ln in done.stderr.splitlines() if IGNORED.search(ln)]
+    if done.returncode or ignored:
+        chosen = "--lossless (FFV1)" if args.lossless else f"--codec {args.codec}"
+        chosen += "" if args.preset is None else f" --preset {args.preset}"
+        chosen += "" if args.crf is None else f" --crf {args.crf:g}"
+        chosen += f" --encoder-options {shlex.quote(args.encoder_options)}" if args.encoder_options else ""
+        said = ignored[0] if ignored and not done.returncode else first_lines(done.stderr)
+        if unused := re.match(r"Codec AVOption (\S+)", said):
+            codec = "ffv1" if args.lossless else args.codec
+            said += f"; {codec} has no -{unused.group(1)} option (ffmpeg -h encoder={codec} lists those it has)"
+        raise UserError(f"ffmpeg cannot encode the output with {chosen} at pixel format {options['pix_fmt']}: "
+                        f"{said}")
 
 
 def vspipe_reason(log: str) -> str | None:
@@ -415,6 +433,9 @@ def run_enhance(args: argparse.Namespace) -> int:
     stream["keep_alpha"] = keeps_alpha(stream, args, dst)
     for lost in losses(dst, stream, side, args):
         print(f"warning: {src}: {lost}", file=sys.stderr)
+    if not args.lossless and not sets_rate(parse_encoder_options(args.encoder_options or "")) and (
+            note := own_rate(args.codec)):
+        print(f"warning: {note}", file=sys.stderr)
     total = frame_count(stream)
     for tool in ("vspipe", "ffmpeg"):
         if not shutil.which(tool):
@@ -427,6 +448,9 @@ def run_enhance(args: argparse.Namespace) -> int:
     # The backend by name: a job resumed on another kind of machine (a farm's other node) would otherwise mix
     # segments of two backends, whose frames differ by rounding; named, it starts afresh there.
     args.backend = args.backend or best_name()
+    if args.progress == "json":  # for a farm's log (and diffqe batch's report): what ran where
+        print(json.dumps({"stage": "start", "backend": args.backend, "gpu": os.environ.get("CUDA_VISIBLE_DEVICES")}),
+              file=sys.stderr, flush=True)
     options = {key: getattr(args, key) for key in VIDEO_OPTIONS}
     used = [weights] + ([] if args.no_fusion or not args.temporal else [FUSION.with_suffix(".safetensors")])
     try:
@@ -447,7 +471,7 @@ def run_enhance(args: argparse.Namespace) -> int:
         if not segments.encoded and (total is None or start < total):
             _encode(src, stream, segments, start, total, args)
         segments.mark_encoded()
-        done = _join(src, dst, stream, partial, segments)
+        done = _join(src, dst, stream, partial, segments, muxer_options(args))
     except BaseException:
         partial.unlink(missing_ok=True)  # nothing half-written survives a failure or an interrupt ...
         segments.tidy()  # ... but every complete segment does: the same command resumes from them
@@ -522,16 +546,21 @@ def _encode(src: Path, stream: dict, segments: Segments, start: int, total: int 
                         f"({first_lines(enc_err)}{_hint(enc_err)})")
 
 
-def _join(src: Path, dst: Path, stream: dict, partial: Path, segments: Segments) -> int:
-    """The segments, on SRC's own frame times (plugin.timing), with SRC's other streams into PARTIAL; returns
-    the number of frames."""
+def muxer_options(args: argparse.Namespace) -> dict:
+    """The --encoder-options that are for OUT's muxer (-movflags +faststart), not the encoder."""
+    return {key: value for key, value in parse_encoder_options(args.encoder_options or "").items() if key in MUXER}
+
+
+def _join(src: Path, dst: Path, stream: dict, partial: Path, segments: Segments, muxer: dict) -> int:
+    """The segments, on SRC's own frame times (plugin.timing), with SRC's other streams into PARTIAL, written
+    with MUXER's options; returns the number of frames."""
     start = Fraction(stream.get("format_start") or 0)
     times = frame_times(src, start, sum(map(segments.count, segments.done())))
     video = segments.folder / "video.mkv"
     frames, first = join(segments.done(), times, video)
     # ffmpeg moves each input's first timestamp to zero: the offset puts the video back at its first frame's time.
     source = ffmpeg.input(str(video), itsoffset=f"{float(first):.6f}")
-    options = {"c:v": "copy"}
+    options = {"c:v": "copy"} | muxer
     if stream["keep_alpha"] and dst.suffix.lower() in SIDE_ALPHA:
         # Matroska's AlphaMode flag, which players (browsers) need to read a VP8/VP9 alpha stream; a stream copy
         # does not set it
@@ -546,6 +575,7 @@ def _join(src: Path, dst: Path, stream: dict, partial: Path, segments: Segments)
 def parse_enhance(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="diffqe", description="DiffQE: blind-QP enhancement of HEVC video",
                                  epilog="diffqe batch INPUTS... -o OUTDIR: many files at once (diffqe batch --help)")
+    ap.add_argument("--version", action="version", version=f"diffqe {package_version()}")
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("enhance", help="enhance IN and write OUT (audio, subtitles, metadata kept)")
     sub.add_parser("batch", help="many files, resumable, on Ray (see diffqe batch --help)")
@@ -568,8 +598,12 @@ def parse_enhance(argv: list[str]) -> argparse.Namespace:
                    help="write the video at this bit depth (default: the input's); 10 keeps the model's finer "
                    "corrections of 8-bit sources (x265 Main10)")
     p.add_argument("--codec", default="libx265", help="ffmpeg video encoder (default libx265)")
-    p.add_argument("--crf", type=float, default=18, help="encoder CRF (default 18: visually transparent)")
-    p.add_argument("--preset", default="medium")
+    p.add_argument("--crf", type=float, help=f"encoder CRF (default {DEFAULT_CRF:g}: visually transparent)")
+    p.add_argument("--preset", help="encoder preset (default: the encoder's own, medium for x264 and x265)")
+    p.add_argument("--encoder-options", type=checked_encoder_options, metavar="OPTIONS",
+                   help="more ffmpeg options for the video encoder, in one quoted string: '-tune grain -x265-params "
+                   "aq-mode=3', '-b:v 8M -maxrate 10M -bufsize 16M' (a bitrate or quantiser replaces the default "
+                   "CRF), '-color_primaries bt709' for an untagged input, '-movflags +faststart' for .mp4")
     p.add_argument("--lossless", action="store_true", help="FFV1 lossless video instead of --codec")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (never IN)")
     p.add_argument("--segment-seconds", type=float, default=60, metavar="SECONDS",
@@ -587,6 +621,12 @@ def parse_enhance(argv: list[str]) -> argparse.Namespace:
         p.error(f"--bits: a depth from 8 to 16 (got {args.bits})")
     if args.segment_seconds <= 0:
         p.error(f"--segment-seconds: a length in seconds, > 0 (got {args.segment_seconds})")
+    extra = parse_encoder_options(args.encoder_options or "")
+    if args.crf is not None and sets_rate(extra):
+        p.error("--crf and a bitrate or quantiser in --encoder-options: give one of them")
+    if args.lossless and "g" in extra:
+        p.error("--encoder-options -g with --lossless: FFV1's keyframes follow --segment-seconds, where a "
+                "stopped job resumes")
     if args.quiet:
         args.progress = "none"
     return args

@@ -16,10 +16,11 @@ import os
 import shutil
 import sys
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 import ffmpeg
+
+from ..model.checkpoint import package_version
 
 PATTERN = "seg%06d.mkv"  # Matroska holds any encoder's stream, colour tags included
 MAX_CUTS = 1000  # cut points listed when the frame count is unknown: the rest goes into the last segment
@@ -35,12 +36,8 @@ def job_identity(src: Path, weights: list[Path], options: dict) -> dict:
     """What the segments depend on: the input file as it is now, the bytes of the weights the job reads, the
     code and the options."""
     info = src.stat()
-    try:
-        version = metadata.version("diffqe")
-    except metadata.PackageNotFoundError:
-        version = "0+source"
     return {"input": str(src.resolve()), "size": info.st_size, "mtime_ns": info.st_mtime_ns,
-            "weights": hashlib.sha256(b"".join(p.read_bytes() for p in weights)).hexdigest(), "diffqe": version,
+            "weights": hashlib.sha256(b"".join(p.read_bytes() for p in weights)).hexdigest(), "diffqe": package_version(),
             "options": options}
 
 

@@ -13,7 +13,8 @@ import time
 import pytest
 
 from conftest import SAMPLES
-from diffqe.plugin.batch import Job, enhance_command, threads_per_file, verify
+from diffqe.plugin.batch import (STATE_NAME, Job, LocalPool, Progress, State, discover, enhance_command, gpu_share,
+                                 run_batch, threads_per_file, verify)
 from diffqe.plugin.cli import parse_enhance
 
 BATCH_OPTIONS = ["--backend", "ort-cpu", "--lossless", "--progress", "json"]
@@ -66,6 +67,7 @@ def test_a_corrupt_file_fails_alone(tmp_path, library):
     files = report(out)
     assert files["one.mp4"]["status"] == files["two.mp4"]["status"] == "done"
     assert files["one.mp4"]["frames"] == 8 and files["one.mp4"]["size_bytes"] > 0
+    assert files["one.mp4"]["backend"] == "ort-cpu"  # as the file's own process chose it
     assert files["three.mp4"]["status"] == "failed"
     assert "three.mp4" in files["three.mp4"]["error"] and "not a readable video" in files["three.mp4"]["error"]
     assert (out / "a" / "one.mkv").is_file() and (out / "a" / "deeper" / "two.mkv").is_file()
@@ -150,8 +152,9 @@ def test_an_output_folder_inside_the_input_folder_is_not_searched(tmp_path):
 
 
 def test_options_are_checked_up_front_and_zeros_passed_on(tmp_path):
-    """A bad --ensemble, --strength or --crf is a command-line error before any file starts; options set to 0 (no
-    stabilisation, no overlap) reach each file's `diffqe enhance` rather than falling back to its defaults."""
+    """A bad --ensemble, --strength, --crf or --encoder-options (given or in a job file) is a command-line error
+    before any file starts; options set to 0 (no stabilisation, no overlap) reach each file's `diffqe enhance`
+    rather than falling back to its defaults."""
     bad = batch(SAMPLES / "sample.mp4", "-o", tmp_path / "out", "--ensemble", "3")
     assert bad.returncode == 2 and "ensemble must be one of 1, 2, 4" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "out").exists()
@@ -161,14 +164,20 @@ def test_options_are_checked_up_front_and_zeros_passed_on(tmp_path):
     assert bad.returncode == 2 and "invalid choice: 'cuda'" in bad.stderr and not (tmp_path / "out").exists()
     bad = batch(SAMPLES / "sample.mp4", "-o", tmp_path / "out", "--crf", "70", "--executor", "local")
     assert bad.returncode == 2 and "Valid quality based range" in bad.stderr and not (tmp_path / "out").exists()
+    bad = batch(SAMPLES / "sample.mp4", "-o", tmp_path / "out", "--encoder-options", "-x265-params bogus=1",
+                "--executor", "local")
+    assert bad.returncode == 2 and "Unknown option: bogus" in bad.stderr and not (tmp_path / "out").exists()
+    (tmp_path / "job.toml").write_text('encoder_options = "-map 0"\n')
+    bad = batch(SAMPLES / "sample.mp4", "-o", tmp_path / "out", "--job", tmp_path / "job.toml")
+    assert bad.returncode == 2 and "encoder_options: -map: DiffQE sets it" in bad.stderr and "Traceback" not in bad.stderr
     job = Job("in.mp4", "out.mkv")
     cmd = enhance_command(job, {"temporal": 0, "overlap": 0, "seed": 0, "lossless": True, "tile": None, "crf": None})
-    flags = dict(zip(cmd, cmd[1:]))  # each word -> the next
-    assert (flags["--temporal"], flags["--overlap"], flags["--seed"]) == ("0", "0", "0")
-    assert "--lossless" in cmd and "--tile" not in cmd and "--crf" not in cmd
-    cmd = enhance_command(job, {"segment_seconds": 30.0})  # an option with two words reaches enhance as it spells it
-    assert dict(zip(cmd, cmd[1:]))["--segment-seconds"] == "30.0"
-    assert parse_enhance(cmd[3:]).segment_seconds == 30.0
+    assert "--lossless" in cmd and not any(word.startswith(("--tile", "--crf")) for word in cmd)
+    args = parse_enhance(cmd[3:])
+    assert (args.temporal, args.overlap, args.seed, args.lossless, args.tile, args.crf) == (0, 0, 0, True, None, None)
+    # an option with two words reaches enhance as it spells it; a value that starts with '-' is not taken for a flag
+    cmd = enhance_command(job, {"segment_seconds": 30.0, "encoder_options": "-tune grain"})
+    assert (parse_enhance(cmd[3:]).segment_seconds, parse_enhance(cmd[3:]).encoder_options) == (30.0, "-tune grain")
 
 
 def test_each_files_process_gets_this_machines_cores_shared_among_the_files(monkeypatch):
@@ -181,6 +190,23 @@ def test_each_files_process_gets_this_machines_cores_shared_among_the_files(monk
     assert threads_per_file(1, "ray://head:10001") is None
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert threads_per_file(1, None) is None
+
+
+def test_files_at_once_take_turns_on_this_machines_gpus(tmp_path, library):
+    """Without Ray, files at once are spread over the machine's GPUs (here two, as CUDA_VISIBLE_DEVICES would
+    name them): each file's process is given one, says so, and the report keeps it. Ray's share per file
+    (--gpus-per-file, by default) follows the same arithmetic."""
+    assert (gpu_share(8, 8), gpu_share(1, 8), gpu_share(3, 2), gpu_share(2, 1), gpu_share(4, 0)) == (1, 1, 0.5, 0.5, 0)
+    out = tmp_path / "out"
+    jobs = discover([str(library)], out, "{stem}.mkv")
+    pool = LocalPool(2, None, ["3", "5"])
+    try:
+        results = run_batch(jobs, {"backend": "ort-cpu", "lossless": True}, State(tmp_path / STATE_NAME, jobs), pool,
+                            Progress("none", len(jobs)))
+    finally:
+        pool.close()
+    assert [r.status for r in results] == ["done"] * 3, [r.error for r in results]
+    assert {r.gpu for r in results} == {"3", "5"} and {r.backend for r in results} == {"ort-cpu"}
 
 
 def test_verification_counts_the_frames_and_their_span(tmp_path):

@@ -20,7 +20,7 @@ import pytest
 from conftest import SAMPLES
 from diffqe.model import checkpoint
 from diffqe.plugin.batch import verify
-from diffqe.plugin.cli import output_pix_fmt
+from diffqe.plugin.cli import output_pix_fmt, probe_video
 from diffqe.train.codec import read_video_luma
 from diffqe.train.metrics import frame_change, psnr
 
@@ -90,15 +90,16 @@ def test_rgb_video_is_refused_with_a_conversion_that_keeps_its_depth_and_alpha(t
 
 @pytest.mark.parametrize("container", ["mp4", "hevc"])
 def test_json_progress_reports_the_index_pass_then_every_frame(tmp_path, container):
-    """A farm sees the source filter's index pass (one decode of the whole input before the first frame: minutes
-    for a long film) and then the frames of the total the index counted (a raw .hevc states none to ffprobe), as
-    JSON lines on stderr; stdout stays empty."""
+    """A farm sees the backend and GPU the job runs on, the source filter's index pass (one decode of the whole
+    input before the first frame: minutes for a long film) and then the frames of the total the index counted (a
+    raw .hevc states none to ffprobe), as JSON lines on stderr; stdout stays empty."""
     src = tmp_path / f"new.{container}"  # a path BestSource has no index of
     subprocess.run(["ffmpeg", "-v", "error", "-i", SAMPLES / "sample.mp4", "-c", "copy", src], check=True)
     result = diffqe("enhance", src, tmp_path / "out.mkv", "--backend", "ort-cpu", "--lossless", "--progress", "json")
     assert result.returncode == 0 and result.stdout == "", result.stderr
     events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
-    stages = [e["stage"] for e in events]
+    assert events[0] == {"stage": "start", "backend": "ort-cpu", "gpu": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    stages = [e["stage"] for e in events[1:]]
     assert stages[0] == "index" and "enhance" in stages and "index" not in stages[stages.index("enhance"):]
     assert all(0 <= e["percent"] <= 100 for e in events if e["stage"] == "index")
     frames = [(e["frame"], e["frames"]) for e in events if e["stage"] == "enhance"]
@@ -767,6 +768,62 @@ def test_encoder_options_are_checked_before_the_model_runs(tmp_path, option, sai
     assert result.returncode == 2 and result.stderr.startswith("error: ffmpeg cannot encode the output with")
     assert said in result.stderr and "Traceback" not in result.stderr and "frames" not in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def x265_settings(path) -> str:
+    """The options string x265 writes into its stream (an SEI message): what the encoder was told."""
+    data = path.read_bytes()
+    return data[data.index(b"options: "):].split(b"\x00")[0].decode(errors="replace")
+
+
+def test_encoder_options_reach_the_encoder_and_what_would_break_the_job_is_refused(tmp_path):
+    """--encoder-options: a bitrate replaces the default CRF, x265 parameters join DiffQE's own, -movflags reaches
+    the MP4's muxer (its index before the media); an option the encoder would pass over, one that DiffQE sets
+    itself, or one for another stream fails before the model runs."""
+    out = tmp_path / "out.mp4"
+    done = diffqe("enhance", SAMPLES / "sample.mp4", out, "--backend", "ort-cpu", "--quiet",
+                  "--encoder-options", "-b:v 40k -x265-params aq-mode=3 -movflags +faststart")
+    assert done.returncode == 0, done.stderr
+    settings = x265_settings(out).split()
+    assert {"rc=abr", "bitrate=40", "aq-mode=3", "log-level=0"} <= set(settings), settings
+    data = out.read_bytes()
+    assert data.index(b"moov") < data.index(b"mdat")
+    for options, said in (("-x265-params bogus=1", "Unknown option: bogus"),
+                          ("-x264-params keyint=10", "has not been used for any stream"),
+                          ("-tune grainy", "Error setting preset/tune"), ("-c:v libx264", "-c:v: use --codec"),
+                          ("-b:a 96k", "the input's other streams are copied"), ("-pass 1", "two passes cannot run"),
+                          ("-vf scale=64:64", "the output has the input's frames")):
+        bad = diffqe("enhance", SAMPLES / "sample.mp4", tmp_path / "bad.mkv", "--backend", "ort-cpu",
+                     "--encoder-options", options)
+        assert bad.returncode == 2 and said in bad.stderr and "Traceback" not in bad.stderr, (options, bad.stderr)
+    bad = diffqe("enhance", SAMPLES / "sample.mp4", tmp_path / "bad.mkv", "--crf", "20", "--encoder-options", "-qp 30")
+    assert bad.returncode == 2 and "give one of them" in bad.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]
+
+
+def test_each_encoder_gets_its_own_defaults_and_only_the_options_it_has(tmp_path):
+    """SVT-AV1, whose presets are numbers, runs with its own preset (x265's "medium" stopped it) and DiffQE's CRF;
+    MPEG-2, which has no CRF, is warned about its default rate; --crf for ProRes, which has none, is refused
+    (ffmpeg would pass it over)."""
+    av1 = diffqe("enhance", SAMPLES / "sample.mp4", tmp_path / "av1.mkv", "--backend", "ort-cpu", "--quiet",
+                 "--codec", "libsvtav1", "--temporal", "0")
+    assert av1.returncode == 0, av1.stderr
+    assert probe_video(tmp_path / "av1.mkv")["codec_name"] == "av1" and "warning" not in av1.stderr
+    mpeg2 = diffqe("enhance", SAMPLES / "sample.mp4", tmp_path / "mpeg2.mkv", "--backend", "ort-cpu", "--quiet",
+                   "--codec", "mpeg2video", "--temporal", "0")
+    assert mpeg2.returncode == 0 and "warning: mpeg2video has no CRF: it codes at its own default rate" in mpeg2.stderr
+    quiet = diffqe("enhance", SAMPLES / "sample.mp4", tmp_path / "mpeg2q.mkv", "--backend", "ort-cpu", "--quiet",
+                   "--codec", "mpeg2video", "--temporal", "0", "--encoder-options", "-qscale:v 2")
+    assert quiet.returncode == 0 and "warning" not in quiet.stderr
+    prores = diffqe("enhance", SAMPLES / "sample.mp4", tmp_path / "prores.mkv", "--codec", "prores_ks", "--crf", "20")
+    assert prores.returncode == 2 and "prores_ks has no -crf option" in prores.stderr
+
+
+def test_version_names_the_installed_distribution():
+    from importlib.metadata import version
+
+    done = diffqe("--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"diffqe {version('diffqe')}"
 
 
 def test_an_unknown_backend_is_refused_before_anything_runs(tmp_path):
