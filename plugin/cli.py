@@ -29,10 +29,10 @@ from ..model.inference import MAX_STRENGTH
 from ..model.mirror import FLIPS
 from . import allocator
 from .backends import NAMES, best_name
-from .encoder import (MUXER, checked as checked_encoder_options, has_option, own_rate, parse as parse_encoder_options,
-                      pixel_formats, sets_rate)
+from .encoder import (checked as checked_encoder_options, has_option, own_rate, parse as parse_encoder_options,
+                      pixel_formats, sets_rate, split)
 from .hdr import dolby_vision, side_data, x265_params
-from .mux import FFMPEG_QUIET, MATROSKA, embedded_left_behind, is_picture, left_behind, mux_command
+from .mux import FFMPEG_QUIET, MATROSKA, MOV_FAMILY, embedded_left_behind, is_picture, left_behind, mux_command
 from .script import SCRIPT
 from .segments import PATTERN, Busy, Segments, job_identity, work_dir
 from .timing import frame_times, join
@@ -253,8 +253,7 @@ def encode_command(stream: dict, args: argparse.Namespace, segments: Segments, s
                    total: int | None) -> list[str]:
     """The enhanced video from the pipe (clip frames START on), encoded into SEGMENTS; progress on stdout."""
     codec = "ffv1" if args.lossless else args.codec
-    options = {key: value for key, value in encoder_options(stream, args).items() if key not in MUXER}
-    options |= segments.muxer_options(start, None if total is None else total - start, codec)
+    options = split(encoder_options(stream, args))[0] | segments.muxer_options(start, None if total is None else total - start, codec)
     pattern = f"{str(segments.folder).replace('%', '%%')}/{PATTERN}"  # a '%' in the path is not a field
     # vspipe's Matroska carries the alpha plane, which its y4m cannot
     video = frame_tags(ffmpeg.input("pipe:", format="matroska" if stream.get("keep_alpha") else "yuv4mpegpipe"),
@@ -292,7 +291,8 @@ def check_container(src: Path, dst: Path, stream: dict, args: argparse.Namespace
     container cannot hold (PCM audio in MP4, ...) fails now, not after the whole video has been enhanced."""
     black = ffmpeg.input("color=c=black:s=64x64:d=0.04", format="lavfi")
     probe = folder / f"check{dst.suffix}"
-    cmd = mux_command(black, src, stream, probe, encoder_options(stream, args) | {"t": 0.04}, folder)
+    cmd = mux_command(black, src, stream, probe, encoder_options(stream, args) | muxer_options(args, dst) | {"t": 0.04},
+                      folder)
     done = subprocess.run(cmd, capture_output=True, text=True)
     failed = ffmpeg_failed(done.returncode, done.stderr)
     written = None if failed else _written_codec(probe)
@@ -301,9 +301,7 @@ def check_container(src: Path, dst: Path, stream: dict, args: argparse.Namespace
         raise UserError(f"writing {dst} failed: {first_lines(done.stderr)}{_hint(done.stderr)}")
     # Some muxers take a stream they cannot hold and write something else: HEVC into .avi (no codec tag) or
     # into an image name (.jpg), which then does not read back as video.
-    try:
-        expected = av.codec.Codec("ffv1" if args.lossless else args.codec, "w").canonical_name
-    except ValueError:  # an encoder of the system's ffmpeg that PyAV's own build lacks: nothing to compare with
+    if (expected := coded_as(args)) is None:  # an encoder of the system's ffmpeg that PyAV's own build lacks
         return
     if written != expected:
         raise UserError(f"{dst}: a {dst.suffix} file does not hold {expected} video (written, it reads back as "
@@ -324,7 +322,7 @@ def check_encoder(stream: dict, args: argparse.Namespace) -> None:
     --encoder-options fails at once with the encoder's own words, not after the model has run (or for every file
     of a batch); so does an option that the encoder would pass over with a warning."""
     frame = ffmpeg.input("color=c=black:s=256x256", format="lavfi")
-    options = {key: value for key, value in encoder_options(stream, args).items() if key not in MUXER}
+    options = split(encoder_options(stream, args))[0]
     cmd = ffmpeg.output(frame, "-", format="null", vframes=1, **options).compile()
     done = subprocess.run(cmd[:1] + ["-hide_banner", "-nostdin", "-v", "warning"] + cmd[1:], capture_output=True,
                           text=True)
@@ -471,7 +469,7 @@ def run_enhance(args: argparse.Namespace) -> int:
         if not segments.encoded and (total is None or start < total):
             _encode(src, stream, segments, start, total, args)
         segments.mark_encoded()
-        done = _join(src, dst, stream, partial, segments, muxer_options(args))
+        done = _join(src, dst, stream, partial, segments, muxer_options(args, dst))
     except BaseException:
         partial.unlink(missing_ok=True)  # nothing half-written survives a failure or an interrupt ...
         segments.tidy()  # ... but every complete segment does: the same command resumes from them
@@ -546,9 +544,23 @@ def _encode(src: Path, stream: dict, segments: Segments, start: int, total: int 
                         f"({first_lines(enc_err)}{_hint(enc_err)})")
 
 
-def muxer_options(args: argparse.Namespace) -> dict:
-    """The --encoder-options that are for OUT's muxer (-movflags +faststart), not the encoder."""
-    return {key: value for key, value in parse_encoder_options(args.encoder_options or "").items() if key in MUXER}
+def coded_as(args: argparse.Namespace) -> str | None:
+    """The codec the chosen encoder writes ("hevc" for libx265 and hevc_nvenc); None where PyAV's own ffmpeg lacks
+    the encoder."""
+    try:
+        return av.codec.Codec("ffv1" if args.lossless else args.codec, "w").canonical_name
+    except ValueError:
+        return None
+
+
+def muxer_options(args: argparse.Namespace, dst: Path) -> dict:
+    """Options for DST's muxer: those of --encoder-options (-movflags +faststart), and for HEVC in MP4 or QuickTime
+    the 'hvc1' sample entry, which Apple's players need (ffmpeg writes 'hev1', which they do not play; the
+    encoder's parameter sets are in the sample entry, as 'hvc1' asks)."""
+    options = split(parse_encoder_options(args.encoder_options or ""))[1]
+    if dst.suffix.lower() in MOV_FAMILY and coded_as(args) == "hevc" and not any(k.startswith("tag") for k in options):
+        options["tag:v"] = "hvc1"
+    return options
 
 
 def _join(src: Path, dst: Path, stream: dict, partial: Path, segments: Segments, muxer: dict) -> int:

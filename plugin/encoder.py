@@ -30,7 +30,8 @@ REFUSED = {
     **dict.fromkeys(("pass", "passlogfile"), "two passes cannot run over a resumable job's segments: use a CRF, "
                     "or a bitrate with -maxrate and -bufsize"),
 }
-MUXER = ("movflags",)  # options for OUT's muxer (MP4's +faststart), not for the segments' Matroska
+MUXER = ("movflags", "tag")  # options for OUT's muxer (MP4's +faststart, its sample entry), not the segments'
+
 # Rate control other than --crf: the default CRF is then left out (x264 and x265 would let it win).
 RATE = {"b", "qp", "q", "qscale", "global_quality", "cq"}
 _RATE_PARAM = re.compile(r"(?:^|:)(?:bitrate|qp|crf)=")  # the same inside -x264-params / -x265-params
@@ -58,6 +59,12 @@ def parse(text: str) -> dict[str, str]:
             raise ValueError(f"{flag}: {REFUSED[name]}")
         options[flag[1:]] = value
     return options
+
+
+def split(options: dict) -> tuple[dict, dict]:
+    """OPTIONS as (the encoder's, OUT's muxer's)."""
+    muxer = {key: value for key, value in options.items() if key.partition(":")[0] in MUXER}
+    return {key: value for key, value in options.items() if key not in muxer}, muxer
 
 
 def sets_rate(options: dict[str, str]) -> bool:

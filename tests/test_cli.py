@@ -779,7 +779,8 @@ def x265_settings(path) -> str:
 def test_encoder_options_reach_the_encoder_and_what_would_break_the_job_is_refused(tmp_path):
     """--encoder-options: a bitrate replaces the default CRF, x265 parameters join DiffQE's own, -movflags reaches
     the MP4's muxer (its index before the media); an option the encoder would pass over, one that DiffQE sets
-    itself, or one for another stream fails before the model runs."""
+    itself, or one for another stream fails before the model runs. HEVC in MP4 gets the 'hvc1' sample entry that
+    Apple's players need (ffmpeg's own default is 'hev1')."""
     out = tmp_path / "out.mp4"
     done = diffqe("enhance", SAMPLES / "sample.mp4", out, "--backend", "ort-cpu", "--quiet",
                   "--encoder-options", "-b:v 40k -x265-params aq-mode=3 -movflags +faststart")
@@ -788,6 +789,7 @@ def test_encoder_options_reach_the_encoder_and_what_would_break_the_job_is_refus
     assert {"rc=abr", "bitrate=40", "aq-mode=3", "log-level=0"} <= set(settings), settings
     data = out.read_bytes()
     assert data.index(b"moov") < data.index(b"mdat")
+    assert probe_video(out)["codec_tag_string"] == "hvc1"
     for options, said in (("-x265-params bogus=1", "Unknown option: bogus"),
                           ("-x264-params keyint=10", "has not been used for any stream"),
                           ("-tune grainy", "Error setting preset/tune"), ("-c:v libx264", "-c:v: use --codec"),
