@@ -291,8 +291,8 @@ def check_container(src: Path, dst: Path, stream: dict, args: argparse.Namespace
     container cannot hold (PCM audio in MP4, ...) fails now, not after the whole video has been enhanced."""
     black = ffmpeg.input("color=c=black:s=64x64:d=0.04", format="lavfi")
     probe = folder / f"check{dst.suffix}"
-    cmd = mux_command(black, src, stream, probe, encoder_options(stream, args) | muxer_options(args, dst) | {"t": 0.04},
-                      folder)
+    options = split(encoder_options(stream, args))[0] | muxer_options(args, dst) | {"t": 0.04}
+    cmd = mux_command(black, src, stream, probe, options, folder)
     done = subprocess.run(cmd, capture_output=True, text=True)
     failed = ffmpeg_failed(done.returncode, done.stderr)
     written = None if failed else _written_codec(probe)
@@ -557,9 +557,11 @@ def muxer_options(args: argparse.Namespace, dst: Path) -> dict:
     """Options for DST's muxer: those of --encoder-options (-movflags +faststart), and for HEVC in MP4 or QuickTime
     the 'hvc1' sample entry, which Apple's players need (ffmpeg writes 'hev1', which they do not play; the
     encoder's parameter sets are in the sample entry, as 'hvc1' asks)."""
-    options = split(parse_encoder_options(args.encoder_options or ""))[1]
-    if dst.suffix.lower() in MOV_FAMILY and coded_as(args) == "hevc" and not any(k.startswith("tag") for k in options):
-        options["tag:v"] = "hvc1"
+    options = {}
+    for key, value in split(parse_encoder_options(args.encoder_options or ""))[1].items():
+        options["tag:v:0" if key.startswith("tag") else key] = value  # the enhanced video's, not a cover picture's
+    if dst.suffix.lower() in MOV_FAMILY and coded_as(args) == "hevc":
+        options.setdefault("tag:v:0", "hvc1")
     return options
 
 

@@ -291,6 +291,8 @@ def test_timecode_video_tags_and_cover_picture_survive(tmp_path):
         assert "bps-eng" not in video_tags and "number_of_frames" not in video_tags
         assert video_tags.get("title") == ("Camera A" if suffix == ".mkv" else None)  # MP4 has no track titles
         assert pictures == [cover.read_bytes()] and data == timecode_track
+        # the enhanced HEVC takes Apple's sample entry, the cover picture beside it keeps its own
+        assert probe_video(out)["codec_tag_string"] == ("hvc1" if suffix == ".mp4" else "[0][0][0][0]")
     result = diffqe("enhance", src, tmp_path / "out.ts", "--backend", "ort-cpu", "--preset", "ultrafast", "--quiet")
     assert result.returncode == 0 and "a cover picture that a .ts file does not hold" in result.stderr, result.stderr
 
