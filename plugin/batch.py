@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
+import torch
+
 from ..model.checkpoint import atomic_write
 from ..model.inference import MAX_STRENGTH
 from ..model.mirror import FLIPS
@@ -171,8 +173,6 @@ def check_options(options: dict) -> None:
 def visible_gpus() -> list[str]:
     """This machine's GPUs as CUDA_VISIBLE_DEVICES names them (the user's own list where one is set); [] without
     CUDA."""
-    import torch
-
     count = torch.cuda.device_count()
     named = [name for name in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if name]
     return named[:count] if named else [str(i) for i in range(count)]

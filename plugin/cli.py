@@ -102,6 +102,16 @@ def check_dolby_vision(src: Path, stream: dict) -> None:
                         "carry; DiffQE does not enhance it")
 
 
+def encoder_name(args: argparse.Namespace) -> str:
+    """The ffmpeg encoder the job writes with: FFV1 for --lossless, else --codec."""
+    return "ffv1" if args.lossless else args.codec
+
+
+def user_options(args: argparse.Namespace) -> dict[str, str]:
+    """--encoder-options as ffmpeg options (parse_enhance has checked them)."""
+    return parse_encoder_options(args.encoder_options or "")
+
+
 GRAY_WITH_ALPHA = {"ya8": "gray", "ya16le": "gray16le", "ya16be": "gray16le"}  # -> the same without alpha
 SIDE_ALPHA = MATROSKA | {".webm"}  # where VP8/VP9's alpha (a second stream, in BlockAdditions) is held
 
@@ -110,7 +120,7 @@ def keeps_alpha(stream: dict, args: argparse.Namespace, dst: Path) -> bool:
     """Whether the input's alpha plane (ProRes 4444, FFV1: a yuva format, which BestSource attaches to each frame
     as _Alpha) goes into DST: where the encoder writes YUV with alpha (FFV1, ProRes 4444, VP8/VP9, whose alpha
     is a second stream that only Matroska and WebM hold)."""
-    encoder = "ffv1" if args.lossless else args.codec
+    encoder = encoder_name(args)
     if encoder.startswith("libvpx") and dst.suffix.lower() not in SIDE_ALPHA:
         return False
     return stream.get("pix_fmt", "").startswith("yuva") and any(
@@ -217,7 +227,7 @@ def encoder_options(stream: dict, args: argparse.Namespace) -> dict:
     """ffmpeg's output options for the enhanced video: the encoder, and the input's pixel format, colour tags
     and field order (frame_tags marks the frames; this keeps ffmpeg from restating the order as "tb"); then the
     user's --encoder-options, which win (a colour tag given for an untagged input, say)."""
-    extra = parse_encoder_options(args.encoder_options or "")
+    extra = user_options(args)
     options: dict = {"pix_fmt": output_pix_fmt(stream, args.bits)}
     for key, tag in (("color_range", "color_range"), ("color_primaries", "color_primaries"),
                      ("color_trc", "color_transfer"), ("colorspace", "color_space")):
@@ -252,8 +262,8 @@ def ffmpeg_failed(returncode: int, stderr: str) -> bool:
 def encode_command(stream: dict, args: argparse.Namespace, segments: Segments, start: int,
                    total: int | None) -> list[str]:
     """The enhanced video from the pipe (clip frames START on), encoded into SEGMENTS; progress on stdout."""
-    codec = "ffv1" if args.lossless else args.codec
-    options = split(encoder_options(stream, args))[0] | segments.muxer_options(start, None if total is None else total - start, codec)
+    remaining = None if total is None else total - start
+    options = split(encoder_options(stream, args))[0] | segments.muxer_options(start, remaining, encoder_name(args))
     pattern = f"{str(segments.folder).replace('%', '%%')}/{PATTERN}"  # a '%' in the path is not a field
     # vspipe's Matroska carries the alpha plane, which its y4m cannot
     video = frame_tags(ffmpeg.input("pipe:", format="matroska" if stream.get("keep_alpha") else "yuv4mpegpipe"),
@@ -334,7 +344,7 @@ def check_encoder(stream: dict, args: argparse.Namespace) -> None:
         chosen += f" --encoder-options {shlex.quote(args.encoder_options)}" if args.encoder_options else ""
         said = ignored[0] if ignored and not done.returncode else first_lines(done.stderr)
         if unused := re.match(r"Codec AVOption (\S+)", said):
-            codec = "ffv1" if args.lossless else args.codec
+            codec = encoder_name(args)
             said += f"; {codec} has no -{unused.group(1)} option (ffmpeg -h encoder={codec} lists those it has)"
         raise UserError(f"ffmpeg cannot encode the output with {chosen} at pixel format {options['pix_fmt']}: "
                         f"{said}")
@@ -431,8 +441,7 @@ def run_enhance(args: argparse.Namespace) -> int:
     stream["keep_alpha"] = keeps_alpha(stream, args, dst)
     for lost in losses(dst, stream, side, args):
         print(f"warning: {src}: {lost}", file=sys.stderr)
-    if not args.lossless and not sets_rate(parse_encoder_options(args.encoder_options or "")) and (
-            note := own_rate(args.codec)):
+    if not args.lossless and not sets_rate(user_options(args)) and (note := own_rate(args.codec)):
         print(f"warning: {note}", file=sys.stderr)
     total = frame_count(stream)
     for tool in ("vspipe", "ffmpeg"):
@@ -548,7 +557,7 @@ def coded_as(args: argparse.Namespace) -> str | None:
     """The codec the chosen encoder writes ("hevc" for libx265 and hevc_nvenc); None where PyAV's own ffmpeg lacks
     the encoder."""
     try:
-        return av.codec.Codec("ffv1" if args.lossless else args.codec, "w").canonical_name
+        return av.codec.Codec(encoder_name(args), "w").canonical_name
     except ValueError:
         return None
 
@@ -558,7 +567,7 @@ def muxer_options(args: argparse.Namespace, dst: Path) -> dict:
     the 'hvc1' sample entry, which Apple's players need (ffmpeg writes 'hev1', which they do not play; the
     encoder's parameter sets are in the sample entry, as 'hvc1' asks)."""
     options = {}
-    for key, value in split(parse_encoder_options(args.encoder_options or ""))[1].items():
+    for key, value in split(user_options(args))[1].items():
         options["tag:v:0" if key.startswith("tag") else key] = value  # the enhanced video's, not a cover picture's
     if dst.suffix.lower() in MOV_FAMILY and coded_as(args) == "hevc":
         options.setdefault("tag:v:0", "hvc1")
@@ -635,7 +644,7 @@ def parse_enhance(argv: list[str]) -> argparse.Namespace:
         p.error(f"--bits: a depth from 8 to 16 (got {args.bits})")
     if args.segment_seconds <= 0:
         p.error(f"--segment-seconds: a length in seconds, > 0 (got {args.segment_seconds})")
-    extra = parse_encoder_options(args.encoder_options or "")
+    extra = user_options(args)
     if args.crf is not None and sets_rate(extra):
         p.error("--crf and a bitrate or quantiser in --encoder-options: give one of them")
     if args.lossless and "g" in extra:

@@ -37,8 +37,8 @@ def job_identity(src: Path, weights: list[Path], options: dict) -> dict:
     code and the options."""
     info = src.stat()
     return {"input": str(src.resolve()), "size": info.st_size, "mtime_ns": info.st_mtime_ns,
-            "weights": hashlib.sha256(b"".join(p.read_bytes() for p in weights)).hexdigest(), "diffqe": package_version(),
-            "options": options}
+            "weights": hashlib.sha256(b"".join(p.read_bytes() for p in weights)).hexdigest(),
+            "diffqe": package_version(), "options": options}
 
 
 def _packets(path: Path) -> int:
