@@ -450,7 +450,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--quiet", action="store_true", help="same as --progress none")
     for key in ENHANCE_OPTIONS:
         flag = "--" + key.replace("_", "-")
-        if key in ("lossless", "no_fusion"):
+        if key in ("lossless", "no_fusion", "no_qp_guard"):
             ap.add_argument(flag, action="store_true", default=None, help="as for diffqe enhance")
         else:
             kind = (int if key in ("tile", "overlap", "seed", "ensemble", "temporal", "bits")

@@ -40,7 +40,7 @@ from .timing import frame_times, join
 
 # The options that change the enhanced video: segments made with others are not resumed from.
 VIDEO_OPTIONS = ("backend", "checkpoint", "tile", "overlap", "seed", "ensemble", "strength", "temporal", "no_fusion",
-                 "bits", "codec", "crf", "preset", "lossless", "encoder_options")
+                 "no_qp_guard", "bits", "codec", "crf", "preset", "lossless", "encoder_options")
 DEFAULT_CRF = 18.0
 
 
@@ -365,6 +365,7 @@ def vspipe_reason(log: str) -> str | None:
 
 INDEX_PROGRESS = re.compile(r"VideoSource track #\d+ index progress (\d+)%")
 FRAMES = re.compile(r"enhance\.vpy: (\d+) frames$")  # what the script says it has
+FINE = re.compile(r"enhance\.vpy: (\d+ of \d+ frames are coded finer than QP \d+ \(down to [-\d.]+\))")  # the guard
 
 
 class VspipeLog(threading.Thread):
@@ -385,6 +386,11 @@ class VspipeLog(threading.Thread):
             self.lines.append(line)
             if match := FRAMES.search(line):
                 self.frames = int(match.group(1))
+            elif match := FINE.search(line):
+                after_bar = "\n" if self.style == "bar" and self.indexed > self.launched else ""
+                print(f"{after_bar}note: {self.name}: {match.group(1)}, where the model would harm them: they get less "
+                      "of its correction, none from QP 9 down (--no-qp-guard gives them all of it)", file=sys.stderr,
+                      flush=True)
             elif match := INDEX_PROGRESS.search(line):
                 self.indexed = time.monotonic()
                 if self.style != "none":
@@ -510,7 +516,8 @@ def _encode(src: Path, stream: dict, segments: Segments, start: int, total: int 
         vs_args = ["-s", str(start), "-a", f"input={src.resolve()}", "-a", f"seed={args.seed}",
                    "-a", f"overlap={args.overlap}", "-a", f"ensemble={args.ensemble}",
                    "-a", f"strength={args.strength}", "-a", f"temporal={args.temporal}",
-                   "-a", f"fusion={int(not args.no_fusion)}", "-a", f"index={segments.folder / 'source'}"]
+                   "-a", f"fusion={int(not args.no_fusion)}", "-a", f"qp_guard={int(not args.no_qp_guard)}",
+                   "-a", f"index={segments.folder / 'source'}"]
         if args.checkpoint:
             vs_args += ["-a", f"checkpoint={Path(args.checkpoint).resolve()}"]
         for key in ("backend", "tile", "bits"):
@@ -617,6 +624,9 @@ def parse_enhance(argv: list[str]) -> argparse.Namespace:
                    help="stabilise static regions over this many frames either side (default 2; 0: off)")
     p.add_argument("--no-fusion", action="store_true",
                    help="do not fuse neighbouring intra-coded frames (the fusion works on all-intra streams only)")
+    p.add_argument("--no-qp-guard", action="store_true",
+                   help="give frames coded finer than QP 17 all of the correction (by default it fades out down to "
+                   "QP 9, read from H.264/HEVC slice headers, where the model would harm near-transparent video)")
     p.add_argument("--bits", type=int, metavar="DEPTH",
                    help="write the video at this bit depth (default: the input's); 10 keeps the model's finer "
                    "corrections of 8-bit sources (x265 Main10)")

@@ -17,7 +17,7 @@ from ..model.fusion import load as load_fusion
 from ..model.inference import MAX_STRENGTH, scale_correction
 from ..model.mirror import FLIPS, mirror_average
 from ..model.temporal import stabilise
-from . import allocator, backends
+from . import allocator, backends, source_qp
 from .tiling import decode_tiled
 
 _SUBSAMPLING = {(0, 0), (1, 0), (1, 1)}  # 4:4:4, 4:2:2, 4:2:0
@@ -106,6 +106,7 @@ def enhance(
     temporal: int = 2,
     fusion: bool = True,
     bits: int | None = None,
+    qp_guard: bool = True,
     engine_dir: str | Path | None = None,
 ) -> vs.VideoNode:
     """Enhance the luma of an HEVC-decoded clip without knowing its QP.
@@ -132,7 +133,7 @@ def enhance(
     :param strength:   scales the model's correction: the output is the input plus STRENGTH times what the model
                        changes, 0 to 2.  1 (the default) is the model as trained; below 1 for high-quality
                        encodes and screen content, above 1 only for clean photographic sources coded at QP 27
-                       or worse (docs/results.md, "Strength").
+                       or worse (docs/results.md, "Strength").  Scaled further per frame by ``qp_guard``.
     :param temporal:   radius in frames of the temporal stabilisation (model.temporal): a pixel whose input is
                        the same in a frame within this radius, with nothing in the 8x8 blocks within 16 px changed
                        by more than one 8-bit code value, gets the mean of those frames' outputs, so static scenes
@@ -143,18 +144,25 @@ def enhance(
                        ``temporal`` (at most 2), weighted per 8x8 block by a small network that tells the coding
                        error of a still scene, which differs from frame to frame, from motion, fades and grain,
                        and in whole 4x4 blocks far quieter than the rest of the frame (model.fusion;
-                       docs/results.md, "Temporal fusion").  Frames of other types, and frames
-                       without ``_PictType``, are left to the stabilisation.
+                       docs/results.md, "Temporal fusion").  Frames of other types, frames without
+                       ``_PictType`` and frames the QP guard scales down are left to the stabilisation.
     :param bits:       output bit depth of an integer clip, from its own up to 16; None: its own.  The clip is
                        shifted up to it first, chroma too (an 8-bit code value v becomes 4v at 10 bits), and
                        enhanced there, so that the model's correction keeps what it has below one code value of
                        the source instead of rounding it away: the most on clean sources (held-out 8-bit photos
                        coded at QP 22: +0.65 dB at 10 bits against +0.37 at 8; docs/results.md, "Output bit
                        depth").  For re-encoding at 10 bits (x265's Main10).
+    :param qp_guard:   on frames with a ``DiffQE_SourceQP`` property (the slice QP the source was coded at, which
+                       enhance.vpy reads from H.264 and HEVC bitstreams), scale ``strength`` by
+                       ``source_qp.guard``: whole from QP 17 up, fading to none at QP 9, where the model, trained
+                       on coarser pictures, harms near-transparent ones (docs/results.md, "The source-QP guard").
+                       Frames it scales to 0 pass through untouched, without running the model; frames it scales
+                       at all are not fused (the fusion too harms near-transparent all-intra video).
     :param engine_dir: where ONNX graphs and TensorRT engines are cached (default: engines/).
 
-    Frame properties set: ``DiffQE_ZMean``, ``DiffQE_ZStd`` (a summary of the estimated Z),
-    ``DiffQE_Backend`` and, with ``temporal``, ``DiffQE_Fused`` (how many neighbouring frames the fusion took in).
+    Frame properties set: ``DiffQE_Strength`` (the strength the frame got), ``DiffQE_ZMean``, ``DiffQE_ZStd``
+    (a summary of the estimated Z), ``DiffQE_Backend`` and, with ``temporal``, ``DiffQE_Fused`` (how many
+    neighbouring frames the fusion took in).
     """
     if not isinstance(clip, vs.VideoNode):
         raise vs.Error("diffqe.enhance: clip must be a VideoNode")
@@ -196,7 +204,7 @@ def enhance(
     # queues one frame while others compute (plugin.torch_runner).
     whole_frame = getattr(runner, "enhance_frame", None) if tile_hw is None else None
 
-    def infer(luma: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def infer(luma: np.ndarray, strength: float) -> tuple[np.ndarray, np.ndarray | None]:
         x = torch.from_numpy(luma.astype(np.float32) / np.float32(peak))[None, None]
         z = runner.estimate(x.numpy(), noise) if runner.uses_z else None
 
@@ -208,12 +216,17 @@ def enhance(
 
     def process(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
         out = f.copy()
+        qp = f.props.get("DiffQE_SourceQP") if qp_guard else None
+        scaled = strength if qp is None else strength * source_qp.guard(qp)
+        out.props["DiffQE_Strength"] = scaled
+        if scaled == 0:
+            return out
         try:
             if whole_frame:
-                z = whole_frame(np.asarray(f[0]), peak, noise, ensemble, strength, out=np.asarray(out[0]))[1]
+                z = whole_frame(np.asarray(f[0]), peak, noise, ensemble, scaled, out=np.asarray(out[0]))[1]
             else:
                 with lock:
-                    y, z = infer(np.asarray(f[0]))
+                    y, z = infer(np.asarray(f[0]), scaled)
                 np.copyto(np.asarray(out[0]), y)
         except Exception as e:  # ONNX Runtime's errors are plain Exceptions; MemoryError is one too
             if _out_of_memory(e):
@@ -236,7 +249,7 @@ def enhance(
     device = torch.device(runner.device)
     net = (load_fusion(device=device if device.type == "cpu" or torch.cuda.is_available() else "cpu")
            if fusion and temporal else None)
-    return _stabilised(clip, enhanced, min(temporal, clip.num_frames - 1), tolerance, peak, net)
+    return _stabilised(clip, enhanced, min(temporal, clip.num_frames - 1), tolerance, peak, net, qp_guard)
 
 
 def _shifted(clip: vs.VideoNode, k: int) -> vs.VideoNode:
@@ -246,15 +259,19 @@ def _shifted(clip: vs.VideoNode, k: int) -> vs.VideoNode:
     return clip[k:] + clip[-1] * k if k > 0 else clip
 
 
-def _intra(frame: vs.VideoFrame) -> bool:
+def _fusable(frame: vs.VideoFrame, qp_guard: bool) -> bool:
+    """Whether FRAME is intra-coded and, with QP_GUARD, coded at a QP the guard leaves whole: on near-transparent
+    all-intra clips the fusion harms as the model does (docs/results.md, "The source-QP guard")."""
     kind = frame.props.get("_PictType")
-    return (kind.decode() if isinstance(kind, bytes) else kind) == "I"
+    qp = frame.props.get("DiffQE_SourceQP") if qp_guard else None
+    return (kind.decode() if isinstance(kind, bytes) else kind) == "I" and (qp is None or source_qp.guard(qp) == 1)
 
 
 def _stabilised(clip: vs.VideoNode, enhanced: vs.VideoNode, radius: int, tolerance: float, peak: float,
-                fusion: FusionNet | None) -> vs.VideoNode:
-    """ENHANCED with each frame fused over its intra-coded neighbours (with FUSION, model.fusion), then
-    stabilised over RADIUS frames either side (model.temporal)."""
+                fusion: FusionNet | None, qp_guard: bool) -> vs.VideoNode:
+    """ENHANCED with each frame fused over its intra-coded neighbours (with FUSION, model.fusion; with QP_GUARD,
+    only those the source-QP guard leaves whole), then stabilised over RADIUS frames either side
+    (model.temporal)."""
     if radius == 0:
         return enhanced
     # Each per-frame output is read by 2 radius + 1 output frames: cache enough of them that each is inferred
@@ -270,8 +287,8 @@ def _stabilised(clip: vs.VideoNode, enhanced: vs.VideoNode, radius: int, toleran
         outputs = [np.asarray(f[len(offsets) + i][0]) for i in window]
         centre = window.index(radius)
         near = [centre]  # the frames fused: the intra-coded ones within FUSION_RADIUS, the centre among them
-        if fusion is not None and _intra(f[radius]):
-            near = [j for j, i in enumerate(window) if abs(i - radius) <= FUSION_RADIUS and _intra(f[i])]
+        if fusion is not None and _fusable(f[radius], qp_guard):
+            near = [j for j, i in enumerate(window) if abs(i - radius) <= FUSION_RADIUS and _fusable(f[i], qp_guard)]
         if len(near) > 1:
             outputs[centre] = fuse_window(fusion, [inputs[j] for j in near], [outputs[j] for j in near],
                                           near.index(centre), peak)

@@ -11,6 +11,7 @@ import vapoursynth as vs
 
 from . import allocator
 from .filter import enhance
+from .source_qp import FULL_QP, frame_qps
 
 SCRIPT = "from diffqe.plugin.script import output_from_args\noutput_from_args(globals())\n"
 
@@ -40,8 +41,9 @@ def output_from_args(args: dict) -> None:
     decoded, times = decode(source, args.get("index"))
     # the exact count, from the index (ffprobe's is an estimate, or none for a raw .hevc): diffqe enhance shows it
     vs.core.log_message(vs.MESSAGE_TYPE_INFORMATION, f"enhance.vpy: {decoded.num_frames} frames")
+    qp_guard = _number(args, "qp_guard", int, 1) != 0
     clip = enhance(
-        decoded,
+        with_source_qp(decoded, source, times) if qp_guard else decoded,
         backend=args.get("backend") or None,
         checkpoint=args.get("checkpoint") or None,
         tile=_number(args, "tile", int, None),
@@ -52,6 +54,7 @@ def output_from_args(args: dict) -> None:
         temporal=_number(args, "temporal", int, 2),
         fusion=_number(args, "fusion", int, 1) != 0,
         bits=_number(args, "bits", int, None),
+        qp_guard=qp_guard,
     )
     alpha = bool(_number(args, "alpha", int, 0))
     first = decoded.get_frame(0).props
@@ -64,6 +67,25 @@ def output_from_args(args: dict) -> None:
         clip.set_output(0, alpha=alpha_plane(decoded, clip.format.bits_per_sample))
     else:
         clip.set_output()
+
+
+def with_source_qp(clip: vs.VideoNode, source: Path, times: list[str]) -> vs.VideoNode:
+    """CLIP with each frame's slice QP in SOURCE (H.264 or HEVC; TIMES: BestSource's frame times) as its
+    ``DiffQE_SourceQP``, which enhance's qp_guard reads; CLIP as it is for other codecs."""
+    qps = frame_qps(source, [float(t) for t in times], clip.num_frames)
+    if qps is None:
+        return clip
+    if fine := sum(qp < FULL_QP for qp in qps):
+        vs.core.log_message(vs.MESSAGE_TYPE_WARNING, f"enhance.vpy: {fine} of {len(qps)} frames are coded finer "
+                            f"than QP {FULL_QP} (down to {min(qps):g}), where the model would harm them: they get "
+                            "less of its correction, none from QP 9 down (-a qp_guard=0 gives them all of it)")
+
+    def tag(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
+        out = f.copy()
+        out.props["DiffQE_SourceQP"] = qps[n]
+        return out
+
+    return clip.std.ModifyFrame(clip, tag)
 
 
 def unstated(props: vs.FrameProps, alpha: bool) -> str | None:

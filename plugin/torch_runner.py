@@ -88,6 +88,7 @@ class TorchRunner:
         self.lock = threading.Lock()
         self.staging: dict[tuple, list[Staging]] = {}
         self.noise: dict[bytes, torch.Tensor] = {}
+        self.scales: dict[float, torch.Tensor] = {}
 
     def _in(self, a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a).to(self.device)
@@ -102,7 +103,7 @@ class TorchRunner:
             return self.model.decoder(x, None if z is None else z.to(self.dtype)).float()
 
     def _frame(self, plane: torch.Tensor, noise: torch.Tensor, peak: float, ensemble: int,
-               strength: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+               strength: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         codes = plane.dtype
         if codes == torch.int16:  # uint16 codes travel as int16 (torch's uint16 lacks CUDA kernels)
             plane = plane.to(torch.int32) & 0xFFFF
@@ -141,10 +142,20 @@ class TorchRunner:
             self.noise[key] = self._in(noise)
         return self.noise[key]
 
+    def _scale(self, strength: float) -> torch.Tensor:
+        """STRENGTH on the device, each value crossing the bus once (the guard gives a few per video)."""
+        if strength not in self.scales:
+            self.scales[strength] = torch.tensor(strength, dtype=torch.float32, device=self.device)
+        return self.scales[strength]
+
     def _whole_frame(self, x: torch.Tensor, noise: np.ndarray, peak: float, ensemble: int,
                      strength: float) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return self._run(("frame", peak, ensemble, strength),
-                         lambda a, n: self._frame(a, n, peak, ensemble, strength), x, self._noise(noise))
+        if strength == 1:  # the model's output as it is, bit for bit
+            return self._run(("frame", peak, ensemble), lambda a, n: self._frame(a, n, peak, ensemble, 1.0),
+                             x, self._noise(noise))
+        # Any other strength is the graph's input, not a constant in it: the source-QP guard sets one per frame.
+        return self._run(("frame", peak, ensemble, "scaled"), lambda a, n, s: self._frame(a, n, peak, ensemble, s),
+                         x, self._noise(noise), self._scale(strength))
 
     @torch.inference_mode()
     def enhance_frame(self, plane: np.ndarray, peak: float, noise: np.ndarray, ensemble: int = 1,

@@ -8,6 +8,7 @@ clips encoded on the fly with x265; every enhancer sees the same encodes.
   python scripts/evaluate.py --images data/corpus/val --qps "" --static 6     # the flicker check alone
   python scripts/evaluate.py --images data/corpus/val --ensemble 1,4           # with and without the mirror ensemble
   python scripts/evaluate.py --images data/corpus/val --strength 1,0.75        # the correction scaled
+  python scripts/evaluate.py --images data/corpus/val --extra-qps 12,17 --qp-guard   # and by the source-QP guard
   python scripts/evaluate.py --images data/corpus/val --qps "" --static 6 --temporal 0,2   # and the stabilisation
   python scripts/evaluate.py --images a.png b.png --fade 1 --qps "" --crf 28 --temporal 0,2     # on fades
   python scripts/evaluate.py --clips data/clips/*.mkv --max-frames 12 --temporal 2 --fusion   # and the fusion
@@ -77,6 +78,9 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ensemble", type=ints, default=[1],
                     help="mirror-ensemble sizes to run each checkpoint at, e.g. 1,4 (rows 'NAME' and 'NAME x4')")
+    ap.add_argument("--qp-guard", action="store_true",
+                    help="also run each model with the filter's source-QP guard (rows 'NAME g'): its correction "
+                    "scaled by the stream's slice QP, read from the bitstream")
     ap.add_argument("--strength", type=floats, default=[1.0],
                     help="correction scales to run each checkpoint at, e.g. 1,0.75 (rows 'NAME' and 'NAME s0.75')")
     ap.add_argument("--temporal", type=ints, default=[0],
@@ -112,11 +116,11 @@ def main() -> int:
     for name, stem in args.checkpoint or [("shipped", str(checkpoint.SHIPPED))]:
         model = checkpoint.load(Path(stem))[0].to(device)
         for k, bits, bf16 in ((k, b, h) for k in args.ensemble for b in args.bits for h in {False, args.bf16}):
-            for (s, r, f), enhancer in model_enhancers(model, args.seed, k, args.temporal, args.strength, net,
-                                                       bits, bf16).items():
+            for (s, r, f, g), enhancer in model_enhancers(model, args.seed, k, args.temporal, args.strength, net,
+                                                          bits, bf16, (False, True) if args.qp_guard else (False,)).items():
                 enhancers[name + (" bf16" if bf16 else "") + (f" x{k}" if k > 1 else "")
                           + (f" b{bits}" if bits != 8 else "") + (f" s{s:g}" if s != 1 else "") + (f" t{r}" if r else "")
-                          + (" f" if f else "")] = enhancer
+                          + (" f" if f else "") + (" g" if g else "")] = enhancer
     enhancers |= {name: ffmpeg_enhancer(vf) for name, vf in args.ffmpeg_filter}
     sources = load_sources(args.images, args.clips, args.max_frames, args.clip_downscale)
     if args.full_range:

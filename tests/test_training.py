@@ -179,9 +179,9 @@ def test_static_scene_check_tells_local_from_frame_wide_change(reference_frames,
     far from the input's changes; a filter that lifts every other frame by a code value moves everywhere.
     Each still's figures go to stderr to 5 places."""
     still = Source("still", [reference_frames[0][:128, :192]])
-    identity = lambda planes, intra: planes  # noqa: E731
+    identity = lambda planes, coding: planes  # noqa: E731
 
-    def pulsing(planes, intra):
+    def pulsing(planes, coding):
         return np.clip(planes.astype(np.int32) + (np.arange(len(planes)) % 2)[:, None, None], 0, 255).astype(np.uint8)
 
     text = temporal_change({"identity": identity, "pulsing": pulsing}, [still], frames=4)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from ..model.inference import restore, scale_correction, to_planes, to_tensor
 from ..model.fusion import RADIUS as FUSION_RADIUS
 from ..model.fusion import FusionNet, fuse_clip
 from ..model.temporal import dilate, stabilise_clip
+from ..plugin.source_qp import frame_qps, guard
 from .codec import decode_luma, encode_hevc, read_video_luma
 from .corpus import at_levels, find_images, load_luma
 from .metrics import band_mse, frame_change, psnr, ssim
@@ -37,11 +39,31 @@ class Condition:
     def label(self) -> str:
         return f"QP {self.qp}" if self.qp is not None else f"CRF {self.crf:g} RA"
 
+    def stream(self, frames: list[np.ndarray]) -> bytes:
+        """FRAMES through x265 at their depth (bit_depth): a raw HEVC bitstream."""
+        return encode_hevc(frames, qp=self.qp, crf=self.crf, intra=self.qp is not None,
+                           bit_depth=bit_depth(frames[0]))
+
     def code(self, frames: list[np.ndarray]) -> list[np.ndarray]:
         """FRAMES through x265 at their depth (bit_depth) and back."""
-        stream = encode_hevc(frames, qp=self.qp, crf=self.crf, intra=self.qp is not None,
-                             bit_depth=bit_depth(frames[0]))
-        return decode_luma(stream)
+        return decode_luma(self.stream(frames))
+
+
+@dataclass(frozen=True)
+class Coding:
+    """What an enhancer may know of how its input was coded: whether every frame is intra-coded (the fusion's
+    cue), and the slice QP the filter's guard reads from the bitstream (None: not read)."""
+
+    intra: bool
+    qp: float | None = None
+
+
+def stream_qp(stream: bytes) -> float:
+    """The median slice QP of a raw HEVC STREAM, as the filter's source-QP guard reads it from a raw stream."""
+    with tempfile.NamedTemporaryFile(suffix=".hevc") as f:
+        f.write(stream)
+        f.flush()
+        return frame_qps(Path(f.name), [], 1)[0]
 
 
 def bit_depth(planes: np.ndarray) -> int:
@@ -150,13 +172,14 @@ def worst_bands(reference: np.ndarray, decoded: np.ndarray, output: np.ndarray, 
 
 
 # [N,H,W] 8-bit luma in, the same out: a model, or a classical post-filter for comparison.
-Enhancer = Callable[[np.ndarray, bool], np.ndarray]  # (decoded [T,H,W], every frame intra-coded) -> enhanced
+Enhancer = Callable[[np.ndarray, Coding], np.ndarray]  # (decoded [T,H,W], how it was coded) -> enhanced
 
 
 def model_enhancers(model: DiffQE, seed: int, ensemble: int, radii: list[int], strengths: list[float],
-                    fusion: FusionNet | None = None, bits: int = 8,
-                    bf16: bool = False) -> dict[tuple[float, int, bool], Enhancer]:
-    """Per (strength, radius, fused), the model per frame with its correction scaled (model.inference), fused
+                    fusion: FusionNet | None = None, bits: int = 8, bf16: bool = False,
+                    guards: tuple[bool, ...] = (False,)) -> dict[tuple[float, int, bool, bool], Enhancer]:
+    """Per (strength, radius, fused, guarded), the model per frame with its correction scaled (model.inference;
+    guarded: and by the source-QP guard, plugin.source_qp, where the coding's QP is known), fused
     over up to that many frames either side where every frame is intra-coded (model.fusion; with FUSION only),
     then stabilised over them (model.temporal), as the filter.  All of them share one model pass per input:
     ``evaluate`` and ``temporal_change`` hand every enhancer the same array.  BITS above 8: the 8-bit input
@@ -185,25 +208,26 @@ def model_enhancers(model: DiffQE, seed: int, ensemble: int, radii: list[int], s
                                                   last["codes"].dtype)
         return last["rounded"][strength]
 
-    def enhancer(strength: float, radius: int, fused: bool) -> Enhancer:
-        def run(planes: np.ndarray, intra: bool) -> np.ndarray:
+    def enhancer(strength: float, radius: int, fused: bool, guarded: bool) -> Enhancer:
+        def run(planes: np.ndarray, coding: Coding) -> np.ndarray:
             shift, peak = depth(planes)
-            out = per_frame(planes, strength)
+            share = guard(coding.qp) if guarded and coding.qp is not None else 1.0
+            out = per_frame(planes, strength * share)
             codes = last["codes"]
-            if fused and intra and radius:
+            if fused and coding.intra and radius and share == 1:  # as the filter: the guard stops the fusion too
                 out = fuse_clip(fusion, codes, out, min(radius, FUSION_RADIUS), peak)
             out = stabilise_clip(codes, out, radius, peak / 255)
             return out.astype(np.float32) / (1 << shift) if shift else out
         return run
 
-    return {(s, r, f): enhancer(s, r, f) for s in strengths for r in radii
-            for f in ((False, True) if fusion and r else (False,))}  # radius 0 has no frames to fuse
+    return {(s, r, f, g): enhancer(s, r, f, g) for s in strengths for r in radii
+            for f in ((False, True) if fusion and r else (False,)) for g in guards}  # radius 0: no frames to fuse
 
 
 def ffmpeg_enhancer(video_filter: str) -> Enhancer:
     """A classical post-filter: the frames through ``ffmpeg -vf VIDEO_FILTER`` as raw 8-bit gray video."""
 
-    def run(planes: np.ndarray, intra: bool) -> np.ndarray:
+    def run(planes: np.ndarray, coding: Coding) -> np.ndarray:
         n, h, w = planes.shape
         cmd = ["ffmpeg", "-v", "error", "-f", "rawvideo", "-pix_fmt", "gray", "-s", f"{w}x{h}", "-i", "-",
                "-vf", video_filter, "-f", "rawvideo", "-pix_fmt", "gray", "-"]
@@ -234,7 +258,8 @@ def evaluate(enhancers: dict[str, Enhancer], sources: list[Source], conditions: 
     lossless = {name: 0.0 for name in enhancers}
     for cond in conditions:
         for src in sources:
-            decoded = cond.code(src.frames)
+            stream = cond.stream(src.frames)
+            decoded, coding = decode_luma(stream), Coding(cond.qp is not None, stream_qp(stream))
             # Where the codec kept a source lossless (flat graphics) a capped PSNR would swamp any dB average:
             # such sources report the largest change in code values instead.
             kept = all(np.array_equal(d, r) for d, r in zip(decoded, src.frames))
@@ -242,7 +267,7 @@ def evaluate(enhancers: dict[str, Enhancer], sources: list[Source], conditions: 
             planes = np.stack(decoded)  # one array for all: enhancers of one model share its pass on it
             reference = np.stack(src.frames)
             for name, enhance in enhancers.items():
-                enhanced = enhance(planes, cond.qp is not None)
+                enhanced = enhance(planes, coding)
                 if kept:
                     change = float(max(np.abs(e.astype(np.float32) - r).max() for e, r in zip(enhanced, src.frames)))
                     lossless[name] = max(lossless[name], change)
@@ -274,13 +299,14 @@ def temporal_change(enhancers: dict[str, Enhancer], images: list[Source], frames
     cause (a frame-global path, such as attention pooled over the whole frame, can)."""
     base, rows, far = [], {name: [] for name in enhancers}, {name: [] for name in enhancers}
     for src in images:
-        decoded = np.stack(Condition(crf=crf).code([src.frames[0]] * frames))
+        stream = Condition(crf=crf).stream([src.frames[0]] * frames)
+        decoded, coding = np.stack(decode_luma(stream)), Coding(False, stream_qp(stream))
         moved = frame_change(decoded)
         near = dilate(moved > 0, reach)
         still_in = float(moved.mean())
         base.append(still_in)
         for name, enhance in enhancers.items():
-            out = frame_change(enhance(decoded, False))
+            out = frame_change(enhance(decoded, coding))
             still_out = float(out.mean())
             rows[name].append(still_out)
             print(f"{name:10s} CRF {crf:g} still {src.name:30s} input {still_in:.5f} output {still_out:.5f} "

@@ -1,0 +1,97 @@
+"""The source-QP guard: each frame's slice QP read from real H.264 and HEVC bitstreams, and the filter and
+diffqe enhance sparing the frames coded finer than the model was trained on."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import vapoursynth as vs
+
+from conftest import SAMPLES
+from diffqe.plugin import enhance
+from diffqe.plugin.script import decode
+from diffqe.plugin.source_qp import FULL_QP, NO_QP, frame_qps, guard
+from diffqe.train.codec import read_video_luma
+from test_cli import diffqe
+
+REFERENCE = SAMPLES / "reference.mkv"  # 8 frames of a real photograph, lossless
+
+
+def encode(dst: Path, *options: str) -> Path:
+    subprocess.run(["ffmpeg", "-v", "error", "-i", REFERENCE, *options, "-y", dst], check=True)
+    return dst
+
+
+def read_frame_qps(path: Path) -> list[float]:
+    clip, times = decode(path, None)
+    return frame_qps(path, [float(t) for t in times], clip.num_frames)
+
+
+def test_hevc_frame_qps_in_display_order_are_those_x265_reports(tmp_path):
+    """x265 at a constant QP with B-frames (coded out of display order; I, P, B and b pictures at 27, 30, 31
+    and 32) logs each picture's QP with its display position (POC): read from the slice headers and matched
+    to BestSource's frames by time, they are the same."""
+    log = tmp_path / "x265.csv"
+    src = encode(tmp_path / "b.mkv", "-c:v", "libx265", "-x265-params",
+                 f"log-level=0:qp=30:aq-mode=0:bframes=3:b-adapt=0:csv={log}:csv-log-level=1")
+    with log.open() as f:
+        rows = [{k.strip(): v.strip() for k, v in row.items()} for row in csv.DictReader(f)]
+    by_poc = [float(row["QP"]) for row in sorted(rows, key=lambda row: int(row["POC"]))]
+    assert len(set(by_poc)) >= 3 and by_poc != [float(r["QP"]) for r in rows]  # several QPs, reordered
+    assert read_frame_qps(src) == by_poc
+
+
+def test_h264_frame_qps_in_a_transport_stream_follow_the_picture_types(tmp_path):
+    """x264 at QP 30 codes I pictures 3 finer and B pictures (none of them references) 2 coarser; a transport
+    stream's clock does not start at 0: each of BestSource's frames, by its type, gets its own QP."""
+    src = encode(tmp_path / "b.ts", "-c:v", "libx264", "-qp", "30", "-bf", "2", "-x264-params", "b-pyramid=none")
+    clip, _ = decode(src, None)
+    types = [str(clip.get_frame(n).props["_PictType"]) for n in range(clip.num_frames)]
+    assert {"I", "P", "B"} <= set(types)
+    assert read_frame_qps(src) == [{"I": 27.0, "P": 30.0, "B": 32.0}[t] for t in types]
+
+
+def test_other_codecs_have_no_frame_qps_and_raw_streams_one_for_all(tmp_path):
+    assert read_frame_qps(REFERENCE) is None  # FFV1
+    raw = encode(tmp_path / "raw.hevc", "-c:v", "libx265", "-x265-params", "log-level=0:qp=20:keyint=1")
+    assert frame_qps(raw, [], 8) == [17.0] * 8  # intra pictures 3 below the QP asked for
+
+
+def test_the_guard_fades_the_correction_out_below_qp_17(sample):
+    """Frames with DiffQE_SourceQP get strength x guard(qp) (DiffQE_Strength says which); at QP 9 the model
+    does not run and the frame is the input; qp_guard=False, or no property, leaves strength whole."""
+    assert [guard(q) for q in (NO_QP - 3, NO_QP, 13, FULL_QP, 40)] == [0, 0, 0.5, 1, 1]
+    tagged = vs.core.std.Splice([sample[0].std.SetFrameProps(DiffQE_SourceQP=9.0),
+                                 sample[1].std.SetFrameProps(DiffQE_SourceQP=13.0),
+                                 sample[2:].std.SetFrameProps(DiffQE_SourceQP=35.0)])
+    out = enhance(tagged, backend="ort-cpu", temporal=0, strength=0.8)
+    assert [out.get_frame(n).props["DiffQE_Strength"] for n in range(3)] == [0, pytest.approx(0.4), 0.8]
+    assert np.array_equal(np.asarray(out.get_frame(0)[0]), np.asarray(sample.get_frame(0)[0]))
+    assert "DiffQE_ZMean" not in out.get_frame(0).props  # the model did not run
+    half, whole = (np.asarray(enhance(tagged, backend="ort-cpu", temporal=0, qp_guard=g).get_frame(1)[0]).astype(int)
+                   for g in (True, False))
+    y = np.asarray(sample.get_frame(1)[0]).astype(int)
+    assert np.abs(whole - y).max() >= 2 and np.abs((half - y) - (whole - y) / 2).max() <= 1
+
+
+@pytest.fixture(scope="module")
+def sample() -> vs.VideoNode:
+    return vs.core.bs.VideoSource(source=str(SAMPLES / "sample.mp4"))
+
+
+def test_diffqe_enhance_leaves_near_transparent_video_as_it_is(tmp_path):
+    """All-intra x265 at QP 12 (slice QP 9): the output is the decoded input, with a note that says why and
+    how to have the correction anyway; --no-qp-guard gives it."""
+    src = encode(tmp_path / "fine.mkv", "-c:v", "libx265", "-x265-params", "log-level=0:qp=12:keyint=1")
+    decoded = read_video_luma(src)
+    for flags in ([], ["--no-qp-guard"]):
+        out = tmp_path / f"out{len(flags)}.mkv"
+        result = diffqe("enhance", src, out, "--backend", "ort-cpu", "--lossless", *flags)
+        assert result.returncode == 0, result.stderr
+        same = all(np.array_equal(a, b) for a, b in zip(read_video_luma(out), decoded))
+        assert same == (not flags)
+        assert ("8 of 8 frames are coded finer than QP 17 (down to 9)" in result.stderr) == (not flags), result.stderr
