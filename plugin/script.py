@@ -69,6 +69,14 @@ def output_from_args(args: dict) -> None:
         clip.set_output()
 
 
+def source(path: str | Path) -> vs.VideoNode:
+    """PATH decoded as enhance.vpy decodes it (BestSource; the last frame dated), each frame carrying its slice QP
+    (H.264, HEVC) as ``DiffQE_SourceQP`` for enhance's qp_guard: for scripts of one's own,
+    ``enhance(source(path))``."""
+    clip, times = decode(Path(path), None)
+    return with_source_qp(clip, Path(path), times)
+
+
 def with_source_qp(clip: vs.VideoNode, source: Path, times: list[str]) -> vs.VideoNode:
     """CLIP with each frame's slice QP in SOURCE (H.264 or HEVC; TIMES: BestSource's frame times) as its
     ``DiffQE_SourceQP``, which enhance's qp_guard reads; CLIP as it is for other codecs."""

@@ -64,7 +64,8 @@ if {model!r}:
     enhance(source, backend={backend!r}, temporal={temporal}).set_output()
 else:  # the temporal stage alone (fusion on intra pictures, stabilisation), behind a native stand-in for the model
     _stabilised(source, vs.core.std.Expr(source, ["x 1 +", ""]), {temporal}, 1.0, 255.0,
-                load(device="cuda" if torch.cuda.is_available() else "cpu") if {intra!r} else None).set_output()
+                load(device="cuda" if torch.cuda.is_available() else "cpu") if {intra!r} else None,
+                qp_guard=False).set_output()
 """
 
 

@@ -12,7 +12,7 @@ import pytest
 import vapoursynth as vs
 
 from conftest import SAMPLES
-from diffqe.plugin import enhance
+from diffqe.plugin import enhance, source
 from diffqe.plugin.script import decode
 from diffqe.plugin.source_qp import FULL_QP, NO_QP, frame_qps, guard
 from diffqe.train.codec import read_video_luma
@@ -59,6 +59,8 @@ def test_other_codecs_have_no_frame_qps_and_raw_streams_one_for_all(tmp_path):
     assert read_frame_qps(REFERENCE) is None  # FFV1
     raw = encode(tmp_path / "raw.hevc", "-c:v", "libx265", "-x265-params", "log-level=0:qp=20:keyint=1")
     assert frame_qps(raw, [], 8) == [17.0] * 8  # intra pictures 3 below the QP asked for
+    assert [f.props["DiffQE_SourceQP"] for f in source(raw).frames()] == [17.0] * 8  # for scripts of one's own
+    assert "DiffQE_SourceQP" not in source(REFERENCE).get_frame(0).props
 
 
 def test_the_guard_fades_the_correction_out_below_qp_17(sample):
