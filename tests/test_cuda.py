@@ -90,6 +90,21 @@ def test_whole_frame_codes_match_float_path(coded: np.ndarray) -> None:
         assert out.dtype == np.uint8 and np.abs(out.astype(int) - ref).max() <= 1 and np.abs(z - z_ref).max() <= 1e-3
 
 
+def test_whole_frame_strength_is_set_per_frame_in_one_graph(coded: np.ndarray) -> None:
+    """The source-QP guard gives frames different strengths: each replay of the one captured graph scales by its
+    own (the input plus STRENGTH times the correction, within a code value), and strength 1 is the model's
+    output bit for bit."""
+    runner = create("torch")
+    noise = default_noise(runner.z_dim).numpy()
+    codes = np.rint(coded[0, 0] * 255).astype(np.uint8)
+    full = runner.enhance_frame(codes, 255.0, noise)[0].astype(int)
+    for s in (0.25, 0.625, 0.5, 0.25):
+        out = runner.enhance_frame(codes, 255.0, noise, strength=s)[0].astype(int)
+        assert np.abs((out - codes) - s * (full - codes)).max() <= 1, s
+    assert sum("scaled" in key for key in runner.graphs) == 1  # one graph for every strength but 1
+    assert np.array_equal(runner.enhance_frame(codes, 255.0, noise)[0], full)
+
+
 def test_whole_frame_mirror_ensemble_matches_float_path(coded: np.ndarray) -> None:
     """The four mirrored decoder passes captured in the whole-frame graph against the same average over the
     float path's decode calls; and they are not the single pass."""
