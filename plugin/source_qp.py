@@ -25,7 +25,8 @@ FULL_QP, NO_QP = 17, 9  # the guard's ends: the correction whole at FULL_QP and 
 
 # trace_headers logs each syntax element as "<bit position> <name> <bits> = <value>"; only these are needed: a
 # picture parameter set's id and initial QP, and a slice header's parameter set and QP delta.
-_FIELD = re.compile(rb"\b((?:pps_|slice_)?pic_parameter_set_id|(?:pic_)?init_qp_minus26|slice_qp_delta)\s+\S+ = (-?\d+)")
+_FIELD = re.compile(rb"\b((?:pps_|slice_)?pic_parameter_set_id|(?:pic_)?init_qp_minus26|slice_qp_delta)"
+                    rb"\s+\S+ = (-?\d+)")
 _PACKET = re.compile(rb"\bPacket: \d+ bytes.*?(?:, pts (-?\d+)|, no pts)")
 
 

@@ -112,12 +112,12 @@ def main() -> int:
     if args.bf16 and device.type != "cpu":
         ap.error("--bf16 measures the CPU's bfloat16 path: use it with --device cpu")
     net = fusion.load(args.fusion) if args.fusion else None
-    enhancers = {}
+    enhancers, guards = {}, (False, True) if args.qp_guard else (False,)
     for name, stem in args.checkpoint or [("shipped", str(checkpoint.SHIPPED))]:
         model = checkpoint.load(Path(stem))[0].to(device)
         for k, bits, bf16 in ((k, b, h) for k in args.ensemble for b in args.bits for h in {False, args.bf16}):
             for (s, r, f, g), enhancer in model_enhancers(model, args.seed, k, args.temporal, args.strength, net,
-                                                          bits, bf16, (False, True) if args.qp_guard else (False,)).items():
+                                                          bits, bf16, guards).items():
                 enhancers[name + (" bf16" if bf16 else "") + (f" x{k}" if k > 1 else "")
                           + (f" b{bits}" if bits != 8 else "") + (f" s{s:g}" if s != 1 else "") + (f" t{r}" if r else "")
                           + (" f" if f else "") + (" g" if g else "")] = enhancer

@@ -46,6 +46,19 @@ def test_evaluate_writes_a_markdown_table(tmp_path):
     assert re.search(r"^\| shipped x2 \| [-+]\d", table, re.M), "and one for its mirror ensemble"
 
 
+def test_evaluate_qp_guard_rows_read_each_encodes_qp(tmp_path):
+    """--qp-guard adds 'NAME g' rows: at x265 QP 6 (slice QP 3) the guard leaves the frames as decoded, at QP 37
+    it changes nothing."""
+    out = tmp_path / "table.md"
+    result = run_script("evaluate.py", "--clips", SAMPLES / "reference.mkv", "--max-frames", "2", "--qps", "",
+                        "--extra-qps", "6,37", "--qp-guard", "--out", out)
+    assert result.returncode == 0, result.stderr
+    rows = dict(re.findall(r"^\| (shipped|shipped g) \| ([-+][\d.]+ \| [-+][\d.]+) \|$", out.read_text(), re.M)[:2])
+    (plain_6, plain_37), (guarded_6, guarded_37) = ([float(v) for v in rows[k].split(" | ")]
+                                                    for k in ("shipped", "shipped g"))
+    assert guarded_6 == 0 and plain_6 != 0 and guarded_37 == plain_37 != 0, out.read_text()
+
+
 def test_evaluate_bits_scores_10_bit_output_against_the_8_bit_reference(tmp_path):
     """On a clean encode (QP 22) most of the correction is below one 8-bit code value: the 10-bit output keeps
     it and scores higher; --bits outside 8..16 is refused."""
