@@ -79,14 +79,16 @@ def source(path: str | Path) -> vs.VideoNode:
 
 def with_source_qp(clip: vs.VideoNode, source: Path, times: list[str]) -> vs.VideoNode:
     """CLIP with each frame's slice QP in SOURCE (H.264 or HEVC; TIMES: BestSource's frame times) as its
-    ``DiffQE_SourceQP``, which enhance's qp_guard reads; CLIP as it is for other codecs."""
+    ``DiffQE_SourceQP``, which enhance's qp_guard reads, where any frame is coded finer than the guard's
+    FULL_QP; else CLIP as it is (the tagging costs a Python call per frame: 0.2 ms at 1080p on this project's
+    CPU, a twentieth of a frame's time at 240 frames/s)."""
     qps = frame_qps(source, [float(t) for t in times], clip.num_frames)
-    if qps is None:
+    fine = sum(qp < FULL_QP for qp in qps or [])
+    if not fine:
         return clip
-    if fine := sum(qp < FULL_QP for qp in qps):
-        vs.core.log_message(vs.MESSAGE_TYPE_WARNING, f"enhance.vpy: {fine} of {len(qps)} frames are coded finer "
-                            f"than QP {FULL_QP} (down to {min(qps):g}), where the model would harm them: they get "
-                            "less of its correction, none from QP 9 down (-a qp_guard=0 gives them all of it)")
+    vs.core.log_message(vs.MESSAGE_TYPE_WARNING, f"enhance.vpy: {fine} of {len(qps)} frames are coded finer "
+                        f"than QP {FULL_QP} (down to {min(qps):g}), where the model would harm them: they get "
+                        "less of its correction, none from QP 9 down (-a qp_guard=0 gives them all of it)")
 
     def tag(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
         out = f.copy()

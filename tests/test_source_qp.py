@@ -57,10 +57,13 @@ def test_h264_frame_qps_in_a_transport_stream_follow_the_picture_types(tmp_path)
 
 def test_other_codecs_have_no_frame_qps_and_raw_streams_one_for_all(tmp_path):
     assert read_frame_qps(REFERENCE) is None  # FFV1
-    raw = encode(tmp_path / "raw.hevc", "-c:v", "libx265", "-x265-params", "log-level=0:qp=20:keyint=1")
-    assert frame_qps(raw, [], 8) == [17.0] * 8  # intra pictures 3 below the QP asked for
-    assert [f.props["DiffQE_SourceQP"] for f in source(raw).frames()] == [17.0] * 8  # for scripts of one's own
-    assert "DiffQE_SourceQP" not in source(REFERENCE).get_frame(0).props
+    raw = encode(tmp_path / "raw.hevc", "-c:v", "libx265", "-x265-params", "log-level=0:qp=19:keyint=1")
+    assert frame_qps(raw, [], 8) == [16.0] * 8  # intra pictures 3 below the QP asked for
+    assert [f.props["DiffQE_SourceQP"] for f in source(raw).frames()] == [16.0] * 8  # for scripts of one's own
+    # tagged only where the guard acts: not at QP 17 or coarser, nor for other codecs
+    coarse = encode(tmp_path / "coarse.hevc", "-c:v", "libx265", "-x265-params", "log-level=0:qp=20:keyint=1")
+    assert frame_qps(coarse, [], 8) == [17.0] * 8
+    assert all("DiffQE_SourceQP" not in source(path).get_frame(0).props for path in (coarse, REFERENCE))
 
 
 def test_the_guard_fades_the_correction_out_below_qp_17(sample):
