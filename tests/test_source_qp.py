@@ -14,7 +14,7 @@ import vapoursynth as vs
 from conftest import SAMPLES
 from diffqe.plugin import enhance, source
 from diffqe.plugin.script import decode
-from diffqe.plugin.source_qp import FULL_QP, NO_QP, frame_qps, guard
+from diffqe.plugin.source_qp import FULL_QP, NO_QP, frame_qps, guard, packet_qps
 from diffqe.train.codec import read_video_luma
 from test_cli import diffqe
 
@@ -31,10 +31,16 @@ def read_frame_qps(path: Path) -> list[float]:
     return frame_qps(path, [float(t) for t in times], clip.num_frames)
 
 
-def test_hevc_frame_qps_in_display_order_are_those_x265_reports(tmp_path):
+def display_order(path: Path) -> list[float]:
+    """Each picture's mean slice QP as read from PATH's headers, in display (pts) order."""
+    return [qp for _, _, qp in sorted(packet_qps(path)[0], key=lambda p: p[0])]
+
+
+def test_hevc_picture_qps_are_those_x265_reports_and_frames_get_their_gops_finest(tmp_path):
     """x265 at a constant QP with B-frames (coded out of display order; I, P, B and b pictures at 27, 30, 31
-    and 32) logs each picture's QP with its display position (POC): read from the slice headers and matched
-    to BestSource's frames by time, they are the same."""
+    and 32) logs each picture's QP with its display position (POC): read from the slice headers they are the
+    same; each of BestSource's frames, matched by time, gets the finest of its group of pictures (the I
+    picture's), so that a still scene does not pulse with the picture types."""
     log = tmp_path / "x265.csv"
     src = encode(tmp_path / "b.mkv", "-c:v", "libx265", "-x265-params",
                  f"log-level=0:qp=30:aq-mode=0:bframes=3:b-adapt=0:csv={log}:csv-log-level=1")
@@ -42,27 +48,34 @@ def test_hevc_frame_qps_in_display_order_are_those_x265_reports(tmp_path):
         rows = [{k.strip(): v.strip() for k, v in row.items()} for row in csv.DictReader(f)]
     by_poc = [float(row["QP"]) for row in sorted(rows, key=lambda row: int(row["POC"]))]
     assert len(set(by_poc)) >= 3 and by_poc != [float(r["QP"]) for r in rows]  # several QPs, reordered
-    assert read_frame_qps(src) == by_poc
+    assert display_order(src) == by_poc
+    assert read_frame_qps(src) == [27.0] * 8
 
 
-def test_h264_frame_qps_in_a_transport_stream_follow_the_picture_types(tmp_path):
+def test_h264_picture_qps_in_a_transport_stream_follow_the_picture_types(tmp_path):
     """x264 at QP 30 codes I pictures 3 finer and B pictures (none of them references) 2 coarser; a transport
-    stream's clock does not start at 0: each of BestSource's frames, by its type, gets its own QP."""
+    stream's clock does not start at 0: each frame BestSource lists is matched to its own picture."""
     src = encode(tmp_path / "b.ts", "-c:v", "libx264", "-qp", "30", "-bf", "2", "-x264-params", "b-pyramid=none")
     clip, _ = decode(src, None)
     types = [str(clip.get_frame(n).props["_PictType"]) for n in range(clip.num_frames)]
     assert {"I", "P", "B"} <= set(types)
-    assert read_frame_qps(src) == [{"I": 27.0, "P": 30.0, "B": 32.0}[t] for t in types]
+    assert display_order(src) == [{"I": 27.0, "P": 30.0, "B": 32.0}[t] for t in types]
+    assert read_frame_qps(src) == [27.0] * 8
 
 
-def test_other_codecs_have_no_frame_qps_and_raw_streams_one_for_all(tmp_path):
-    assert read_frame_qps(REFERENCE) is None  # FFV1
-    raw = encode(tmp_path / "raw.hevc", "-c:v", "libx265", "-x265-params", "log-level=0:qp=19:keyint=1")
-    assert frame_qps(raw, [], 8) == [16.0] * 8  # intra pictures 3 below the QP asked for
-    assert [f.props["DiffQE_SourceQP"] for f in source(raw).frames()] == [16.0] * 8  # for scripts of one's own
+def test_each_group_of_pictures_gets_its_own_floor_and_other_codecs_none(tmp_path):
+    """Two raw HEVC streams joined, 8 frames at QP 12 then 8 at QP 30, a keyframe every 4: a raw stream has no
+    times and is taken in decode order; each GOP gets its I picture's QP (3 finer). FFV1 has none."""
+    parts = [encode(tmp_path / f"{qp}.hevc", "-c:v", "libx265", "-x265-params",
+                    f"log-level=0:qp={qp}:bframes=0:keyint=4:min-keyint=4:scenecut=0") for qp in (12, 30)]
+    raw = tmp_path / "joined.hevc"
+    raw.write_bytes(b"".join(p.read_bytes() for p in parts))
+    assert frame_qps(raw, [], 16) == [9.0] * 8 + [27.0] * 8
+    assert [f.props["DiffQE_SourceQP"] for f in source(raw).frames()] == [9.0] * 8 + [27.0] * 8  # scripts' own
+    assert read_frame_qps(REFERENCE) is None
     # tagged only where the guard acts: not at QP 17 or coarser, nor for other codecs
-    coarse = encode(tmp_path / "coarse.hevc", "-c:v", "libx265", "-x265-params", "log-level=0:qp=20:keyint=1")
-    assert frame_qps(coarse, [], 8) == [17.0] * 8
+    coarse = encode(tmp_path / "coarse.mkv", "-c:v", "libx265", "-x265-params", "log-level=0:qp=20:keyint=1")
+    assert read_frame_qps(coarse) == [17.0] * 8
     assert all("DiffQE_SourceQP" not in source(path).get_frame(0).props for path in (coarse, REFERENCE))
 
 

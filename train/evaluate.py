@@ -22,7 +22,7 @@ from ..model.inference import restore, scale_correction, to_planes, to_tensor
 from ..model.fusion import RADIUS as FUSION_RADIUS
 from ..model.fusion import FusionNet, fuse_clip
 from ..model.temporal import dilate, stabilise_clip
-from ..plugin.source_qp import frame_qps, guard
+from ..plugin.source_qp import gop_floor, guard, packet_qps
 from .codec import decode_luma, encode_hevc, read_video_luma
 from .corpus import at_levels, find_images, load_luma
 from .metrics import band_mse, frame_change, psnr, ssim
@@ -59,11 +59,13 @@ class Coding:
 
 
 def stream_qp(stream: bytes) -> float:
-    """The median slice QP of a raw HEVC STREAM, as the filter's source-QP guard reads it from a raw stream."""
+    """The QP the filter's source-QP guard reads for the frames of a raw HEVC STREAM: its GOPs' finest slice QP
+    (the evaluation's clips are shorter than x265's keyframe interval, so all-intra ones excepted they are one
+    GOP, whose frames all get this)."""
     with tempfile.NamedTemporaryFile(suffix=".hevc") as f:
         f.write(stream)
         f.flush()
-        return frame_qps(Path(f.name), [], 1)[0]
+        return min(gop_floor(packet_qps(Path(f.name))[0]))
 
 
 def bit_depth(planes: np.ndarray) -> int:
