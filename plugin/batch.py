@@ -63,6 +63,7 @@ class Result:
     error: str | None = None
     attempts: int = 0
     warnings: list[str] = field(default_factory=list)  # what `diffqe enhance` warned of (streams left behind)
+    notes: list[str] = field(default_factory=list)  # what else it said (frames the source-QP guard spared)
     backend: str | None = None  # as `diffqe enhance` chose it
     gpu: str | None = None  # the CUDA_VISIBLE_DEVICES it ran with (None: not set, every GPU)
 
@@ -217,6 +218,8 @@ def process_one(job: Job, options: dict, progress: Callable[[dict], None], threa
             progress({"input": job.input} | event)
         elif line.startswith("warning: "):
             result.warnings.append(line.removeprefix("warning: ").strip())
+        elif line.startswith("note: "):
+            result.notes.append(line.removeprefix("note: ").strip())
         elif line.strip():
             errors.append(line.strip())
     rc = child.wait()
@@ -356,6 +359,8 @@ class Progress:
             print(f"[{self.done}/{self.total}] {Path(result.input).name}: {what}", file=sys.stderr)
             for warning in result.warnings:
                 print(f"  warning: {warning}", file=sys.stderr)
+            for note in result.notes:
+                print(f"  note: {note}", file=sys.stderr)
 
     def render(self) -> None:
         if self.mode != "bar" or not sys.stderr.isatty():

@@ -119,21 +119,27 @@ def test_ray_with_two_workers_matches_the_in_process_path(tmp_path, library):
 
 
 def test_job_file_list_file_naming_rule_and_warnings_in_the_report(tmp_path, library):
-    """The third clip holds a second video stream, which `diffqe enhance` leaves behind with a warning: the
-    report keeps it, for a farm to see which outputs lack something."""
+    """The third clip holds a second video stream, which `diffqe enhance` leaves behind with a warning; the
+    fourth is near-transparent (all-intra QP 12), which the source-QP guard spares with a note: the report keeps
+    both, for a farm to see which outputs lack something and which came out as they went in."""
     subprocess.run(["ffmpeg", "-v", "error", "-i", library / "b" / "three.mp4", "-map", "0:v", "-map", "0:v", "-c",
                     "copy", library / "angles.mkv"], check=True)
+    subprocess.run(["ffmpeg", "-v", "error", "-i", SAMPLES / "reference.mkv", "-c:v", "libx265", "-x265-params",
+                    "log-level=error:qp=12:keyint=1", library / "master.mkv"], check=True)
     listing = tmp_path / "clips.txt"
-    listing.write_text(f"# three clips\n{library / 'a' / 'one.mp4'}\nin/b/three.mp4\nin/angles.mkv\n")
+    listing.write_text(f"# four clips\n{library / 'a' / 'one.mp4'}\nin/b/three.mp4\nin/angles.mkv\nin/master.mkv\n")
     job = tmp_path / "job.toml"
     job.write_text('name = "{stem}_enhanced.mkv"\nbackend = "ort-cpu"\nlossless = true\nexecutor = "local"\n')
     result = batch(listing, "-o", tmp_path / "out", "--job", job, "--quiet")
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in (tmp_path / "out").glob("*.mkv")) == ["angles_enhanced.mkv", "one_enhanced.mkv",
-                                                                       "three_enhanced.mkv"]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.mkv")) == [
+        "angles_enhanced.mkv", "master_enhanced.mkv", "one_enhanced.mkv", "three_enhanced.mkv"]
     warnings = {name: f["warnings"] for name, f in report(tmp_path / "out").items()}
-    assert warnings["one.mp4"] == warnings["three.mp4"] == []
+    assert warnings["one.mp4"] == warnings["three.mp4"] == warnings["master.mkv"] == []
     assert len(warnings["angles.mkv"]) == 1 and "a second video; only the first is enhanced" in warnings["angles.mkv"][0]
+    notes = {name: f["notes"] for name, f in report(tmp_path / "out").items()}
+    assert notes["one.mp4"] == notes["three.mp4"] == notes["angles.mkv"] == []
+    assert len(notes["master.mkv"]) == 1 and "8 of 8 frames are coded finer than QP 17" in notes["master.mkv"][0]
     bad = batch(tmp_path / "nothing-here", "-o", tmp_path / "out2")
     assert bad.returncode == 2 and "no such file" in bad.stderr and "Traceback" not in bad.stderr
 
