@@ -33,7 +33,7 @@ from .encoder import (checked as checked_encoder_options, has_option, own_rate, 
                       pixel_formats, sets_rate, split)
 from .hdr import dolby_vision, side_data, x265_params
 from .mux import FFMPEG_QUIET, MATROSKA, MOV_FAMILY, embedded_left_behind, is_picture, left_behind, mux_command
-from .script import SCRIPT
+from .script import NO_GUARD, SCRIPT
 from .segments import PATTERN, Busy, Segments, job_identity, work_dir
 from .timing import frame_times, join
 
@@ -365,7 +365,7 @@ def vspipe_reason(log: str) -> str | None:
 
 INDEX_PROGRESS = re.compile(r"VideoSource track #\d+ index progress (\d+)%")
 FRAMES = re.compile(r"enhance\.vpy: (\d+) frames$")  # what the script says it has
-FINE = re.compile(r"enhance\.vpy: (\d+ of \d+ frames are coded finer than QP \d+ \(down to [-\d.]+\))")  # the guard
+SPARED = re.compile(r"enhance\.vpy: (the source-QP guard spares .*) " + re.escape(NO_GUARD))
 
 
 class VspipeLog(threading.Thread):
@@ -386,11 +386,10 @@ class VspipeLog(threading.Thread):
             self.lines.append(line)
             if match := FRAMES.search(line):
                 self.frames = int(match.group(1))
-            elif match := FINE.search(line):
+            elif match := SPARED.search(line):
                 after_bar = "\n" if self.style == "bar" and self.indexed > self.launched else ""
-                print(f"{after_bar}note: {self.name}: {match.group(1)}, where the model would harm them: they get less "
-                      "of its correction, none from QP 9 down (--no-qp-guard gives them all of it)", file=sys.stderr,
-                      flush=True)
+                print(f"{after_bar}note: {self.name}: {match.group(1)} (--no-qp-guard gives them all of it)",
+                      file=sys.stderr, flush=True)
             elif match := INDEX_PROGRESS.search(line):
                 self.indexed = time.monotonic()
                 if self.style != "none":

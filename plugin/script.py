@@ -11,9 +11,10 @@ import vapoursynth as vs
 
 from . import allocator
 from .filter import enhance
-from .source_qp import FULL_QP, frame_qps
+from .source_qp import frame_qps, spared
 
 SCRIPT = "from diffqe.plugin.script import output_from_args\noutput_from_args(globals())\n"
+NO_GUARD = "(-a qp_guard=0 gives them all of it)"  # diffqe enhance says its own flag instead
 
 
 def _number(args: dict, key: str, kind: type, default: float | None) -> float | None:
@@ -83,12 +84,10 @@ def with_source_qp(clip: vs.VideoNode, source: Path, times: list[str]) -> vs.Vid
     FULL_QP; else CLIP as it is (the tagging costs a Python call per frame: 0.2 ms at 1080p on this project's
     CPU, a twentieth of a frame's time at 240 frames/s)."""
     qps = frame_qps(source, [float(t) for t in times], clip.num_frames)
-    fine = sum(qp < FULL_QP for qp in qps or [])
-    if not fine:
+    note = spared(qps or [])
+    if not note:
         return clip
-    vs.core.log_message(vs.MESSAGE_TYPE_WARNING, f"enhance.vpy: {fine} of {len(qps)} frames are coded finer "
-                        f"than QP {FULL_QP} (down to {min(qps):g}), where the model would harm them: they get "
-                        "less of its correction, none from QP 9 down (-a qp_guard=0 gives them all of it)")
+    vs.core.log_message(vs.MESSAGE_TYPE_WARNING, f"enhance.vpy: {note} {NO_GUARD}")
 
     def tag(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
         out = f.copy()

@@ -36,6 +36,16 @@ def guard(qp: float) -> float:
     return min(max((qp - NO_QP) / (FULL_QP - NO_QP), 0.0), 1.0)
 
 
+def spared(qps: Sequence[float]) -> str | None:
+    """What the guard does to frames of these QPS, in words; None where it leaves them all whole."""
+    fine = sum(qp < FULL_QP for qp in qps)
+    if not fine:
+        return None
+    return (f"the source-QP guard spares {fine} of {len(qps)} frames (groups of pictures coded finer than QP "
+            f"{FULL_QP}, down to {min(qps):g}, where the model would harm them): they get less of its correction, "
+            f"none from QP {NO_QP} down")
+
+
 def _first_video(source: Path) -> dict | None:
     streams = ffmpeg.probe(str(source.absolute()), select_streams="V:0")["streams"]
     return streams[0] if streams else None

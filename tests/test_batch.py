@@ -139,7 +139,7 @@ def test_job_file_list_file_naming_rule_and_warnings_in_the_report(tmp_path, lib
     assert len(warnings["angles.mkv"]) == 1 and "a second video; only the first is enhanced" in warnings["angles.mkv"][0]
     notes = {name: f["notes"] for name, f in report(tmp_path / "out").items()}
     assert notes["one.mp4"] == notes["three.mp4"] == notes["angles.mkv"] == []
-    assert len(notes["master.mkv"]) == 1 and "8 of 8 frames are coded finer than QP 17" in notes["master.mkv"][0]
+    assert len(notes["master.mkv"]) == 1 and "the source-QP guard spares 8 of 8 frames" in notes["master.mkv"][0]
     bad = batch(tmp_path / "nothing-here", "-o", tmp_path / "out2")
     assert bad.returncode == 2 and "no such file" in bad.stderr and "Traceback" not in bad.stderr
 
