@@ -11,6 +11,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -52,10 +53,15 @@ class Condition:
 @dataclass(frozen=True)
 class Coding:
     """What an enhancer may know of how its input was coded: whether every frame is intra-coded (the fusion's
-    cue), and the slice QP the filter's guard reads from the bitstream (None: not read)."""
+    cue), and the slice QP the filter's guard reads from the bitstream (None without one), read only when an
+    enhancer asks: two ffmpeg processes per encode that an evaluation without --qp-guard need not run."""
 
     intra: bool
-    qp: float | None = None
+    stream: bytes | None = None
+
+    @cached_property
+    def qp(self) -> float | None:
+        return None if self.stream is None else stream_qp(self.stream)
 
 
 def stream_qp(stream: bytes) -> float:
@@ -261,7 +267,7 @@ def evaluate(enhancers: dict[str, Enhancer], sources: list[Source], conditions: 
     for cond in conditions:
         for src in sources:
             stream = cond.stream(src.frames)
-            decoded, coding = decode_luma(stream), Coding(cond.qp is not None, stream_qp(stream))
+            decoded, coding = decode_luma(stream), Coding(cond.qp is not None, stream)
             # Where the codec kept a source lossless (flat graphics) a capped PSNR would swamp any dB average:
             # such sources report the largest change in code values instead.
             kept = all(np.array_equal(d, r) for d, r in zip(decoded, src.frames))
@@ -302,7 +308,7 @@ def temporal_change(enhancers: dict[str, Enhancer], images: list[Source], frames
     base, rows, far = [], {name: [] for name in enhancers}, {name: [] for name in enhancers}
     for src in images:
         stream = Condition(crf=crf).stream([src.frames[0]] * frames)
-        decoded, coding = np.stack(decode_luma(stream)), Coding(False, stream_qp(stream))
+        decoded, coding = np.stack(decode_luma(stream)), Coding(False, stream)
         moved = frame_change(decoded)
         near = dilate(moved > 0, reach)
         still_in = float(moved.mean())
