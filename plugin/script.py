@@ -79,7 +79,7 @@ def source(path: str | Path) -> vs.VideoNode:
 
 
 def with_source_qp(clip: vs.VideoNode, source: Path, times: list[str]) -> vs.VideoNode:
-    """CLIP with each frame's slice QP in SOURCE (H.264 or HEVC; TIMES: BestSource's frame times) as its
+    """CLIP with each frame's QP in SOURCE (source_qp.CODECS; TIMES: BestSource's frame times) as its
     ``DiffQE_SourceQP``, which enhance's qp_guard reads, where any frame is coded finer than the guard's
     FULL_QP; else CLIP as it is (the tagging costs a Python call per frame: 0.2 ms at 1080p on this project's
     CPU, a twentieth of a frame's time at 240 frames/s)."""

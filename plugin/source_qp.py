@@ -1,17 +1,19 @@
-"""The QP each frame of an H.264 or HEVC source was coded at, read from its slice headers, and the guard that
-fades the model's correction out on near-transparent frames.
+"""The QP each frame of a source was coded at, read from its headers, and the guard that fades the model's
+correction out on near-transparent frames.
 
 The model is trained on pictures coded at slice QP 19 and coarser (x265 --qp 22-42: intra pictures 3 below) and,
 blind to the QP, corrects finer ones just as hard: held-out photos and screens lose up to 2.5 dB at slice QP 9
 (docs/results.md, "The source-QP guard").  The bitstream states what the model cannot see, so where it is
 at hand each frame's correction is scaled by ``guard(qp)`` of the finest QP in its group of pictures: whole from
-QP 17 up, none at QP 9 and below, linear between, the strengths measured best at each QP.  Sources without it
-(other codecs, raw images) are enhanced as before.
-"""
+QP 17 up, none at QP 9 and below, linear between, the strengths measured best at each QP.  H.264 and HEVC state
+QPs on one scale (H.264's keyframes are read down to their macroblocks, where adaptive quantisation puts the
+texture); AV1's and VP9's quantiser indices and MPEG-2's quantiser scales are read as the HEVC QP of the same
+step.  Sources without any (other codecs, raw images) are enhanced as before."""
 
 from __future__ import annotations
 
 import bisect
+import math
 import re
 import statistics
 import subprocess
@@ -19,15 +21,23 @@ from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import ffmpeg
+import numpy as np
 
-CODECS = ("h264", "hevc")  # whose slice QPs share one scale: the step doubles every 6
+CODECS = ("h264", "hevc", "av1", "vp9", "mpeg2video")
 FULL_QP, NO_QP = 17, 9  # the guard's ends: the correction whole at FULL_QP and above, none at NO_QP and below
 
-# trace_headers logs each syntax element as "<bit position> <name> <bits> = <value>"; only these are needed: a
-# picture parameter set's id and initial QP, and a slice header's parameter set and QP delta.
-_FIELD = re.compile(rb"\b((?:pps_|slice_)?pic_parameter_set_id|(?:pic_)?init_qp_minus26|slice_qp_delta)"
-                    rb"\s+\S+ = (-?\d+)")
+# trace_headers logs each syntax element as "<bit position> <name> <bits> = <value>"; only these are needed:
+# H.264 and HEVC a picture parameter set's id and initial QP, and a slice header's parameter set and QP delta;
+# AV1/VP9 a frame header's quantiser index; MPEG-2 a picture's quantiser scale type and its slices' codes.
+_FIELD = re.compile(rb"\b((?:pps_|slice_)?pic_parameter_set_id|(?:pic_)?init_qp_minus26|slice_qp_delta|base_q_idx|"
+                    rb"q_scale_type|quantiser_scale_code)\s+\S+ = (-?\d+)")
+_NEEDLES = (b"_qp_", b"set_id", b"q_idx", b"_scale_")
+# MPEG-2's quantiser matrix weights its coefficients' steps by 8-83 sixteenths (default intra matrix, mean 33); 40
+# makes its fine quantisers read as the HEVC QP that codes a picture to the same PSNR (within 1.2 dB, test_source_qp):
+# step for step, MPEG-2 (no intra prediction, no deblocking) codes coarser than HEVC
+MPEG2_WEIGHT = 40
 _PACKET = re.compile(rb"\bPacket: \d+ bytes(, key frame)?.*?(?:, pts (-?\d+)|, no pts)")
 
 
@@ -42,7 +52,7 @@ def spared(qps: Sequence[float]) -> str | None:
     if not fine:
         return None
     return (f"the source-QP guard spares {fine} of {len(qps)} frames (groups of pictures coded finer than QP "
-            f"{FULL_QP}, down to {min(qps):g}, where the model would harm them): they get less of its correction, "
+            f"{FULL_QP}, down to {round(min(qps), 1):g}, where the model would harm them): they get less of its correction, "
             f"none from QP {NO_QP} down")
 
 
@@ -51,10 +61,50 @@ def _first_video(source: Path) -> dict | None:
     return streams[0] if streams else None
 
 
+def qindex_qp(index: int) -> float:
+    """An AV1 or VP9 quantiser index as the HEVC QP of the same step.  Up to index 95, where every guarded frame
+    lies, their AC step is index + 7 in eighths of an orthonormal transform's unit (AV1 and VP9 share the 8-bit
+    table; at 10 bits both the table and the samples are 4 times larger); HEVC's step is 2^((QP - 4) / 6)."""
+    return 4 + 6 * math.log2((index + 7) / 8)
+
+
+def mpeg2_qp(code: int, nonlinear: bool) -> float:
+    """An MPEG-2 slice's quantiser_scale_code as the HEVC QP of the same step: the code's quantiser scale (twice
+    the code, or the non-linear table) times a matrix weight over 16, taken at MPEG2_WEIGHT."""
+    if nonlinear:
+        scale = code if code <= 8 else 2 * (code - 4) if code <= 16 else 4 * (code - 10) if code <= 24 else 8 * (code - 17)
+    else:
+        scale = 2 * code
+    return 4 + 6 * math.log2(scale * MPEG2_WEIGHT / 16)
+
+
+class _Quantisers:
+    """Reads the fields _FIELD picks out of one stream's headers, in order: each slice's or frame's QP on HEVC's
+    scale, from the state the parameter sets and picture headers before it set."""
+
+    def __init__(self) -> None:
+        self.pps, self.init_qp, self.nonlinear = 0, {}, False
+
+    def read(self, name: bytes, value: int) -> float | None:
+        if name.endswith(b"parameter_set_id"):
+            self.pps = value
+        elif name.endswith(b"minus26"):
+            self.init_qp[self.pps] = 26 + value
+        elif name == b"slice_qp_delta":
+            return self.init_qp.get(self.pps, 26) + value
+        elif name == b"base_q_idx":
+            return qindex_qp(value)
+        elif name == b"q_scale_type":
+            self.nonlinear = bool(value)
+        else:
+            return mpeg2_qp(value, self.nonlinear)
+        return None
+
+
 def packet_qps(source: Path) -> tuple[list[tuple[int | None, bool, float]], Fraction] | None:
     """Per packet of SOURCE's first video stream, in decode order: (its pts or None, whether it is a keyframe, the
-    mean QP of its slices); and the stream's time base.  None where the stream is not H.264 or HEVC (or SOURCE
-    cannot be read)."""
+    mean QP of its slices or frames, on HEVC's scale); and the stream's time base.  None where the stream is none
+    of CODECS (or SOURCE cannot be read)."""
     try:
         stream = _first_video(source)
     except ffmpeg.Error:
@@ -63,23 +113,66 @@ def packet_qps(source: Path) -> tuple[list[tuple[int | None, bool, float]], Frac
         return None
     cmd = ["ffmpeg", "-hide_banner", "-nostats", "-copyts", "-i", str(source.absolute()), "-map", "0:V:0",
            "-c", "copy", "-bsf:v", "trace_headers", "-f", "null", "-"]
-    init_qp: dict[int, int] = {}
-    pps, packets = 0, []
+    quantisers, packets = _Quantisers(), []
     with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as p:
         for line in p.stderr:  # a 2-hour film logs about 12 M lines: the cheap test first
             if b"Packet:" in line and (m := _PACKET.search(line)):
                 packets.append((None if m.group(2) is None else int(m.group(2)), bool(m.group(1)), []))
-            elif (b"_qp_" in line or b"set_id" in line) and (m := _FIELD.search(line)):
-                name, value = m.group(1), int(m.group(2))
-                if name.endswith(b"parameter_set_id"):
-                    pps = value
-                elif name.endswith(b"minus26"):
-                    init_qp[pps] = 26 + value
-                elif packets:
-                    packets[-1][2].append(init_qp.get(pps, 26) + value)
+            elif any(n in line for n in _NEEDLES) and (m := _FIELD.search(line)):
+                qp = quantisers.read(m.group(1), int(m.group(2)))
+                if qp is not None and packets:
+                    packets[-1][2].append(qp)
     if p.returncode:
         return None
-    return [(pts, key, sum(qps) / len(qps)) for pts, key, qps in packets if qps], Fraction(stream["time_base"])
+    read = [(pts, key, sum(qps) / len(qps)) for pts, key, qps in packets if qps]
+    if stream["codec_name"] == "h264" and any(qp < FULL_QP for _, _, qp in read):
+        read = _with_macroblock_qps(source, read)
+    return read, Fraction(stream["time_base"])
+
+
+def keyframe_texture_qps(source: Path) -> list[float]:
+    """Per keyframe of an H.264 SOURCE's first video stream, in decode order: the mean QP of its macroblocks, each
+    weighted by the variance of its decoded luma (+1).  Adaptive quantisation (x264's default) codes flat
+    macroblocks far finer than the slice QP and textured ones coarser, and the model acts on texture: a screen
+    recording's slice QP can read 8 where its text is coded at 27 (docs/results.md).  Only keyframes are decoded
+    (the decoder skips the rest): a few seconds for a film."""
+    with av.open(str(source.absolute())) as container:
+        stream = next(s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic)
+        stream.codec_context.options = {"export_side_data": "venc_params"}
+        stream.codec_context.skip_frame = "NONKEY"
+        stream.thread_type = "SLICE"  # with frame threads the exported QPs are at times read before they are set
+        qps = []
+        for frame in container.decode(stream):
+            params = frame.side_data.get("VIDEO_ENC_PARAMS")
+            if params is None:
+                continue
+            block_qps = params.qp_map().astype(np.float64)
+            rows, cols = block_qps.shape
+            plane = frame.planes[0]
+            dtype = np.uint16 if plane.line_size >= 2 * plane.width and frame.format.name.endswith("le") else np.uint8
+            luma = np.frombuffer(plane, dtype).reshape(plane.height, -1)[:, : plane.width].astype(np.float32)
+            luma = np.pad(luma, ((0, rows * 16 - plane.height), (0, cols * 16 - plane.width)), mode="edge")
+            texture = luma.reshape(rows, 16, cols, 16).var(axis=(1, 3)) + 1
+            qps.append(float(np.average(block_qps, weights=texture)))
+    return qps
+
+
+def _with_macroblock_qps(source: Path, packets: list[tuple[int | None, bool, float]]) -> list[tuple[int | None, bool, float]]:
+    """PACKETS (an H.264 stream's, as ``packet_qps`` reads their slices) with each group of pictures' QPs moved
+    by what its keyframe's macroblocks say its slice QP misses (``keyframe_texture_qps``); where the keyframes
+    decoded do not pair with the key packets one to one, by the median of that."""
+    keys = [i for i, (_, key, _) in enumerate(packets) if key]
+    try:
+        textures = keyframe_texture_qps(source)
+    except (av.error.FFmpegError, StopIteration, ValueError):
+        return packets
+    if not keys or not textures:
+        return packets
+    offsets = [t - packets[i][2] for i, t in zip(keys, textures)]
+    if len(textures) != len(keys):
+        offsets = [statistics.median(offsets)] * len(keys)
+    shift = [offsets[max(bisect.bisect_right(keys, i) - 1, 0)] for i in range(len(packets))]
+    return [(pts, key, qp + d) for (pts, key, qp), d in zip(packets, shift)]
 
 
 def gop_floor(packets: list[tuple[int | None, bool, float]]) -> list[float]:
@@ -95,8 +188,8 @@ def gop_floor(packets: list[tuple[int | None, bool, float]]) -> list[float]:
 
 def frame_qps(source: Path, times_ms: Sequence[float], frames: int) -> list[float] | None:
     """For each of the FRAMES frames of SOURCE as a source filter lists them (TIMES_MS: their times in ms, as
-    BestSource gives them), the finest slice QP of its group of pictures (``gop_floor``), matched by time; None
-    where SOURCE holds none (not H.264 or HEVC).  A stream without times (raw .264/.hevc) is taken in decode
+    BestSource gives them), the finest QP of its group of pictures (``gop_floor``), matched by time; None
+    where SOURCE holds none (none of CODECS).  A stream without times (raw .264/.hevc) is taken in decode
     order, which differs from display order only within a GOP."""
     read = packet_qps(source)
     if not read or not read[0]:

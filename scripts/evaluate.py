@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """dPSNR and dSSIM of checkpoints (and classical post-filters) per QP and mixed, on reference images and
-clips encoded on the fly with x265; every enhancer sees the same encodes.
+clips encoded on the fly with x265 (or --codec: another encoder, each QP on its own scale); every enhancer sees the
+same encodes.
 
   python scripts/evaluate.py --images data/corpus/val --qps 27,32,37,42 --extra-qps 30,40 --crf 28
   python scripts/evaluate.py --clips ref1.mkv ref2.y4m --checkpoint full=runs/full/stage3 \\
@@ -14,6 +15,7 @@ clips encoded on the fly with x265; every enhancer sees the same encodes.
   python scripts/evaluate.py --clips data/clips/*.mkv --max-frames 12 --temporal 2 --fusion   # and the fusion
   python scripts/evaluate.py --images data/corpus/val --bits 8,10        # 8-bit input enhanced to 10-bit output
   python scripts/evaluate.py --images data/corpus/val --hdr pq           # as 10-bit PQ (HDR10) video
+  python scripts/evaluate.py --images data/corpus/val --codec av1 --qps "" --extra-qps 20,40 --crf 30   # AV1 sources
   python scripts/evaluate.py --images data/corpus/val --grain 3          # with sensor noise in the picture
   python scripts/evaluate.py --images data/fresh_screens --qps "" --extra-qps 22 --bands 16   # where losses sit
 """
@@ -29,6 +31,7 @@ from _common import run
 from diffqe.model import checkpoint, fusion
 from diffqe.model.inference import MAX_STRENGTH
 from diffqe.model.mirror import FLIPS
+from diffqe.train.codec import CODERS
 from diffqe.train.evaluate import (TRANSFERS, Condition, evaluate, faded, ffmpeg_enhancer, full_range, grainy, hdr,
                                    load_sources, markdown, model_enhancers, temporal_change)
 from diffqe.train.loop import pick_device
@@ -63,7 +66,10 @@ def main() -> int:
                     help="shrink clips by this factor first (washes out the clips' own compression artefacts)")
     ap.add_argument("--qps", type=ints, default=list(PAPER_QPS), help="all-intra QPs averaged into 'mixed'")
     ap.add_argument("--extra-qps", type=ints, default=[], help="further all-intra QPs, reported apart")
-    ap.add_argument("--crf", type=float, nargs="*", default=[], help="random-access x265 CRF encodes")
+    ap.add_argument("--crf", type=float, nargs="*", default=[], help="random-access CRF encodes")
+    ap.add_argument("--codec", choices=CODERS, default="hevc",
+                    help="the encoder of every condition: x265 (hevc, the default), x264 (h264), SVT-AV1 (av1), "
+                         "libvpx (vp9), FFmpeg's MPEG-2 (mpeg2); QPs on its own scale (AV1, VP9: 0-63; MPEG-2: qscale 1-31)")
     ap.add_argument("--fade", type=float, nargs="+", default=[],
                     help="turn each image into a 12-frame fade to black at these code values per frame")
     ap.add_argument("--full-range", action="store_true",
@@ -134,7 +140,10 @@ def main() -> int:
     if args.fade:
         images = [s for s in sources if len(s.frames) == 1]
         sources = [faded(s, 12, step) for step in args.fade for s in images] + [s for s in sources if len(s.frames) > 1]
-    conditions = [Condition(qp=q) for q in args.qps + args.extra_qps] + [Condition(crf=c) for c in args.crf]
+    if args.codec == "mpeg2" and args.crf:
+        ap.error("--crf: MPEG-2 has none; give its quantisers as --extra-qps (qscale 1-31)")
+    conditions = ([Condition(qp=q, codec=args.codec) for q in args.qps + args.extra_qps]
+                  + [Condition(crf=c, codec=args.codec) for c in args.crf])
     if not conditions and not args.static:
         raise ValueError("nothing to evaluate: give --qps, --extra-qps, --crf or --static")
     text = ""

@@ -59,6 +59,23 @@ def test_evaluate_qp_guard_rows_read_each_encodes_qp(tmp_path):
     assert guarded_6 == 0 and plain_6 != 0 and guarded_37 == plain_37 != 0, out.read_text()
 
 
+def test_evaluate_codec_codes_every_condition_with_that_encoder(tmp_path):
+    """--codec av1: SVT-AV1 at its own quantisers (labelled so), the finer the better, and the guard reading its
+    quantiser index: at SVT-AV1's qp 4 (index 1) it leaves the frames as decoded.  MPEG-2 has no CRF: refused."""
+    out = tmp_path / "table.md"
+    result = run_script("evaluate.py", "--clips", SAMPLES / "reference.mkv", "--max-frames", "2", "--qps", "",
+                        "--extra-qps", "4,40", "--codec", "av1", "--qp-guard", "--out", out)
+    assert result.returncode == 0, result.stderr
+    table = out.read_text()
+    assert "| | av1 QP 4 | av1 QP 40 |" in table
+    psnr_in = [float(v) for v in re.search(r"^\| PSNR in \| ([\d.]+) \| ([\d.]+) \|$", table, re.M).groups()]
+    assert psnr_in[0] > psnr_in[1] + 10
+    rows = dict(re.findall(r"^\| (shipped|shipped g) \| ([-+][\d.]+) \| [-+][\d.]+ \|$", table, re.M)[:2])
+    assert float(rows["shipped g"]) == 0 != float(rows["shipped"]), table
+    refused = run_script("evaluate.py", "--clips", SAMPLES / "reference.mkv", "--codec", "mpeg2", "--crf", "20")
+    assert refused.returncode == 2 and "MPEG-2 has none" in refused.stderr
+
+
 def test_evaluate_bits_scores_10_bit_output_against_the_8_bit_reference(tmp_path):
     """On a clean encode (QP 22) most of the correction is below one 8-bit code value: the 10-bit output keeps
     it and scores higher; --bits outside 8..16 is refused."""

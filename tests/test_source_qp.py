@@ -1,5 +1,6 @@
-"""The source-QP guard: each frame's slice QP read from real H.264 and HEVC bitstreams, and the filter and
-diffqe enhance sparing the frames coded finer than the model was trained on."""
+"""The source-QP guard: each frame's slice QP read from real H.264 and HEVC bitstreams (and AV1's, VP9's and
+MPEG-2's quantisers as the HEVC QP of the same step), and the filter and diffqe enhance sparing the frames coded
+finer than the model was trained on."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from diffqe.plugin import enhance, source
 from diffqe.plugin.script import decode
 from diffqe.plugin.source_qp import FULL_QP, NO_QP, frame_qps, guard, packet_qps
 from diffqe.train.codec import read_video_luma
+from diffqe.train.metrics import psnr
 from test_cli import diffqe
 
 REFERENCE = SAMPLES / "reference.mkv"  # 8 frames of a real photograph, lossless
@@ -77,6 +79,50 @@ def test_each_group_of_pictures_gets_its_own_floor_and_other_codecs_none(tmp_pat
     coarse = encode(tmp_path / "coarse.mkv", "-c:v", "libx265", "-x265-params", "log-level=0:qp=20:keyint=1")
     assert read_frame_qps(coarse) == [17.0] * 8
     assert all("DiffQE_SourceQP" not in source(path).get_frame(0).props for path in (coarse, REFERENCE))
+
+
+def test_h264_adaptive_quantisation_is_read_from_the_macroblocks(tmp_path):
+    """x264's default adaptive quantisation on a picture half flat: its slice QPs read about 10, but the textured
+    half is coded coarser than x264 codes it at a fixed QP 20 (slice QP 17, where the guard stops acting): the
+    keyframe's macroblock QPs, weighted by texture, say so, and no frame is spared."""
+    flat_half = ["-vf", "drawbox=x=0:y=0:w=224:h=192:color=gray:t=fill"]
+    reference = read_video_luma(encode(tmp_path / "ref.mkv", *flat_half, "-c:v", "ffv1"))
+    crf = encode(tmp_path / "crf.mkv", *flat_half, "-c:v", "libx264", "-crf", "22")
+    fixed = encode(tmp_path / "qp20.mkv", *flat_half, "-c:v", "libx264", "-qp", "20", "-g", "1")
+    textured = [np.mean([psnr(a[:, 224:], b[:, 224:]) for a, b in zip(read_video_luma(path), reference)])
+                for path in (crf, fixed)]
+    assert textured[0] < textured[1] - 2
+    assert read_frame_qps(fixed) == [17.0] * 8
+    assert min(read_frame_qps(crf)) >= FULL_QP + 4
+    assert "DiffQE_SourceQP" not in source(crf).get_frame(0).props
+
+
+def mean_qp_and_psnr(path: Path, reference: list[np.ndarray]) -> tuple[float, float]:
+    qps = [qp for _, _, qp in packet_qps(path)[0]]
+    return float(np.mean(qps)), float(np.mean([psnr(a, b) for a, b in zip(read_video_luma(path), reference)]))
+
+
+def test_other_codecs_quantisers_read_as_the_hevc_qp_that_codes_as_finely(tmp_path):
+    """AV1 (SVT-AV1), VP9 (libvpx) and MPEG-2 coded all-intra at the fine quantisers where the guard acts: the QP
+    read for them is the one at which x265 codes the same picture to the same PSNR, within 1.2 dB (H.264, whose
+    QP is HEVC's by definition, lands within 1 dB)."""
+    reference = read_video_luma(REFERENCE)
+    hevc = [mean_qp_and_psnr(encode(tmp_path / f"hevc{q}.mkv", "-c:v", "libx265", "-x265-params",
+                                    f"log-level=0:qp={q}:keyint=1"), reference) for q in range(8, 33, 3)]
+    qps, psnrs = zip(*hevc)
+    coded = {"av1 qp 6": ["-c:v", "libsvtav1", "-qp", "6"], "av1 qp 16": ["-c:v", "libsvtav1", "-qp", "16"],
+             "av1 qp 24": ["-c:v", "libsvtav1", "-qp", "24"],
+             **{f"vp9 q {q}": ["-c:v", "libvpx-vp9", "-crf", str(q), "-qmin", str(q), "-qmax", str(q), "-b:v", "0"]
+                for q in (1, 3, 6, 10)},
+             **{f"mpeg2 q {q}": ["-c:v", "mpeg2video", "-qmin", str(q), "-qmax", str(q)] for q in (1, 2)}}
+    for name, options in coded.items():
+        qp, db = mean_qp_and_psnr(encode(tmp_path / f"{name.replace(' ', '')}.mkv", *options, "-g", "1"), reference)
+        assert qp < FULL_QP + 8 and abs(db - np.interp(qp, qps, psnrs)) < 1.2, (name, qp, db, hevc)
+    # the filter spares them as it spares HEVC: an AV1 picture coded at SVT-AV1's finest quantiser passes untouched
+    finest = source(encode(tmp_path / "av1.mkv", "-c:v", "libsvtav1", "-qp", "2", "-g", "1"))
+    out = enhance(finest, backend="ort-cpu", temporal=0).get_frame(0)
+    assert out.props["DiffQE_Strength"] == 0
+    assert np.array_equal(np.asarray(out[0]), np.asarray(finest.get_frame(0)[0]))
 
 
 def test_the_guard_fades_the_correction_out_below_qp_17(sample):

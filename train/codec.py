@@ -1,57 +1,98 @@
-"""Real HEVC coding of luma planes with x265 through PyAV (libx265 ships in PyAV's wheels).
+"""Real video coding of luma planes through PyAV's encoders (its wheels carry libx265, libx264, SVT-AV1, libvpx
+and FFmpeg's MPEG-2): HEVC for the paper's data, the others to measure what the model does to their sources.
 
 Frames are coded as 4:2:0 video with neutral chroma, as a decoder would see them, and only the luma plane
-comes back.  All-intra at a fixed QP reproduces the paper's data; CRF with the default GOP gives the
-random-access streams that users actually have.
+comes back.  All-intra at a fixed quantiser reproduces the paper's data; CRF with the encoder's own GOP gives
+the random-access streams that users actually have.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import av
 import numpy as np
+
+os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its configuration to stdout otherwise: errors only
 
 
 class CodecError(RuntimeError):
     pass
 
 
-def _x265_params(qp: int | None, crf: float | None, intra: bool) -> str:
-    params = ["log-level=error", "info=0"]
-    if qp is not None:
-        params.append(f"qp={qp}")
-    if crf is not None:
-        params.append(f"crf={crf}")
-    if intra:
-        params += ["keyint=1", "min-keyint=1"]
-    return ":".join(params)
+@dataclass(frozen=True)
+class Coder:
+    """One codec as the evaluation drives it: its PyAV encoder, the raw bitstream format it is written in (and
+    read back from), and its options for a fixed quantiser QP on the codec's own scale or a CRF, all-intra or
+    random-access."""
+
+    encoder: str
+    container: str
+    options: Callable[[int | None, float | None, bool, str | None], dict[str, str]]
 
 
-def encode_hevc(
+def _x26x(option: str, *quiet: str) -> Callable[[int | None, float | None, bool, str | None], dict[str, str]]:
+    """The options of x265 or x264: both take their parameters as one string (OPTION), QUIET keeps them silent."""
+    def options(qp: int | None, crf: float | None, intra: bool, preset: str | None) -> dict[str, str]:
+        params = [*quiet, f"qp={qp}" if qp is not None else f"crf={crf}"] + ["keyint=1", "min-keyint=1"] * intra
+        return {"preset": preset or "medium", option: ":".join(params)}
+    return options
+
+
+def _svtav1(qp: int | None, crf: float | None, intra: bool, preset: str | None) -> dict[str, str]:
+    # qp and crf on SVT-AV1's 1-63 scale (base_q_idx about 4x that on inter frames, far less on key frames)
+    options = {"qp": str(qp)} if qp is not None else {"crf": f"{crf:g}"}
+    return options | ({"g": "1"} if intra else {}) | ({"preset": preset} if preset else {})
+
+
+def _vp9(qp: int | None, crf: float | None, intra: bool, preset: str | None) -> dict[str, str]:
+    q = {"crf": str(qp), "qmin": str(qp), "qmax": str(qp)} if qp is not None else {"crf": f"{crf:g}"}
+    return q | {"b": "0", "deadline": "good", "cpu-used": preset or "4"} | ({"g": "1"} if intra else {})
+
+
+def _mpeg2(qp: int | None, crf: float | None, intra: bool, preset: str | None) -> dict[str, str]:
+    if qp is None:
+        raise CodecError("MPEG-2 has no CRF: give it a quantiser (qscale 1-31)")
+    return {"qmin": str(qp), "qmax": str(qp), "g": "1" if intra else "12", "bf": "0" if intra else "2"}
+
+
+CODERS = {  # QP on each codec's own scale: x265/x264 QP, SVT-AV1 and libvpx q 0-63, MPEG-2 qscale
+    "hevc": Coder("libx265", "hevc", _x26x("x265-params", "log-level=error", "info=0")),
+    "h264": Coder("libx264", "h264", _x26x("x264-params", "log-level=error")),
+    "av1": Coder("libsvtav1", "ivf", _svtav1),
+    "vp9": Coder("libvpx-vp9", "ivf", _vp9),
+    "mpeg2": Coder("mpeg2video", "mpeg2video", _mpeg2),
+}
+
+
+def encode_video(
     frames: Sequence[np.ndarray],
     *,
+    codec: str = "hevc",
     qp: int | None = None,
     crf: float | None = None,
     intra: bool = True,
     bit_depth: int = 8,
-    preset: str = "medium",
+    preset: str | None = None,
     fps: int = 25,
 ) -> bytes:
-    """Encode luma planes (uint8 for 8-bit, uint16 for 10-bit; H and W even) to a raw HEVC bitstream."""
+    """Encode luma planes (uint8 for 8-bit, uint16 for 10-bit; H and W even) to a raw CODEC bitstream (CODERS)."""
     if (qp is None) == (crf is None):
         raise ValueError("give exactly one of qp= or crf=")
+    coder = CODERS[codec]
     h, w = frames[0].shape
     if h % 2 or w % 2:
         raise CodecError(f"4:2:0 needs even frame sides, got {w}x{h}")
     pix_fmt = {8: "yuv420p", 10: "yuv420p10le"}[bit_depth]
     dtype = np.uint8 if bit_depth == 8 else np.uint16
     buf = io.BytesIO()
-    with av.open(buf, "w", format="hevc") as out:
-        stream = out.add_stream("libx265", rate=fps)
+    with av.open(buf, "w", format=coder.container) as out:
+        stream = out.add_stream(coder.encoder, rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
-        stream.options = {"preset": preset, "x265-params": _x265_params(qp, crf, intra)}
+        stream.options = coder.options(qp, crf, intra, preset)
         for i, y in enumerate(frames):
             frame = _luma_frame(y.astype(dtype), pix_fmt, neutral=1 << (bit_depth - 1))
             frame.pts = i
@@ -76,13 +117,14 @@ def _write_plane(plane, data: np.ndarray) -> None:
     dst[:, : row.shape[1]] = row
 
 
-def decode_luma(bitstream: bytes) -> list[np.ndarray]:
-    """Decode a raw HEVC bitstream; returns each frame's luma plane (uint8 or uint16)."""
+def decode_luma(bitstream: bytes, codec: str = "hevc") -> list[np.ndarray]:
+    """Decode a raw CODEC bitstream (as ``encode_video`` writes it); returns each frame's luma plane (uint8 or
+    uint16)."""
     try:
-        with av.open(io.BytesIO(bitstream), "r", format="hevc") as inp:
+        with av.open(io.BytesIO(bitstream), "r", format=CODERS[codec].container) as inp:
             return [_luma(f) for f in inp.decode(video=0)]
     except av.error.FFmpegError as e:
-        raise CodecError(f"HEVC decode failed: {e}") from None
+        raise CodecError(f"{codec} decode failed: {e}") from None
 
 
 def _luma(frame: av.VideoFrame) -> np.ndarray:
@@ -95,7 +137,7 @@ def _luma(frame: av.VideoFrame) -> np.ndarray:
 
 def compress_luma(y: np.ndarray, qp: int, *, preset: str = "medium") -> np.ndarray:
     """HEVC all-intra round trip of one 8-bit luma plane at a fixed QP (the paper's training data)."""
-    decoded = decode_luma(encode_hevc([y], qp=qp, intra=True, preset=preset))
+    decoded = decode_luma(encode_video([y], qp=qp, intra=True, preset=preset))
     if len(decoded) != 1:
         raise CodecError(f"expected one decoded frame, got {len(decoded)}")
     return decoded[0]

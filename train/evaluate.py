@@ -1,4 +1,5 @@
-"""dPSNR / dSSIM of a model on reference images or clips that are encoded on the fly with x265.
+"""dPSNR / dSSIM of a model on reference images or clips that are encoded on the fly with x265 (or, to see
+what it does to their sources, another codec: train.codec.CODERS).
 
 Per the MFQE protocol, PSNR is computed per frame, averaged over a clip, then averaged over clips; a still
 image is a one-frame clip.  "mixed" is the mean over the paper's QPs.
@@ -24,30 +25,33 @@ from ..model.fusion import RADIUS as FUSION_RADIUS
 from ..model.fusion import FusionNet, fuse_clip
 from ..model.temporal import dilate, stabilise_clip
 from ..plugin.source_qp import gop_floor, guard, packet_qps
-from .codec import decode_luma, encode_hevc, read_video_luma
+from .codec import CODERS, decode_luma, encode_video, read_video_luma
 from .corpus import at_levels, find_images, load_luma
 from .metrics import band_mse, frame_change, psnr, ssim
 
 
 @dataclass(frozen=True)
 class Condition:
-    """How a source is coded: all-intra at a fixed QP (the paper) or random-access at a CRF (real streams)."""
+    """How a source is coded: all-intra at a fixed QP (the paper) or random-access at a CRF (real streams), by
+    x265 or another CODEC (QP and CRF on its own scale)."""
 
     qp: int | None = None
     crf: float | None = None
+    codec: str = "hevc"
 
     @property
     def label(self) -> str:
-        return f"QP {self.qp}" if self.qp is not None else f"CRF {self.crf:g} RA"
+        coding = f"QP {self.qp}" if self.qp is not None else f"CRF {self.crf:g} RA"
+        return coding if self.codec == "hevc" else f"{self.codec} {coding}"
 
     def stream(self, frames: list[np.ndarray]) -> bytes:
-        """FRAMES through x265 at their depth (bit_depth): a raw HEVC bitstream."""
-        return encode_hevc(frames, qp=self.qp, crf=self.crf, intra=self.qp is not None,
-                           bit_depth=bit_depth(frames[0]))
+        """FRAMES through the codec at their depth (bit_depth): a raw bitstream."""
+        return encode_video(frames, codec=self.codec, qp=self.qp, crf=self.crf, intra=self.qp is not None,
+                            bit_depth=bit_depth(frames[0]))
 
     def code(self, frames: list[np.ndarray]) -> list[np.ndarray]:
-        """FRAMES through x265 at their depth (bit_depth) and back."""
-        return decode_luma(self.stream(frames))
+        """FRAMES through the codec at their depth (bit_depth) and back."""
+        return decode_luma(self.stream(frames), self.codec)
 
 
 @dataclass(frozen=True)
@@ -58,20 +62,22 @@ class Coding:
 
     intra: bool
     stream: bytes | None = None
+    codec: str = "hevc"
 
     @cached_property
     def qp(self) -> float | None:
-        return None if self.stream is None else stream_qp(self.stream)
+        return None if self.stream is None else stream_qp(self.stream, self.codec)
 
 
-def stream_qp(stream: bytes) -> float:
-    """The QP the filter's source-QP guard reads for the frames of a raw HEVC STREAM: its GOPs' finest slice QP
+def stream_qp(stream: bytes, codec: str = "hevc") -> float | None:
+    """The QP the filter's source-QP guard reads for the frames of a raw CODEC STREAM: its GOPs' finest slice QP
     (the evaluation's clips are shorter than x265's keyframe interval, so all-intra ones excepted they are one
-    GOP, whose frames all get this)."""
-    with tempfile.NamedTemporaryFile(suffix=".hevc") as f:
+    GOP, whose frames all get this); None where the guard reads none."""
+    with tempfile.NamedTemporaryFile(suffix="." + CODERS[codec].container) as f:
         f.write(stream)
         f.flush()
-        return min(gop_floor(packet_qps(Path(f.name))[0]))
+        read = packet_qps(Path(f.name))
+        return min(gop_floor(read[0])) if read else None
 
 
 def bit_depth(planes: np.ndarray) -> int:
@@ -267,7 +273,7 @@ def evaluate(enhancers: dict[str, Enhancer], sources: list[Source], conditions: 
     for cond in conditions:
         for src in sources:
             stream = cond.stream(src.frames)
-            decoded, coding = decode_luma(stream), Coding(cond.qp is not None, stream)
+            decoded, coding = decode_luma(stream, cond.codec), Coding(cond.qp is not None, stream, cond.codec)
             # Where the codec kept a source lossless (flat graphics) a capped PSNR would swamp any dB average:
             # such sources report the largest change in code values instead.
             kept = all(np.array_equal(d, r) for d, r in zip(decoded, src.frames))

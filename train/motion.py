@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .codec import decode_luma, encode_hevc
+from .codec import decode_luma, encode_video
 
 SIDE = 256  # frame side: 32x32 blocks of 8, room for sprites to move across
 BLACK = 16  # video's black level (limited range): dark scenes and fades settle there
@@ -109,4 +109,4 @@ def coded_video(images: list[np.ndarray], index: int, *, frames: int = 9, seed: 
     """-> (reference, all-intra decoded, QP) of synthetic video INDEX (of the BUSY series): uint8 [FRAMES, SIDE,
     SIDE] each."""
     ref, qp = synthetic_video(images, index, frames=frames, seed=seed, busy=busy)
-    return ref, np.stack(decode_luma(encode_hevc(list(ref), qp=qp, intra=True))), qp
+    return ref, np.stack(decode_luma(encode_video(list(ref), qp=qp, intra=True))), qp

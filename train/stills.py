@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ..model.checkpoint import atomic_write
-from .codec import decode_luma, encode_hevc
+from .codec import decode_luma, encode_video
 from .pairs import SeededSampler, corpus_images, encode_all, save_png
 
 
@@ -33,7 +33,7 @@ def _encode_still(job: tuple[str, str, float, int]) -> list[str] | None:
     if all(Path(p).exists() for p in paths):
         return paths
     y = np.asarray(Image.open(gt_path))
-    decoded = decode_luma(encode_hevc([y] * frames, crf=crf, intra=False))
+    decoded = decode_luma(encode_video([y] * frames, crf=crf, intra=False))
     if all(np.array_equal(d, decoded[0]) for d in decoded[1:]):
         marker.touch()
         return None
