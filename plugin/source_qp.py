@@ -33,11 +33,11 @@ FULL_QP, NO_QP = 17, 9  # the guard's ends: the correction whole at FULL_QP and 
 # AV1/VP9 a frame header's quantiser index; MPEG-2 a picture's quantiser scale type and its slices' codes.
 _FIELD = re.compile(rb"\b((?:pps_|slice_)?pic_parameter_set_id|(?:pic_)?init_qp_minus26|slice_qp_delta|base_q_idx|"
                     rb"q_scale_type|quantiser_scale_code)\s+\S+ = (-?\d+)")
-_NEEDLES = (b"_qp_", b"set_id", b"q_idx", b"_scale_")
 # MPEG-2's quantiser matrix weights its coefficients' steps by 8-83 sixteenths (default intra matrix, mean 33); 40
 # makes its fine quantisers read as the HEVC QP that codes a picture to the same PSNR (within 1.2 dB, test_source_qp):
 # step for step, MPEG-2 (no intra prediction, no deblocking) codes coarser than HEVC
 MPEG2_WEIGHT = 40
+Packets = list[tuple[int | None, bool, float]]  # (pts or None, keyframe, QP) per packet, as packet_qps reads them
 _PACKET = re.compile(rb"\bPacket: \d+ bytes(, key frame)?.*?(?:, pts (-?\d+)|, no pts)")
 
 
@@ -52,8 +52,8 @@ def spared(qps: Sequence[float]) -> str | None:
     if not fine:
         return None
     return (f"the source-QP guard spares {fine} of {len(qps)} frames (groups of pictures coded finer than QP "
-            f"{FULL_QP}, down to {round(min(qps), 1):g}, where the model would harm them): they get less of its correction, "
-            f"none from QP {NO_QP} down")
+            f"{FULL_QP}, down to {round(min(qps), 1):g}, where the model would harm them): they get less of its "
+            f"correction, none from QP {NO_QP} down")
 
 
 def _first_video(source: Path) -> dict | None:
@@ -71,10 +71,11 @@ def qindex_qp(index: int) -> float:
 def mpeg2_qp(code: int, nonlinear: bool) -> float:
     """An MPEG-2 slice's quantiser_scale_code as the HEVC QP of the same step: the code's quantiser scale (twice
     the code, or the non-linear table) times a matrix weight over 16, taken at MPEG2_WEIGHT."""
-    if nonlinear:
-        scale = code if code <= 8 else 2 * (code - 4) if code <= 16 else 4 * (code - 10) if code <= 24 else 8 * (code - 17)
-    else:
+    if not nonlinear:
         scale = 2 * code
+    else:  # 1-8 by 1, to 24 by 2, to 56 by 4, to 112 by 8
+        scale = (code if code <= 8 else 2 * (code - 4) if code <= 16 else 4 * (code - 10) if code <= 24
+                 else 8 * (code - 17))
     return 4 + 6 * math.log2(scale * MPEG2_WEIGHT / 16)
 
 
@@ -101,7 +102,7 @@ class _Quantisers:
         return None
 
 
-def packet_qps(source: Path) -> tuple[list[tuple[int | None, bool, float]], Fraction] | None:
+def packet_qps(source: Path) -> tuple[Packets, Fraction] | None:
     """Per packet of SOURCE's first video stream, in decode order: (its pts or None, whether it is a keyframe, the
     mean QP of its slices or frames, on HEVC's scale); and the stream's time base.  None where the stream is none
     of CODECS (or SOURCE cannot be read)."""
@@ -118,7 +119,8 @@ def packet_qps(source: Path) -> tuple[list[tuple[int | None, bool, float]], Frac
         for line in p.stderr:  # a 2-hour film logs about 12 M lines: the cheap test first
             if b"Packet:" in line and (m := _PACKET.search(line)):
                 packets.append((None if m.group(2) is None else int(m.group(2)), bool(m.group(1)), []))
-            elif any(n in line for n in _NEEDLES) and (m := _FIELD.search(line)):
+            elif (b"_qp_" in line or b"set_id" in line or b"q_idx" in line or b"_scale_" in line) and (
+                    m := _FIELD.search(line)):
                 qp = quantisers.read(m.group(1), int(m.group(2)))
                 if qp is not None and packets:
                     packets[-1][2].append(qp)
@@ -146,10 +148,11 @@ def keyframe_texture_qps(source: Path) -> list[float]:
             params = frame.side_data.get("VIDEO_ENC_PARAMS")
             if params is None:
                 continue
-            block_qps = params.qp_map().astype(np.float64)
+            bits = frame.format.components[0].bits
+            block_qps = params.qp_map() - 6.0 * (bits - 8)  # exported with the high-bit-depth offset; slice QPs without
             rows, cols = block_qps.shape
             plane = frame.planes[0]
-            dtype = np.uint16 if plane.line_size >= 2 * plane.width and frame.format.name.endswith("le") else np.uint8
+            dtype = np.uint16 if bits > 8 else np.uint8
             luma = np.frombuffer(plane, dtype).reshape(plane.height, -1)[:, : plane.width].astype(np.float32)
             luma = np.pad(luma, ((0, rows * 16 - plane.height), (0, cols * 16 - plane.width)), mode="edge")
             texture = luma.reshape(rows, 16, cols, 16).var(axis=(1, 3)) + 1
@@ -157,7 +160,7 @@ def keyframe_texture_qps(source: Path) -> list[float]:
     return qps
 
 
-def _with_macroblock_qps(source: Path, packets: list[tuple[int | None, bool, float]]) -> list[tuple[int | None, bool, float]]:
+def _with_macroblock_qps(source: Path, packets: Packets) -> Packets:
     """PACKETS (an H.264 stream's, as ``packet_qps`` reads their slices) with each group of pictures' QPs moved
     by what its keyframe's macroblocks say its slice QP misses (``keyframe_texture_qps``); where the keyframes
     decoded do not pair with the key packets one to one, by the median of that."""
@@ -175,7 +178,7 @@ def _with_macroblock_qps(source: Path, packets: list[tuple[int | None, bool, flo
     return [(pts, key, qp + d) for (pts, key, qp), d in zip(packets, shift)]
 
 
-def gop_floor(packets: list[tuple[int | None, bool, float]]) -> list[float]:
+def gop_floor(packets: Packets) -> list[float]:
     """Per packet (as ``packet_qps`` gives them), the finest QP of its group of pictures (from one keyframe to the
     next): the guard gives a GOP's frames one strength, so that a still scene does not pulse with the QPs of its
     I-, P- and B-pictures, and none more than its finest picture, coded 2-4 QPs finer than the rest, can take."""

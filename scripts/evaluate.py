@@ -69,7 +69,8 @@ def main() -> int:
     ap.add_argument("--crf", type=float, nargs="*", default=[], help="random-access CRF encodes")
     ap.add_argument("--codec", choices=CODERS, default="hevc",
                     help="the encoder of every condition: x265 (hevc, the default), x264 (h264), SVT-AV1 (av1), "
-                         "libvpx (vp9), FFmpeg's MPEG-2 (mpeg2); QPs on its own scale (AV1, VP9: 0-63; MPEG-2: qscale 1-31)")
+                         "libvpx (vp9), FFmpeg's MPEG-2 (mpeg2); QPs on its own scale (AV1, VP9: 0-63; MPEG-2: "
+                         "qscale 1-31)")
     ap.add_argument("--fade", type=float, nargs="+", default=[],
                     help="turn each image into a 12-frame fade to black at these code values per frame")
     ap.add_argument("--full-range", action="store_true",

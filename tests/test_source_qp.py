@@ -95,6 +95,9 @@ def test_h264_adaptive_quantisation_is_read_from_the_macroblocks(tmp_path):
     assert read_frame_qps(fixed) == [17.0] * 8
     assert min(read_frame_qps(crf)) >= FULL_QP + 4
     assert "DiffQE_SourceQP" not in source(crf).get_frame(0).props
+    # at 10 bits x264's CRF means the same, and the QPs read do (the decoder exports them 12 up)
+    crf10 = encode(tmp_path / "crf10.mkv", *flat_half, "-pix_fmt", "yuv420p10le", "-c:v", "libx264", "-crf", "22")
+    assert abs(min(read_frame_qps(crf10)) - min(read_frame_qps(crf))) < 3
 
 
 def mean_qp_and_psnr(path: Path, reference: list[np.ndarray]) -> tuple[float, float]:
