@@ -23,6 +23,10 @@ class CodecError(RuntimeError):
     pass
 
 
+# (qp, crf, intra, preset) -> a codec's encoder options
+Options = Callable[[int | None, float | None, bool, str | None], dict[str, str]]
+
+
 @dataclass(frozen=True)
 class Coder:
     """One codec as the evaluation drives it: its PyAV encoder, the raw bitstream format it is written in (and
@@ -31,10 +35,10 @@ class Coder:
 
     encoder: str
     container: str
-    options: Callable[[int | None, float | None, bool, str | None], dict[str, str]]
+    options: Options
 
 
-def _x26x(option: str, *quiet: str) -> Callable[[int | None, float | None, bool, str | None], dict[str, str]]:
+def _x26x(option: str, *quiet: str) -> Options:
     """The options of x265 or x264: both take their parameters as one string (OPTION), QUIET keeps them silent."""
     def options(qp: int | None, crf: float | None, intra: bool, preset: str | None) -> dict[str, str]:
         params = [*quiet, f"qp={qp}" if qp is not None else f"crf={crf}"] + ["keyint=1", "min-keyint=1"] * intra
