@@ -4,7 +4,7 @@ correction out on near-transparent frames.
 The model is trained on pictures coded at slice QP 19 and coarser (x265 --qp 22-42: intra pictures 3 below) and,
 blind to the QP, corrects finer ones just as hard: held-out photos and screens lose up to 2.5 dB at slice QP 9
 (docs/results.md, "The source-QP guard").  The bitstream states what the model cannot see, so where it is
-at hand each frame's correction is scaled by ``guard(qp)`` of the finest QP in its group of pictures: whole from
+at hand each frame's correction is scaled by ``guard(qp)`` of its group of pictures' QP (``gop_qps``): whole from
 QP 17 up, none at QP 9 and below, linear between, the strengths measured best at each QP.  H.264 and HEVC state
 QPs on one scale (H.264's keyframes are read down to their macroblocks, where adaptive quantisation puts the
 texture); AV1's and VP9's quantiser indices and MPEG-2's quantiser scales are read as the HEVC QP of the same
@@ -20,6 +20,7 @@ import subprocess
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
+from typing import NamedTuple
 
 import av
 import ffmpeg
@@ -37,8 +38,19 @@ _FIELD = re.compile(rb"\b((?:pps_|slice_)?pic_parameter_set_id|(?:pic_)?init_qp_
 # makes its fine quantisers read as the HEVC QP that codes a picture to the same PSNR (within 1.2 dB, test_source_qp):
 # step for step, MPEG-2 (no intra prediction, no deblocking) codes coarser than HEVC
 MPEG2_WEIGHT = 40
-Packets = list[tuple[int | None, bool, float]]  # (pts or None, keyframe, QP) per packet, as packet_qps reads them
-_PACKET = re.compile(rb"\bPacket: \d+ bytes(, key frame)?.*?(?:, pts (-?\d+)|, no pts)")
+_PACKET = re.compile(rb"\bPacket: (\d+) bytes(, key frame)?.*?(?:, pts (-?\d+)|, no pts)")
+
+
+class Packet(NamedTuple):
+    """One packet of a video stream as ``packet_qps`` reads it."""
+
+    pts: int | None
+    key: bool
+    qp: float  # the mean QP of its slices or frames, on HEVC's scale
+    size: int  # bytes
+
+
+Packets = list[Packet]
 
 
 def guard(qp: float) -> float:
@@ -103,9 +115,8 @@ class _Quantisers:
 
 
 def packet_qps(source: Path) -> tuple[Packets, Fraction] | None:
-    """Per packet of SOURCE's first video stream, in decode order: (its pts or None, whether it is a keyframe, the
-    mean QP of its slices or frames, on HEVC's scale); and the stream's time base.  None where the stream is none
-    of CODECS (or SOURCE cannot be read)."""
+    """SOURCE's first video stream's packets, in decode order, as ``Packet``s (those that state no QP left out),
+    and the stream's time base.  None where the stream is none of CODECS (or SOURCE cannot be read)."""
     try:
         stream = _first_video(source)
     except ffmpeg.Error:
@@ -118,7 +129,8 @@ def packet_qps(source: Path) -> tuple[Packets, Fraction] | None:
     with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as p:
         for line in p.stderr:  # a 2-hour film logs about 12 M lines: the cheap test first
             if b"Packet:" in line and (m := _PACKET.search(line)):
-                packets.append((None if m.group(2) is None else int(m.group(2)), bool(m.group(1)), []))
+                pts = None if m.group(3) is None else int(m.group(3))
+                packets.append((pts, bool(m.group(2)), [], int(m.group(1))))
             elif (b"_qp_" in line or b"set_id" in line or b"q_idx" in line or b"_scale_" in line) and (
                     m := _FIELD.search(line)):
                 qp = quantisers.read(m.group(1), int(m.group(2)))
@@ -126,8 +138,8 @@ def packet_qps(source: Path) -> tuple[Packets, Fraction] | None:
                     packets[-1][2].append(qp)
     if p.returncode:
         return None
-    read = [(pts, key, sum(qps) / len(qps)) for pts, key, qps in packets if qps]
-    if stream["codec_name"] == "h264" and any(qp < FULL_QP for _, _, qp in read):
+    read = [Packet(pts, key, sum(qps) / len(qps), size) for pts, key, qps, size in packets if qps]
+    if stream["codec_name"] == "h264" and any(packet.qp < FULL_QP for packet in read):
         read = _with_macroblock_qps(source, read)
     return read, Fraction(stream["time_base"])
 
@@ -164,48 +176,52 @@ def _with_macroblock_qps(source: Path, packets: Packets) -> Packets:
     """PACKETS (an H.264 stream's, as ``packet_qps`` reads their slices) with each group of pictures' QPs moved
     by what its keyframe's macroblocks say its slice QP misses (``keyframe_texture_qps``); where the keyframes
     decoded do not pair with the key packets one to one, by the median of that."""
-    keys = [i for i, (_, key, _) in enumerate(packets) if key]
+    keys = [i for i, packet in enumerate(packets) if packet.key]
     try:
         textures = keyframe_texture_qps(source)
     except (av.error.FFmpegError, StopIteration, ValueError):
         return packets
     if not keys or not textures:
         return packets
-    offsets = [t - packets[i][2] for i, t in zip(keys, textures)]
+    offsets = [t - packets[i].qp for i, t in zip(keys, textures)]
     if len(textures) != len(keys):
         offsets = [statistics.median(offsets)] * len(keys)
     shift = [offsets[max(bisect.bisect_right(keys, i) - 1, 0)] for i in range(len(packets))]
-    return [(pts, key, qp + d) for (pts, key, qp), d in zip(packets, shift)]
+    return [packet._replace(qp=packet.qp + d) for packet, d in zip(packets, shift)]
 
 
-def gop_floor(packets: Packets) -> list[float]:
-    """Per packet (as ``packet_qps`` gives them), the finest QP of its group of pictures (from one keyframe to the
-    next): the guard gives a GOP's frames one strength, so that a still scene does not pulse with the QPs of its
-    I-, P- and B-pictures, and none more than its finest picture, coded 2-4 QPs finer than the rest, can take."""
-    starts = [i for i, (_, key, _) in enumerate(packets) if key or i == 0] + [len(packets)]
-    floor = []
+def gop_qps(packets: Packets) -> list[float]:
+    """Per packet (as ``packet_qps`` gives them), the QP of its group of pictures (from one keyframe to the next):
+    its pictures' QPs weighted by their packets' sizes.  The guard gives a GOP's frames one strength, so that a
+    still scene does not pulse with the QPs of its I-, P- and B-pictures; and rate control codes a keyframe that
+    later frames copy finer than them (x265 3 QPs; libvpx, SVT-AV1 and x264's macroblock tree 10-15), so what the
+    frames show is the keyframe's QP where they copy it and their own where they move.  Where the bits went says
+    which: a still group's later packets are nearly empty, a moving one's are not."""
+    starts = [i for i, packet in enumerate(packets) if packet.key or i == 0] + [len(packets)]
+    qps = []
     for a, b in zip(starts, starts[1:]):
-        floor += [min(qp for _, _, qp in packets[a:b])] * (b - a)
-    return floor
+        group = packets[a:b]
+        qps += [sum(p.qp * p.size for p in group) / max(sum(p.size for p in group), 1)] * (b - a)
+    return qps
 
 
 def frame_qps(source: Path, times_ms: Sequence[float], frames: int) -> list[float] | None:
     """For each of the FRAMES frames of SOURCE as a source filter lists them (TIMES_MS: their times in ms, as
-    BestSource gives them), the finest QP of its group of pictures (``gop_floor``), matched by time; None
+    BestSource gives them), the QP of its group of pictures (``gop_qps``), matched by time; None
     where SOURCE holds none (none of CODECS).  A stream without times (raw .264/.hevc) is taken in decode
     order, which differs from display order only within a GOP."""
     read = packet_qps(source)
     if not read or not read[0]:
         return None
     packets, time_base = read
-    floor = gop_floor(packets)
-    if len(times_ms) != frames or all(pts is None for pts, _, _ in packets):
-        return floor if len(floor) == frames else [statistics.median(floor)] * frames
+    gops = gop_qps(packets)
+    if len(times_ms) != frames or all(packet.pts is None for packet in packets):
+        return gops if len(gops) == frames else [statistics.median(gops)] * frames
     ms_per_tick = float(time_base * 1000)
     pictures: list[list[float]] = []  # [ms, qp]: a packet without a time (a frame's second field) joins the one before
-    for (pts, _, _), qp in zip(packets, floor):
-        if pts is not None:
-            pictures.append([pts * ms_per_tick, qp])
+    for packet, qp in zip(packets, gops):
+        if packet.pts is not None:
+            pictures.append([packet.pts * ms_per_tick, qp])
         elif pictures:
             pictures[-1][1] = min(pictures[-1][1], qp)
     pictures.sort(key=lambda p: p[0])

@@ -35,14 +35,22 @@ def read_frame_qps(path: Path) -> list[float]:
 
 def display_order(path: Path) -> list[float]:
     """Each picture's mean slice QP as read from PATH's headers, in display (pts) order."""
-    return [qp for _, _, qp in sorted(packet_qps(path)[0], key=lambda p: p[0])]
+    return [packet.qp for packet in sorted(packet_qps(path)[0], key=lambda p: p.pts)]
 
 
-def test_hevc_picture_qps_are_those_x265_reports_and_frames_get_their_gops_finest(tmp_path):
+def weighted_by_size(path: Path, qps: list[float]) -> float:
+    """QPS (one per picture, in display order) weighted by the sizes ffprobe gives PATH's packets."""
+    probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pts,size",
+                            "-of", "csv=p=0", path], check=True, capture_output=True, text=True).stdout
+    sizes = [size for _, size in sorted(tuple(map(int, line.split(",")[:2])) for line in probe.split())]
+    return float(np.average(qps, weights=sizes))
+
+
+def test_hevc_picture_qps_are_those_x265_reports_and_frames_get_their_gops(tmp_path):
     """x265 at a constant QP with B-frames (coded out of display order; I, P, B and b pictures at 27, 30, 31
     and 32) logs each picture's QP with its display position (POC): read from the slice headers they are the
-    same; each of BestSource's frames, matched by time, gets the finest of its group of pictures (the I
-    picture's), so that a still scene does not pulse with the picture types."""
+    same; each of BestSource's frames, matched by time, gets its group of pictures' QPs weighted by their packets'
+    sizes (a slow pan: the I picture's, nearly), so that a still scene does not pulse with the picture types."""
     log = tmp_path / "x265.csv"
     src = encode(tmp_path / "b.mkv", "-c:v", "libx265", "-x265-params",
                  f"log-level=0:qp=30:aq-mode=0:bframes=3:b-adapt=0:csv={log}:csv-log-level=1")
@@ -51,7 +59,8 @@ def test_hevc_picture_qps_are_those_x265_reports_and_frames_get_their_gops_fines
     by_poc = [float(row["QP"]) for row in sorted(rows, key=lambda row: int(row["POC"]))]
     assert len(set(by_poc)) >= 3 and by_poc != [float(r["QP"]) for r in rows]  # several QPs, reordered
     assert display_order(src) == by_poc
-    assert read_frame_qps(src) == [27.0] * 8
+    assert read_frame_qps(src) == [pytest.approx(weighted_by_size(src, by_poc))] * 8
+    assert 27 < read_frame_qps(src)[0] < 28
 
 
 def test_h264_picture_qps_in_a_transport_stream_follow_the_picture_types(tmp_path):
@@ -62,23 +71,37 @@ def test_h264_picture_qps_in_a_transport_stream_follow_the_picture_types(tmp_pat
     types = [str(clip.get_frame(n).props["_PictType"]) for n in range(clip.num_frames)]
     assert {"I", "P", "B"} <= set(types)
     assert display_order(src) == [{"I": 27.0, "P": 30.0, "B": 32.0}[t] for t in types]
-    assert read_frame_qps(src) == [27.0] * 8
+    assert read_frame_qps(src) == [pytest.approx(weighted_by_size(src, display_order(src)))] * 8
 
 
-def test_each_group_of_pictures_gets_its_own_floor_and_other_codecs_none(tmp_path):
-    """Two raw HEVC streams joined, 8 frames at QP 12 then 8 at QP 30, a keyframe every 4: a raw stream has no
-    times and is taken in decode order; each GOP gets its I picture's QP (3 finer). FFV1 has none."""
+def test_each_group_of_pictures_gets_its_own_qp_and_other_codecs_none(tmp_path):
+    """Two raw HEVC streams joined, 8 frames at QP 12 then 8 at QP 30 (I pictures too), a keyframe every 4: a raw
+    stream has no times and is taken in decode order; each GOP gets its own QP. FFV1 has none."""
     parts = [encode(tmp_path / f"{qp}.hevc", "-c:v", "libx265", "-x265-params",
-                    f"log-level=0:qp={qp}:bframes=0:keyint=4:min-keyint=4:scenecut=0") for qp in (12, 30)]
+                    f"log-level=0:qp={qp}:ipratio=1:bframes=0:keyint=4:min-keyint=4:scenecut=0") for qp in (12, 30)]
     raw = tmp_path / "joined.hevc"
     raw.write_bytes(b"".join(p.read_bytes() for p in parts))
-    assert frame_qps(raw, [], 16) == [9.0] * 8 + [27.0] * 8
-    assert [f.props["DiffQE_SourceQP"] for f in source(raw).frames()] == [9.0] * 8 + [27.0] * 8  # scripts' own
+    assert frame_qps(raw, [], 16) == [12.0] * 8 + [30.0] * 8
+    assert [f.props["DiffQE_SourceQP"] for f in source(raw).frames()] == [12.0] * 8 + [30.0] * 8  # scripts' own
     assert read_frame_qps(REFERENCE) is None
     # tagged only where the guard acts: not at QP 17 or coarser, nor for other codecs
     coarse = encode(tmp_path / "coarse.mkv", "-c:v", "libx265", "-x265-params", "log-level=0:qp=20:keyint=1")
     assert read_frame_qps(coarse) == [17.0] * 8
     assert all("DiffQE_SourceQP" not in source(path).get_frame(0).props for path in (coarse, REFERENCE))
+
+
+def test_a_still_group_reads_as_its_keyframe_and_a_moving_one_as_where_its_bits_went(tmp_path):
+    """libvpx at CRF 20 codes the keyframe near QP 13 and the pictures after it near 24.  Where they copy it (a
+    still picture) they show its fineness and the guard spares the group; where each brings new detail (grain
+    that changes every frame) they carry most of the bits, and the group reads as coded coarser than QP 17."""
+    vp9 = ["-frames:v", "8", "-c:v", "libvpx-vp9", "-crf", "20", "-b:v", "0"]
+    still = encode(tmp_path / "still.mkv", "-vf", "loop=loop=7:size=1:start=0", *vp9)
+    grain = encode(tmp_path / "grain.mkv", "-vf", "noise=alls=12:allf=t", *vp9)
+    for path in (still, grain):
+        assert min(display_order(path)) < FULL_QP - 3 < FULL_QP + 3 < max(display_order(path))
+    assert read_frame_qps(still) == [pytest.approx(min(display_order(still)), abs=0.5)] * 8
+    assert min(read_frame_qps(grain)) >= FULL_QP + 2
+    assert "DiffQE_SourceQP" not in source(grain).get_frame(0).props
 
 
 def test_h264_adaptive_quantisation_is_read_from_the_macroblocks(tmp_path):
@@ -101,7 +124,7 @@ def test_h264_adaptive_quantisation_is_read_from_the_macroblocks(tmp_path):
 
 
 def mean_qp_and_psnr(path: Path, reference: list[np.ndarray]) -> tuple[float, float]:
-    qps = [qp for _, _, qp in packet_qps(path)[0]]
+    qps = [packet.qp for packet in packet_qps(path)[0]]
     return float(np.mean(qps)), float(np.mean([psnr(a, b) for a, b in zip(read_video_luma(path), reference)]))
 
 

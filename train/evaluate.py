@@ -24,7 +24,7 @@ from ..model.inference import restore, scale_correction, to_planes, to_tensor
 from ..model.fusion import RADIUS as FUSION_RADIUS
 from ..model.fusion import FusionNet, fuse_clip
 from ..model.temporal import dilate, stabilise_clip
-from ..plugin.source_qp import gop_floor, guard, packet_qps
+from ..plugin.source_qp import gop_qps, guard, packet_qps
 from .codec import CODERS, decode_luma, encode_video, read_video_luma
 from .corpus import at_levels, find_images, load_luma
 from .metrics import band_mse, frame_change, psnr, ssim
@@ -70,14 +70,14 @@ class Coding:
 
 
 def stream_qp(stream: bytes, codec: str = "hevc") -> float | None:
-    """The QP the filter's source-QP guard reads for the frames of a raw CODEC STREAM: its GOPs' finest slice QP
-    (the evaluation's clips are shorter than x265's keyframe interval, so all-intra ones excepted they are one
-    GOP, whose frames all get this); None where the guard reads none."""
+    """The QP the filter's source-QP guard reads for the frames of a raw CODEC STREAM: the finest of its GOPs' QPs
+    (``gop_qps``; the evaluation's clips are shorter than x265's keyframe interval, so all-intra ones excepted
+    they are one GOP, whose frames all get this); None where the guard reads none."""
     with tempfile.NamedTemporaryFile(suffix="." + CODERS[codec].container) as f:
         f.write(stream)
         f.flush()
         read = packet_qps(Path(f.name))
-        return min(gop_floor(read[0])) if read else None
+        return min(gop_qps(read[0])) if read else None
 
 
 def bit_depth(planes: np.ndarray) -> int:
