@@ -7,8 +7,9 @@ blind to the QP, corrects finer ones just as hard: held-out photos and screens l
 at hand each frame's correction is scaled by ``guard(qp)`` of its group of pictures' QP (``gop_qps``): whole from
 QP 17 up, none at QP 9 and below, linear between, the strengths measured best at each QP.  H.264 and HEVC state
 QPs on one scale (H.264's keyframes are read down to their macroblocks, where adaptive quantisation puts the
-texture); AV1's and VP9's quantiser indices and MPEG-2's quantiser scales are read as the HEVC QP of the same
-step.  Sources without any (other codecs, raw images) are enhanced as before."""
+texture; an HEVC keyframe that pictures follow is taken finer, as x265's cutree codes it); AV1's and VP9's
+quantiser indices and MPEG-2's quantiser scales are read as the HEVC QP of the same step.  Sources without any
+(other codecs, raw images) are enhanced as before."""
 
 from __future__ import annotations
 
@@ -28,12 +29,17 @@ import numpy as np
 
 CODECS = ("h264", "hevc", "av1", "vp9", "mpeg2video")
 FULL_QP, NO_QP = 17, 9  # the guard's ends: the correction whole at FULL_QP and above, none at NO_QP and below
+# How much finer than its slice QP x265 (CRF, cutree) codes a keyframe that later pictures copy: six held-out
+# pictures as 12-frame stills at CRF 6-22 code to the PSNR of an all-intra picture 6.3-9.2 QPs finer, 7.9 on
+# average (docs/results.md, "The source-QP guard on video")
+CUTREE_QPS = 8
 
 # trace_headers logs each syntax element as "<bit position> <name> <bits> = <value>"; only these are needed:
-# H.264 and HEVC a picture parameter set's id and initial QP, and a slice header's parameter set and QP delta;
+# H.264 and HEVC a picture parameter set's id and initial QP (and HEVC's whether its blocks may depart from the
+# slice QP), and a slice header's parameter set and QP delta;
 # AV1/VP9 a frame header's quantiser index; MPEG-2 a picture's quantiser scale type and its slices' codes.
 _FIELD = re.compile(rb"\b((?:pps_|slice_)?pic_parameter_set_id|(?:pic_)?init_qp_minus26|slice_qp_delta|base_q_idx|"
-                    rb"q_scale_type|quantiser_scale_code)\s+\S+ = (-?\d+)")
+                    rb"q_scale_type|quantiser_scale_code|cu_qp_delta_enabled_flag)\s+\S+ = (-?\d+)")
 # MPEG-2's quantiser matrix weights its coefficients' steps by 8-83 sixteenths (default intra matrix, mean 33); 40
 # makes its fine quantisers read as the HEVC QP that codes a picture to the same PSNR (within 1.2 dB, test_source_qp):
 # step for step, MPEG-2 (no intra prediction, no deblocking) codes coarser than HEVC
@@ -48,6 +54,7 @@ class Packet(NamedTuple):
     key: bool
     qp: float  # the mean QP of its slices or frames, on HEVC's scale
     size: int  # bytes
+    block_qps: bool = False  # HEVC's coding blocks may depart from this QP (cu_qp_delta_enabled_flag)
 
 
 Packets = list[Packet]
@@ -96,13 +103,20 @@ class _Quantisers:
     scale, from the state the parameter sets and picture headers before it set."""
 
     def __init__(self) -> None:
-        self.pps, self.init_qp, self.nonlinear = 0, {}, False
+        self.pps, self.init_qp, self.block_qps, self.nonlinear = 0, {}, {}, False
+
+    @property
+    def hidden_block_qps(self) -> bool:
+        """Whether the blocks of the slice read last may be coded at QPs its header does not state (HEVC)."""
+        return self.block_qps.get(self.pps, False)
 
     def read(self, name: bytes, value: int) -> float | None:
         if name.endswith(b"parameter_set_id"):
             self.pps = value
         elif name.endswith(b"minus26"):
             self.init_qp[self.pps] = 26 + value
+        elif name == b"cu_qp_delta_enabled_flag":
+            self.block_qps[self.pps] = bool(value)
         elif name == b"slice_qp_delta":
             return self.init_qp.get(self.pps, 26) + value
         elif name == b"base_q_idx":
@@ -130,15 +144,16 @@ def packet_qps(source: Path) -> tuple[Packets, Fraction] | None:
         for line in p.stderr:  # a 2-hour film logs about 12 M lines: the cheap test first
             if b"Packet:" in line and (m := _PACKET.search(line)):
                 pts = None if m.group(3) is None else int(m.group(3))
-                packets.append((pts, bool(m.group(2)), [], int(m.group(1))))
+                packets.append([pts, bool(m.group(2)), [], int(m.group(1)), False])
             elif (b"_qp_" in line or b"set_id" in line or b"q_idx" in line or b"_scale_" in line) and (
                     m := _FIELD.search(line)):
                 qp = quantisers.read(m.group(1), int(m.group(2)))
                 if qp is not None and packets:
                     packets[-1][2].append(qp)
+                    packets[-1][4] |= quantisers.hidden_block_qps
     if p.returncode:
         return None
-    read = [Packet(pts, key, sum(qps) / len(qps), size) for pts, key, qps, size in packets if qps]
+    read = [Packet(pts, key, sum(qps) / len(qps), size, blocks) for pts, key, qps, size, blocks in packets if qps]
     if stream["codec_name"] == "h264" and any(packet.qp < FULL_QP for packet in read):
         read = _with_macroblock_qps(source, read)
     return read, Fraction(stream["time_base"])
@@ -194,14 +209,18 @@ def gop_qps(packets: Packets) -> list[float]:
     """Per packet (as ``packet_qps`` gives them), the QP of its group of pictures (from one keyframe to the next):
     its pictures' QPs weighted by their packets' sizes.  The guard gives a GOP's frames one strength, so that a
     still scene does not pulse with the QPs of its I-, P- and B-pictures; and rate control codes a keyframe that
-    later frames copy finer than them (x265 3 QPs; libvpx, SVT-AV1 and x264's macroblock tree 10-15), so what the
+    later pictures copy finer than them (libvpx, SVT-AV1 and x264's macroblock tree by 10-15 QPs), so what the
     frames show is the keyframe's QP where they copy it and their own where they move.  Where the bits went says
-    which: a still group's later packets are nearly empty, a moving one's are not."""
+    which: a still group's later packets are nearly empty, a moving one's are not.  x265 codes its keyframes finer
+    below the slice header (its cutree lowers the QPs of the blocks later pictures copy): an HEVC keyframe whose
+    blocks may depart from its slice QP, with pictures after it, is taken CUTREE_QPS finer."""
     starts = [i for i, packet in enumerate(packets) if packet.key or i == 0] + [len(packets)]
     qps = []
     for a, b in zip(starts, starts[1:]):
         group = packets[a:b]
-        qps += [sum(p.qp * p.size for p in group) / max(sum(p.size for p in group), 1)] * (b - a)
+        followed = len(group) > 1 and group[0].block_qps
+        shown = [p.qp - CUTREE_QPS * (followed and i == 0) for i, p in enumerate(group)]
+        qps += [float(np.average(shown, weights=[p.size for p in group]))] * (b - a)
     return qps
 
 

@@ -104,6 +104,25 @@ def test_a_still_group_reads_as_its_keyframe_and_a_moving_one_as_where_its_bits_
     assert "DiffQE_SourceQP" not in source(grain).get_frame(0).props
 
 
+def test_an_x265_keyframe_that_later_pictures_copy_reads_as_finely_as_it_is_coded(tmp_path):
+    """At a CRF x265 lowers the QPs of the blocks later pictures copy (cutree) below what its slice headers say: a
+    still picture's keyframe at CRF 12 states slice QP 17, where the guard would stop acting, and codes as finely
+    as x265's all-intra pictures 6 or more QPs finer.  The QP read is that one (within 2.5) and the frames are
+    spared; the same picture coded alone (nothing copies it) reads its slice QP."""
+    x265 = ["-c:v", "libx265", "-crf", "12", "-x265-params", "log-level=0"]
+    still = encode(tmp_path / "still.mkv", "-vf", "loop=loop=7:size=1:start=0", "-frames:v", "8", *x265)
+    alone = encode(tmp_path / "alone.mkv", "-frames:v", "1", *x265)
+    first = read_video_luma(REFERENCE)[0]
+    intra = [mean_qp_and_psnr(encode(tmp_path / f"intra{q}.mkv", "-frames:v", "1", "-c:v", "libx265", "-x265-params",
+                                     f"log-level=0:qp={q}"), [first]) for q in range(4, 26, 2)]
+    qps, psnrs = zip(*intra)
+    coded_as = float(np.interp(-psnr(read_video_luma(still)[0], first), [-db for db in psnrs], qps))
+    assert display_order(still)[0] >= coded_as + 6
+    assert read_frame_qps(still) == [pytest.approx(coded_as, abs=2.5)] * 8
+    assert source(still).get_frame(0).props["DiffQE_SourceQP"] < FULL_QP - 4
+    assert read_frame_qps(alone) == display_order(alone)
+
+
 def test_h264_adaptive_quantisation_is_read_from_the_macroblocks(tmp_path):
     """x264's default adaptive quantisation on a picture half flat: its slice QPs read about 10, but the textured
     half is coded coarser than x264 codes it at a fixed QP 20 (slice QP 17, where the guard stops acting): the
