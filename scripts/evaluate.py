@@ -87,7 +87,7 @@ def main() -> int:
                     help="mirror-ensemble sizes to run each checkpoint at, e.g. 1,4 (rows 'NAME' and 'NAME x4')")
     ap.add_argument("--qp-guard", action="store_true",
                     help="also run each model with the filter's source-QP guard (rows 'NAME g'): its correction "
-                    "scaled by the stream's slice QP, read from the bitstream")
+                    "scaled by the QP the filter reads from the encode's bitstream")
     ap.add_argument("--strength", type=floats, default=[1.0],
                     help="correction scales to run each checkpoint at, e.g. 1,0.75 (rows 'NAME' and 'NAME s0.75')")
     ap.add_argument("--temporal", type=ints, default=[0],
