@@ -33,6 +33,12 @@ FULL_QP, NO_QP = 17, 9  # the guard's ends: the correction whole at FULL_QP and 
 # pictures as 12-frame stills at CRF 6-22 code to the PSNR of an all-intra picture 6.3-9.2 QPs finer, 7.9 on
 # average (docs/results.md, "The source-QP guard on video")
 CUTREE_QPS = 8
+# What a picture that only copies its references may cost (its headers and a skip flag per block), with a margin:
+# still video's later pictures measured at most 43, 58, 174 and 447 bytes at 320x192, 640x360, 1920x1080 and
+# 3840x2160 (x265, x264 but for its first P picture, libvpx, SVT-AV1); bytes beyond it are what a picture brings
+# anew.  Counted whole, a long still group's headers outweigh its keyframe (a screen held for 250 pictures of 44
+# bytes after an 8 kB keyframe)
+COPY_BYTES, COPY_BYTES_PER_PIXEL = 64, 1 / 8192
 
 # trace_headers logs each syntax element as "<bit position> <name> <bits> = <value>"; only these are needed:
 # H.264 and HEVC a picture parameter set's id and initial QP (and HEVC's whether its blocks may depart from the
@@ -54,6 +60,7 @@ class Packet(NamedTuple):
     key: bool
     qp: float  # the mean QP of its slices or frames, on HEVC's scale
     size: int  # bytes
+    news: float  # bytes beyond what a picture that only copies its references costs
     block_qps: bool = False  # HEVC's coding blocks may depart from this QP (cu_qp_delta_enabled_flag)
 
 
@@ -153,7 +160,9 @@ def packet_qps(source: Path) -> tuple[Packets, Fraction] | None:
                     packets[-1][4] |= quantisers.hidden_block_qps
     if p.returncode:
         return None
-    read = [Packet(pts, key, sum(qps) / len(qps), size, blocks) for pts, key, qps, size, blocks in packets if qps]
+    copy = COPY_BYTES + COPY_BYTES_PER_PIXEL * int(stream.get("width") or 0) * int(stream.get("height") or 0)
+    read = [Packet(pts, key, sum(qps) / len(qps), size, max(size - copy, 0.0), blocks)
+            for pts, key, qps, size, blocks in packets if qps]
     if stream["codec_name"] == "h264" and any(packet.qp < FULL_QP for packet in read):
         read = _with_macroblock_qps(source, read)
     return read, Fraction(stream["time_base"])
@@ -207,20 +216,22 @@ def _with_macroblock_qps(source: Path, packets: Packets) -> Packets:
 
 def gop_qps(packets: Packets) -> list[float]:
     """Per packet (as ``packet_qps`` gives them), the QP of its group of pictures (from one keyframe to the next):
-    its pictures' QPs weighted by their packets' sizes.  The guard gives a GOP's frames one strength, so that a
-    still scene does not pulse with the QPs of its I-, P- and B-pictures; and rate control codes a keyframe that
-    later pictures copy finer than them (libvpx, SVT-AV1 and x264's macroblock tree by 10-15 QPs), so what the
-    frames show is the keyframe's QP where they copy it and their own where they move.  Where the bits went says
-    which: a still group's later packets are nearly empty, a moving one's are not.  x265 codes its keyframes finer
-    below the slice header (its cutree lowers the QPs of the blocks later pictures copy): an HEVC keyframe whose
-    blocks may depart from its slice QP, with pictures after it, is taken CUTREE_QPS finer."""
+    its pictures' QPs weighted by the bytes each brings anew (the first all of its own, the others
+    ``Packet.news``).  The guard gives a GOP's frames one strength, so that a still scene does not pulse with the
+    QPs of its I-, P- and B-pictures; and rate control codes a keyframe that later pictures copy finer than them
+    (libvpx, SVT-AV1 and x264's macroblock tree by 10-15 QPs), so what the frames show is the keyframe's QP where
+    they copy it and their own where they move.  Where the bits went says which: a still group's later pictures
+    bring nothing anew, a moving one's do.  x265 codes its keyframes finer below the slice header (its cutree
+    lowers the QPs of the blocks later pictures copy): an HEVC keyframe whose blocks may depart from its slice
+    QP, with pictures after it, is taken CUTREE_QPS finer."""
     starts = [i for i, packet in enumerate(packets) if packet.key or i == 0] + [len(packets)]
     qps = []
     for a, b in zip(starts, starts[1:]):
         group = packets[a:b]
         followed = len(group) > 1 and group[0].block_qps
         shown = [p.qp - CUTREE_QPS * (followed and i == 0) for i, p in enumerate(group)]
-        qps += [float(np.average(shown, weights=[p.size for p in group]))] * (b - a)
+        news = [group[0].size] + [p.news for p in group[1:]]
+        qps += [float(np.average(shown, weights=news))] * (b - a)
     return qps
 
 

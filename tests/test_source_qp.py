@@ -15,7 +15,8 @@ import vapoursynth as vs
 from conftest import SAMPLES
 from diffqe.plugin import enhance, source
 from diffqe.plugin.script import decode
-from diffqe.plugin.source_qp import FULL_QP, NO_QP, frame_qps, guard, packet_qps
+from diffqe.plugin.source_qp import (COPY_BYTES, COPY_BYTES_PER_PIXEL, FULL_QP, NO_QP, frame_qps, guard,
+                                     packet_qps)
 from diffqe.train.codec import read_video_luma
 from diffqe.train.metrics import psnr
 from test_cli import diffqe
@@ -38,19 +39,25 @@ def display_order(path: Path) -> list[float]:
     return [packet.qp for packet in sorted(packet_qps(path)[0], key=lambda p: p.pts)]
 
 
-def weighted_by_size(path: Path, qps: list[float]) -> float:
-    """QPS (one per picture, in display order) weighted by the sizes ffprobe gives PATH's packets."""
-    probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pts,size",
-                            "-of", "csv=p=0", path], check=True, capture_output=True, text=True).stdout
-    sizes = [size for _, size in sorted(tuple(map(int, line.split(",")[:2])) for line in probe.split())]
-    return float(np.average(qps, weights=sizes))
+def weighted_by_news(path: Path, qps: list[float]) -> float:
+    """QPS (one per picture of a one-GOP PATH, in display order) weighted by what ffprobe says its packets bring
+    anew: the keyframe all its bytes, the others those beyond a copying picture's cost at PATH's frame size."""
+    def probe(entries: str) -> str:
+        return subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", entries, "-of",
+                               "csv=p=0", path], check=True, capture_output=True, text=True).stdout
+
+    width, height = map(int, probe("stream=width,height").split()[0].split(","))
+    copy = COPY_BYTES + COPY_BYTES_PER_PIXEL * width * height
+    packets = sorted(tuple(map(int, line.split(",")[:2])) for line in probe("packet=pts,size").split())
+    news = [size if pts == packets[0][0] else max(size - copy, 0) for pts, size in packets]
+    return float(np.average(qps, weights=news))
 
 
 def test_hevc_picture_qps_are_those_x265_reports_and_frames_get_their_gops(tmp_path):
     """x265 at a constant QP with B-frames (coded out of display order; I, P, B and b pictures at 27, 30, 31
     and 32) logs each picture's QP with its display position (POC): read from the slice headers they are the
     same; each of BestSource's frames, matched by time, gets its group of pictures' QPs weighted by their packets'
-    sizes (a slow pan: the I picture's, nearly), so that a still scene does not pulse with the picture types."""
+    new bytes (a slow pan: the I picture's, nearly), so that a still scene does not pulse with the picture types."""
     log = tmp_path / "x265.csv"
     src = encode(tmp_path / "b.mkv", "-c:v", "libx265", "-x265-params",
                  f"log-level=0:qp=30:aq-mode=0:bframes=3:b-adapt=0:csv={log}:csv-log-level=1")
@@ -60,7 +67,7 @@ def test_hevc_picture_qps_are_those_x265_reports_and_frames_get_their_gops(tmp_p
     assert len(set(by_poc)) >= 3 and by_poc != [float(r["QP"]) for r in rows]  # several QPs, reordered
     assert display_order(src) == by_poc
     qps = read_frame_qps(src)
-    assert qps == [pytest.approx(weighted_by_size(src, by_poc))] * 8
+    assert qps == [pytest.approx(weighted_by_news(src, by_poc))] * 8
     assert 27 < qps[0] < 28
 
 
@@ -73,7 +80,7 @@ def test_h264_picture_qps_in_a_transport_stream_follow_the_picture_types(tmp_pat
     assert {"I", "P", "B"} <= set(types)
     pictures = display_order(src)
     assert pictures == [{"I": 27.0, "P": 30.0, "B": 32.0}[t] for t in types]
-    assert read_frame_qps(src) == [pytest.approx(weighted_by_size(src, pictures))] * 8
+    assert read_frame_qps(src) == [pytest.approx(weighted_by_news(src, pictures))] * 8
 
 
 def test_each_group_of_pictures_gets_its_own_qp_and_other_codecs_none(tmp_path):
@@ -105,6 +112,22 @@ def test_a_still_group_reads_as_its_keyframe_and_a_moving_one_as_where_its_bits_
     assert read_frame_qps(still) == [pytest.approx(min(pictures[still]), abs=0.5)] * 8
     assert min(read_frame_qps(grain)) >= FULL_QP + 2
     assert "DiffQE_SourceQP" not in source(grain).get_frame(0).props
+
+
+def test_a_long_still_group_reads_as_its_keyframe(tmp_path):
+    """A still picture held for 250 frames, one group of pictures (x265's keyframe interval) at CRF 12: each later
+    picture costs a few dozen bytes of headers and skip flags at a coarser QP, together a fifth of the keyframe's
+    (a screen's 8 KB keyframe: more than it), and brings nothing new; the group reads as the same picture held for
+    8 frames does (weighted by bytes, not by what they bring, it read 1.8 coarser)."""
+    x265 = ["-c:v", "libx265", "-crf", "12", "-x265-params", "log-level=0"]
+    short, long = (encode(tmp_path / f"{n}.mkv", "-vf", f"loop=loop={n - 1}:size=1:start=0", "-frames:v", str(n),
+                          *x265) for n in (8, 250))
+    keyframe, *later = packet_qps(long)[0]
+    assert keyframe.key and not any(packet.key for packet in later)
+    assert sum(packet.size for packet in later) > keyframe.size / 5
+    held = read_frame_qps(short)[0]
+    assert held < FULL_QP - 4
+    assert read_frame_qps(long) == [pytest.approx(held, abs=0.5)] * 250
 
 
 def test_an_x265_keyframe_that_later_pictures_copy_reads_as_finely_as_it_is_coded(tmp_path):
