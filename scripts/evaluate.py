@@ -12,6 +12,7 @@ same encodes.
   python scripts/evaluate.py --images data/corpus/val --extra-qps 12,17 --qp-guard   # and by the source-QP guard
   python scripts/evaluate.py --images data/corpus/val --qps "" --static 6 --temporal 0,2   # and the stabilisation
   python scripts/evaluate.py --images a.png b.png --fade 1 --qps "" --crf 28 --temporal 0,2     # on fades
+  python scripts/evaluate.py --images a.png --scroll 60 60 --qps "" --crf 14 --qp-guard    # a slide, then scrolling
   python scripts/evaluate.py --clips data/clips/*.mkv --max-frames 12 --temporal 2 --fusion   # and the fusion
   python scripts/evaluate.py --images data/corpus/val --bits 8,10        # 8-bit input enhanced to 10-bit output
   python scripts/evaluate.py --images data/corpus/val --hdr pq           # as 10-bit PQ (HDR10) video
@@ -33,7 +34,7 @@ from diffqe.model.inference import MAX_STRENGTH
 from diffqe.model.mirror import FLIPS
 from diffqe.train.codec import CODERS
 from diffqe.train.evaluate import (TRANSFERS, Condition, evaluate, faded, ffmpeg_enhancer, full_range, grainy, hdr,
-                                   load_sources, markdown, model_enhancers, temporal_change)
+                                   load_sources, markdown, model_enhancers, scrolled, temporal_change)
 from diffqe.train.loop import pick_device
 from diffqe.train.pairs import PAPER_QPS
 
@@ -73,6 +74,8 @@ def main() -> int:
                          "qscale 1-31)")
     ap.add_argument("--fade", type=float, nargs="+", default=[],
                     help="turn each image into a 12-frame fade to black at these code values per frame")
+    ap.add_argument("--scroll", type=int, nargs=2, metavar=("HELD", "MOVING"),
+                    help="turn each image into a clip held HELD frames, then scrolled 4 rows a frame for MOVING")
     ap.add_argument("--full-range", action="store_true",
                     help="stretch every source from limited range (16..235) to full range (0..255) first")
     ap.add_argument("--grain", type=float, metavar="SIGMA",
@@ -141,6 +144,10 @@ def main() -> int:
     if args.fade:
         images = [s for s in sources if len(s.frames) == 1]
         sources = [faded(s, 12, step) for step in args.fade for s in images] + [s for s in sources if len(s.frames) > 1]
+    if args.scroll:
+        if min(args.scroll) < 0 or sum(args.scroll) < 1:
+            ap.error("--scroll HELD MOVING: frame counts, at least one frame in all")
+        sources = [scrolled(s, *args.scroll) if len(s.frames) == 1 else s for s in sources]
     if args.codec == "mpeg2" and args.crf:
         ap.error("--crf: MPEG-2 has none; give its quantisers as --extra-qps (qscale 1-31)")
     conditions = ([Condition(qp=q, codec=args.codec) for q in args.qps + args.extra_qps]

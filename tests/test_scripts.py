@@ -132,6 +132,27 @@ def test_evaluate_grain_adds_the_same_noise_of_the_given_strength(tmp_path):
     assert result.returncode == 0 and "reference grain 2" in out.read_text(), result.stderr
 
 
+def test_evaluate_scroll_holds_an_image_then_scrolls_it(tmp_path, reference_frames):
+    """--scroll 3 4: the image as it is for 3 frames, then 4 rows further up each frame, the mirrored image below
+    it; the whole clip is coded and scored as one source."""
+    from diffqe.train.evaluate import Source, scrolled
+
+    y = reference_frames[5]
+    clip = scrolled(Source("still", [y]), 3, 4)
+    assert clip.name == "still held 3 scrolled 4" and len(clip.frames) == 7
+    assert all(np.array_equal(f, y) for f in clip.frames[:3])
+    assert np.array_equal(clip.frames[3][:-4], y[4:]) and np.array_equal(clip.frames[3][-4:], y[::-1][:4])
+    assert np.array_equal(clip.frames[6][:-16], y[16:])
+    Image.fromarray(y).save(tmp_path / "still.png")
+    out = tmp_path / "scroll.md"
+    result = run_script("evaluate.py", "--images", tmp_path / "still.png", "--scroll", "3", "4", "--qps", "",
+                        "--crf", "28", "--qp-guard", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert "still held 3 scrolled 4" in result.stderr and re.search(r"^\| shipped g \| [-+]\d", out.read_text(), re.M)
+    refused = run_script("evaluate.py", "--images", tmp_path / "still.png", "--scroll", "0", "0", "--crf", "28")
+    assert refused.returncode == 2 and "--scroll" in refused.stderr
+
+
 def test_evaluate_bands_find_where_a_losing_source_loses(tmp_path, reference_frames):
     """A filter that paints rows 32..47 white loses, and there alone; --bands 16 names that band and no other."""
     Image.fromarray(reference_frames[5]).save(tmp_path / "still.png")

@@ -119,6 +119,16 @@ def faded(src: Source, frames: int, step: float) -> Source:
     return Source(f"{src.name} fade {step:g}", planes)
 
 
+def scrolled(src: Source, held: int, moving: int, step: int = 4) -> Source:
+    """SRC's single image held for HELD frames, then scrolled up STEP rows a frame for MOVING frames (below it, the
+    image mirrored, and so on): a slide, then scrolling, which a codec codes as one group of pictures whose
+    later pictures copy the keyframe and then bring little more than what scrolls in."""
+    y = src.frames[0]
+    offsets = [0] * held + [step * (k + 1) for k in range(moving)]
+    tall = np.concatenate([y, y[::-1]] * (offsets[-1] // (2 * y.shape[0]) + 2))
+    return Source(f"{src.name} held {held} scrolled {moving}", [tall[o: o + y.shape[0]] for o in offsets])
+
+
 def full_range(src: Source) -> Source:
     """SRC's frames stretched from limited range (16..235, as the corpus and most video) to full range
     (0..255, as many screen recordings and phone videos): the same picture with larger code-value steps."""
@@ -185,6 +195,8 @@ def worst_bands(reference: np.ndarray, decoded: np.ndarray, output: np.ndarray, 
                  for i in np.argsort(before - after, kind="stable")[:count] if after[i] > before[i])
 
 
+CLIP_CHUNK = 12  # frames per model pass
+
 # [N,H,W] 8-bit luma in, the same out: a model, or a classical post-filter for comparison.
 Enhancer = Callable[[np.ndarray, Coding], np.ndarray]  # (decoded [T,H,W], how it was coded) -> enhanced
 
@@ -215,7 +227,9 @@ def model_enhancers(model: DiffQE, seed: int, ensemble: int, radii: list[int], s
             codes = planes.astype(np.uint16) << shift if shift else planes
             y = to_tensor(codes, peak, next(model.parameters()).device)
             with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-                out = restore(model, y, seed=seed, ensemble=ensemble).float()
+                # CLIP_CHUNK frames at a time: a long clip's activations would not fit in memory at once
+                out = torch.cat([restore(model, chunk, seed=seed, ensemble=ensemble).float()
+                                 for chunk in y.split(CLIP_CHUNK)])
             last.update(input=planes, codes=codes, y=y, out=out, rounded={})
         if strength not in last["rounded"]:  # each radius reads the same rounded output
             last["rounded"][strength] = to_planes(scale_correction(last["y"], last["out"], strength), peak,
