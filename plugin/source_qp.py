@@ -34,9 +34,9 @@ FULL_QP, NO_QP = 17, 9  # the guard's ends: the correction whole at FULL_QP and 
 # average (docs/results.md, "The source-QP guard on video")
 CUTREE_QPS = 8
 # What a picture that only copies its references may cost (its headers and a skip flag per block), with a margin:
-# still video's later pictures measured at most 43, 58, 174 and 447 bytes at 320x192, 640x360, 1920x1080 and
-# 3840x2160 (x265, x264 but for its first P picture, libvpx, SVT-AV1); bytes beyond it are what a picture brings
-# anew.  Counted whole, a long still group's headers outweigh its keyframe (a screen held for 250 pictures of 44
+# still video's later pictures measured at most 55, 43, 58, 247 and 447 bytes at 200x120, 320x192, 640x360,
+# 1920x1080 and 3840x2160 (x265, x264 but for its first P picture, libvpx, SVT-AV1); bytes beyond it are what a
+# picture brings anew.  Counted whole, a long still group's headers outweigh its keyframe (a screen held for 250 pictures of 44
 # bytes after an 8 kB keyframe)
 COPY_BYTES, COPY_BYTES_PER_PIXEL = 64, 1 / 8192
 
