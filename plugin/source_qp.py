@@ -36,8 +36,8 @@ CUTREE_QPS = 8
 # What a picture that only copies its references may cost (its headers and a skip flag per block), with a margin:
 # still video's later pictures measured at most 55, 43, 58, 247 and 447 bytes at 200x120, 320x192, 640x360,
 # 1920x1080 and 3840x2160 (x265, x264 but for its first P picture, libvpx, SVT-AV1); bytes beyond it are what a
-# picture brings anew.  Counted whole, a long still group's headers outweigh its keyframe (a screen held for 250 pictures of 44
-# bytes after an 8 kB keyframe)
+# picture brings anew.  Counted whole, a long still group's headers outweigh its keyframe (a screen held for 250
+# pictures of 44 bytes after an 8 kB keyframe)
 COPY_BYTES, COPY_BYTES_PER_PIXEL = 64, 1 / 8192
 
 # trace_headers logs each syntax element as "<bit position> <name> <bits> = <value>"; only these are needed:
@@ -60,7 +60,7 @@ class Packet(NamedTuple):
     key: bool
     qp: float  # the mean QP of its slices or frames, on HEVC's scale
     size: int  # bytes
-    news: float  # bytes beyond what a picture that only copies its references costs
+    new_bytes: float  # bytes beyond what a picture that only copies its references costs
     block_qps: bool = False  # HEVC's coding blocks may depart from this QP (cu_qp_delta_enabled_flag)
 
 
@@ -217,7 +217,7 @@ def _with_macroblock_qps(source: Path, packets: Packets) -> Packets:
 def gop_qps(packets: Packets) -> list[float]:
     """Per packet (as ``packet_qps`` gives them), the QP of its group of pictures (from one keyframe to the next):
     its pictures' QPs weighted by the bytes each brings anew (the first all of its own, the others
-    ``Packet.news``).  The guard gives a GOP's frames one strength, so that a still scene does not pulse with the
+    ``Packet.new_bytes``).  The guard gives a GOP's frames one strength, so that a still scene does not pulse with the
     QPs of its I-, P- and B-pictures; and rate control codes a keyframe that later pictures copy finer than them
     (libvpx, SVT-AV1 and x264's macroblock tree by 10-15 QPs), so what the frames show is the keyframe's QP where
     they copy it and their own where they move.  Where the bits went says which: a still group's later pictures
@@ -230,8 +230,8 @@ def gop_qps(packets: Packets) -> list[float]:
         group = packets[a:b]
         followed = len(group) > 1 and group[0].block_qps
         shown = [p.qp - CUTREE_QPS * (followed and i == 0) for i, p in enumerate(group)]
-        news = [group[0].size] + [p.news for p in group[1:]]
-        qps += [float(np.average(shown, weights=news))] * (b - a)
+        new_bytes = [group[0].size] + [p.new_bytes for p in group[1:]]
+        qps += [float(np.average(shown, weights=new_bytes))] * (b - a)
     return qps
 
 

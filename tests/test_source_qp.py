@@ -39,7 +39,7 @@ def display_order(path: Path) -> list[float]:
     return [packet.qp for packet in sorted(packet_qps(path)[0], key=lambda p: p.pts)]
 
 
-def weighted_by_news(path: Path, qps: list[float]) -> float:
+def weighted_by_new_bytes(path: Path, qps: list[float]) -> float:
     """QPS (one per picture of a one-GOP PATH, in display order) weighted by what ffprobe says its packets bring
     anew: the keyframe all its bytes, the others those beyond a copying picture's cost at PATH's frame size."""
     def probe(entries: str) -> str:
@@ -49,8 +49,8 @@ def weighted_by_news(path: Path, qps: list[float]) -> float:
     width, height = map(int, probe("stream=width,height").split()[0].split(","))
     copy = COPY_BYTES + COPY_BYTES_PER_PIXEL * width * height
     packets = sorted(tuple(map(int, line.split(",")[:2])) for line in probe("packet=pts,size").split())
-    news = [size if pts == packets[0][0] else max(size - copy, 0) for pts, size in packets]
-    return float(np.average(qps, weights=news))
+    new_bytes = [size if pts == packets[0][0] else max(size - copy, 0) for pts, size in packets]
+    return float(np.average(qps, weights=new_bytes))
 
 
 def test_hevc_picture_qps_are_those_x265_reports_and_frames_get_their_gops(tmp_path):
@@ -67,7 +67,7 @@ def test_hevc_picture_qps_are_those_x265_reports_and_frames_get_their_gops(tmp_p
     assert len(set(by_poc)) >= 3 and by_poc != [float(r["QP"]) for r in rows]  # several QPs, reordered
     assert display_order(src) == by_poc
     qps = read_frame_qps(src)
-    assert qps == [pytest.approx(weighted_by_news(src, by_poc))] * 8
+    assert qps == [pytest.approx(weighted_by_new_bytes(src, by_poc))] * 8
     assert 27 < qps[0] < 28
 
 
@@ -80,7 +80,7 @@ def test_h264_picture_qps_in_a_transport_stream_follow_the_picture_types(tmp_pat
     assert {"I", "P", "B"} <= set(types)
     pictures = display_order(src)
     assert pictures == [{"I": 27.0, "P": 30.0, "B": 32.0}[t] for t in types]
-    assert read_frame_qps(src) == [pytest.approx(weighted_by_news(src, pictures))] * 8
+    assert read_frame_qps(src) == [pytest.approx(weighted_by_new_bytes(src, pictures))] * 8
 
 
 def test_each_group_of_pictures_gets_its_own_qp_and_other_codecs_none(tmp_path):
