@@ -7,7 +7,7 @@ blind to the QP, corrects finer ones just as hard: held-out photos and screens l
 at hand each frame's correction is scaled by ``guard(qp)`` of its group of pictures' QP (``gop_qps``): whole from
 QP 17 up, none at QP 9 and below, linear between, the strengths measured best at each QP.  H.264 and HEVC state
 QPs on one scale (H.264's keyframes are read down to their macroblocks, where adaptive quantisation puts the
-texture; an HEVC keyframe that pictures follow is taken finer, as x265's cutree codes it); AV1's and VP9's
+texture; HEVC pictures that later ones copy are taken finer, as x265's cutree codes them); AV1's and VP9's
 quantiser indices and MPEG-2's quantiser scales are read as the HEVC QP of the same step.  Sources without any
 (other codecs, raw images) are enhanced as before."""
 
@@ -29,10 +29,15 @@ import numpy as np
 
 CODECS = ("h264", "hevc", "av1", "vp9", "mpeg2video")
 FULL_QP, NO_QP = 17, 9  # the guard's ends: the correction whole at FULL_QP and above, none at NO_QP and below
-# How much finer than its slice QP x265 (CRF, cutree) codes a keyframe that later pictures copy: six held-out
-# pictures as 12-frame stills at CRF 6-22 code to the PSNR of an all-intra picture 6.3-9.2 QPs finer, 7.9 on
-# average (docs/results.md, "The source-QP guard on video")
-CUTREE_QPS = 8
+# x265's cutree (at a CRF, its default) codes a block finer the more later pictures copy it, below the slice QP:
+# by CUTREE_STRENGTH QPs per doubling of 1 + the share of it that the next CUTREE_FRAMES pictures (its lookahead)
+# inherit, each copying COPIED of what the one before it showed.  x265's own strength is 5 (1 - qcomp) = 2 at
+# qcomp 0.6; 2.2 codes a still's keyframe 7.9 QPs finer with 11 pictures after it, as measured (6.3-9.2 over six
+# pictures), and 9.7 with 20 or more (8.0-10.7).  Calibrated with the copied share taken as
+# 1 - COPIED_PER_BYTE x (the mean new bytes of the group's later pictures / its keyframe's bytes) against the
+# all-intra QP that codes as finely, on 6 stills held, scrolled, and held then scrolled, and 5 moving clips, at
+# x265 CRF 10-22 (docs/results.md, "Scrolled screens")
+CUTREE_STRENGTH, CUTREE_FRAMES, COPIED_PER_BYTE = 2.2, 20, 2.0
 # What a picture that only copies its references may cost (its headers and a skip flag per block), with a margin:
 # still video's later pictures measured at most 55, 43, 58, 247 and 447 bytes at 200x120, 320x192, 640x360,
 # 1920x1080 and 3840x2160 (x265, x264 but for its first P picture, libvpx, SVT-AV1); bytes beyond it are what a
@@ -42,10 +47,11 @@ COPY_BYTES, COPY_BYTES_PER_PIXEL = 64, 1 / 8192
 
 # trace_headers logs each syntax element as "<bit position> <name> <bits> = <value>"; only these are needed:
 # H.264 and HEVC a picture parameter set's id and initial QP (and HEVC's whether its blocks may depart from the
-# slice QP), and a slice header's parameter set and QP delta;
+# slice QP), and a slice header's parameter set and QP delta, HEVC's after its NAL unit's type (which says
+# whether later pictures may copy the picture);
 # AV1/VP9 a frame header's quantiser index; MPEG-2 a picture's quantiser scale type and its slices' codes.
 _FIELD = re.compile(rb"\b((?:pps_|slice_)?pic_parameter_set_id|(?:pic_)?init_qp_minus26|slice_qp_delta|base_q_idx|"
-                    rb"q_scale_type|quantiser_scale_code|cu_qp_delta_enabled_flag)\s+\S+ = (-?\d+)")
+                    rb"q_scale_type|quantiser_scale_code|cu_qp_delta_enabled_flag|nal_unit_type)\s+\S+ = (-?\d+)")
 # MPEG-2's quantiser matrix weights its coefficients' steps by 8-83 sixteenths (default intra matrix, mean 33); 40
 # makes its fine quantisers read as the HEVC QP that codes a picture to the same PSNR (within 1.2 dB, test_source_qp):
 # step for step, MPEG-2 (no intra prediction, no deblocking) codes coarser than HEVC
@@ -62,6 +68,7 @@ class Packet(NamedTuple):
     size: int  # bytes
     new_bytes: float  # bytes beyond what a picture that only copies its references costs
     block_qps: bool = False  # HEVC's coding blocks may depart from this QP (cu_qp_delta_enabled_flag)
+    reference: bool = True  # later pictures may copy it (HEVC: not a sub-layer non-reference picture)
 
 
 Packets = list[Packet]
@@ -110,18 +117,26 @@ class _Quantisers:
     scale, from the state the parameter sets and picture headers before it set."""
 
     def __init__(self) -> None:
-        self.pps, self.init_qp, self.block_qps, self.nonlinear = 0, {}, {}, False
+        self.pps, self.init_qp, self.block_qps, self.nonlinear, self.nal_type = 0, {}, {}, False, 1
 
     @property
     def hidden_block_qps(self) -> bool:
         """Whether the blocks of the slice read last may be coded at QPs its header does not state (HEVC)."""
         return self.block_qps.get(self.pps, False)
 
+    @property
+    def reference(self) -> bool:
+        """Whether later pictures may copy the slice read last: HEVC's sub-layer non-reference NAL unit types are
+        the even ones below 16 (TRAIL_N, ...); H.264's slices (types 1 and 5) read as references."""
+        return self.nal_type >= 16 or self.nal_type % 2 == 1
+
     def read(self, name: bytes, value: int) -> float | None:
         if name.endswith(b"parameter_set_id"):
             self.pps = value
         elif name.endswith(b"minus26"):
             self.init_qp[self.pps] = 26 + value
+        elif name == b"nal_unit_type":
+            self.nal_type = value
         elif name == b"cu_qp_delta_enabled_flag":
             self.block_qps[self.pps] = bool(value)
         elif name == b"slice_qp_delta":
@@ -151,18 +166,19 @@ def packet_qps(source: Path) -> tuple[Packets, Fraction] | None:
         for line in p.stderr:  # a 2-hour film logs about 12 M lines: the cheap test first
             if b"Packet:" in line and (m := _PACKET.search(line)):
                 pts = None if m.group(3) is None else int(m.group(3))
-                packets.append([pts, bool(m.group(2)), [], int(m.group(1)), False])
-            elif (b"_qp_" in line or b"set_id" in line or b"q_idx" in line or b"_scale_" in line) and (
-                    m := _FIELD.search(line)):
+                packets.append([pts, bool(m.group(2)), [], int(m.group(1)), False, False])
+            elif (b"_qp_" in line or b"set_id" in line or b"q_idx" in line or b"_scale_" in line
+                  or b"nal_unit_type" in line) and (m := _FIELD.search(line)):
                 qp = quantisers.read(m.group(1), int(m.group(2)))
                 if qp is not None and packets:
                     packets[-1][2].append(qp)
                     packets[-1][4] |= quantisers.hidden_block_qps
+                    packets[-1][5] |= quantisers.reference
     if p.returncode:
         return None
     copy = COPY_BYTES + COPY_BYTES_PER_PIXEL * int(stream.get("width") or 0) * int(stream.get("height") or 0)
-    read = [Packet(pts, key, sum(qps) / len(qps), size, max(size - copy, 0.0), blocks)
-            for pts, key, qps, size, blocks in packets if qps]
+    read = [Packet(pts, key, sum(qps) / len(qps), size, max(size - copy, 0.0), blocks, reference)
+            for pts, key, qps, size, blocks, reference in packets if qps]
     if stream["codec_name"] == "h264" and any(packet.qp < FULL_QP for packet in read):
         read = _with_macroblock_qps(source, read)
     return read, Fraction(stream["time_base"])
@@ -214,6 +230,24 @@ def _with_macroblock_qps(source: Path, packets: Packets) -> Packets:
     return [packet._replace(qp=packet.qp + d) for packet, d in zip(packets, shift)]
 
 
+def cutree_qps(group: Packets) -> list[float]:
+    """Per picture of one group of pictures (keyframe first, decode order), how much finer than its slice QP x265's
+    cutree codes it: none unless its blocks may depart from the slice QP and later pictures may copy it; else
+    CUTREE_STRENGTH x log2(1 + what the next CUTREE_FRAMES pictures of the group inherit of it), each inheriting
+    the share COPIED of what the one before it showed.  COPIED follows from the bytes the later pictures bring anew
+    against the keyframe's: all of it in a still (its keyframe 9.7 QPs finer with 20 pictures after it), most of
+    it in a scroll (each picture brings a few rows: every reference picture nearly as fine), less in motion."""
+    if len(group) < 2 or not group[0].block_qps:
+        return [0.0] * len(group)
+    brought = statistics.fmean(p.new_bytes for p in group[1:]) / max(group[0].size, 1)
+    copied = min(max(1 - COPIED_PER_BYTE * brought, 0.0), 1.0)
+    offsets = []
+    for i, picture in enumerate(group):
+        inherited = sum(copied ** k for k in range(1, min(CUTREE_FRAMES, len(group) - 1 - i) + 1))
+        offsets.append(CUTREE_STRENGTH * math.log2(1 + inherited) if picture.reference else 0.0)
+    return offsets
+
+
 def gop_qps(packets: Packets) -> list[float]:
     """Per packet (as ``packet_qps`` gives them), the QP of its group of pictures (from one keyframe to the next):
     its pictures' QPs weighted by the bytes each brings anew (the first all of its own, the others
@@ -221,15 +255,14 @@ def gop_qps(packets: Packets) -> list[float]:
     QPs of its I-, P- and B-pictures; and rate control codes a keyframe that later pictures copy finer than them
     (libvpx, SVT-AV1 and x264's macroblock tree by 10-15 QPs), so what the frames show is the keyframe's QP where
     they copy it and their own where they move.  Where the bits went says which: a still group's later pictures
-    bring nothing anew, a moving one's do.  x265 codes its keyframes finer below the slice header (its cutree
-    lowers the QPs of the blocks later pictures copy): an HEVC keyframe whose blocks may depart from its slice
-    QP, with pictures after it, is taken CUTREE_QPS finer."""
+    bring nothing anew, a moving one's do.  x265 codes the pictures that later ones copy finer below the slice
+    header (its cutree lowers the QPs of the blocks they copy): an HEVC picture whose blocks may depart from its
+    slice QP is taken ``cutree_qps`` finer."""
     starts = [i for i, packet in enumerate(packets) if packet.key or i == 0] + [len(packets)]
     qps = []
     for a, b in zip(starts, starts[1:]):
         group = packets[a:b]
-        followed = len(group) > 1 and group[0].block_qps
-        shown = [p.qp - CUTREE_QPS * (followed and i == 0) for i, p in enumerate(group)]
+        shown = [p.qp - offset for p, offset in zip(group, cutree_qps(group))]
         new_bytes = [group[0].size] + [p.new_bytes for p in group[1:]]
         qps += [float(np.average(shown, weights=new_bytes))] * (b - a)
     return qps
