@@ -29,15 +29,15 @@ import numpy as np
 
 CODECS = ("h264", "hevc", "av1", "vp9", "mpeg2video")
 FULL_QP, NO_QP = 17, 9  # the guard's ends: the correction whole at FULL_QP and above, none at NO_QP and below
-# x265's cutree (at a CRF, its default) codes a block finer the more later pictures copy it, below the slice QP:
-# by CUTREE_STRENGTH QPs per doubling of 1 + the share of it that the next CUTREE_FRAMES pictures (its lookahead)
-# inherit, each copying COPIED of what the one before it showed.  x265's own strength is 5 (1 - qcomp) = 2 at
-# qcomp 0.6; 2.2 codes a still's keyframe 7.9 QPs finer with 11 pictures after it, as measured (6.3-9.2 over six
-# pictures), and 9.7 with 20 or more (8.0-10.7).  Calibrated with the copied share taken as
+# x265's cutree (at a CRF or bitrate, its default) codes a block finer the more later pictures copy it, below the
+# slice QP: by a strength in QPs per doubling of 1 + the share of it that the pictures within its lookahead inherit,
+# each copying COPIED of what the one before it showed.  x265's own strength is 5 (1 - qcomp); CUTREE_PER_QCOMP
+# 5.5 (2.2 at x265's default qcomp 0.6) codes a still's keyframe 7.9 QPs finer with 11 pictures after it, as
+# measured (6.3-9.2 over six pictures), and 9.7 with 20 or more (8.0-10.7).  Calibrated with the copied share
 # 1 - COPIED_PER_BYTE x (the mean new bytes of the group's later pictures / its keyframe's bytes) against the
-# all-intra QP that codes as finely, on 6 stills held, scrolled, and held then scrolled, and 5 moving clips, at
+# all-intra QP that codes as finely, on 6 pictures held, scrolled, and held then scrolled, and 5 moving clips, at
 # x265 CRF 10-22 (docs/results.md, "Scrolled screens")
-CUTREE_STRENGTH, CUTREE_FRAMES, COPIED_PER_BYTE = 2.2, 20, 2.0
+CUTREE_PER_QCOMP, COPIED_PER_BYTE = 5.5, 2.0
 # What a picture that only copies its references may cost (its headers and a skip flag per block), with a margin:
 # still video's later pictures measured at most 55, 43, 58, 247 and 447 bytes at 200x120, 320x192, 640x360,
 # 1920x1080 and 3840x2160 (x265, x264 but for its first P picture, libvpx, SVT-AV1); bytes beyond it are what a
@@ -57,6 +57,19 @@ _FIELD = re.compile(rb"\b((?:pps_|slice_)?pic_parameter_set_id|(?:pic_)?init_qp_
 # step for step, MPEG-2 (no intra prediction, no deblocking) codes coarser than HEVC
 MPEG2_WEIGHT = 40
 _PACKET = re.compile(rb"\bPacket: (\d+) bytes(, key frame)?.*?(?:, pts (-?\d+)|, no pts)")
+
+
+class Cutree(NamedTuple):
+    """x265's cutree as an encode ran it: how many QPs finer per doubling of 1 + what later pictures inherit of a
+    block, and over how many pictures ahead (its rc-lookahead)."""
+
+    strength: float
+    frames: int
+
+
+MEDIUM = Cutree(CUTREE_PER_QCOMP * (1 - 0.6), 20)  # x265's defaults (preset medium), where a stream does not say
+# The options x265 writes as text into its first picture (an SEI message), unless run with info=0
+_X265_OPTIONS = re.compile(rb"x265 \(build [ -~]*? options: ([ -~]*)")
 
 
 class Packet(NamedTuple):
@@ -230,10 +243,30 @@ def _with_macroblock_qps(source: Path, packets: Packets) -> Packets:
     return [packet._replace(qp=packet.qp + d) for packet, d in zip(packets, shift)]
 
 
-def cutree_qps(group: Packets) -> list[float]:
+def x265_cutree(source: Path) -> Cutree:
+    """The cutree of SOURCE's first video stream as x265 states its options (rc-lookahead, qcomp, no-cutree: none)
+    in the stream's headers or first picture; x265's defaults (MEDIUM) where none are stated (x265 run with
+    info=0, another encoder: taken finer than it may code, which spares more, not less)."""
+    try:
+        with av.open(str(source.absolute())) as container:
+            stream = next(s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic)
+            packet = next((p for p in container.demux(stream) if p.size), None)
+            data = (stream.codec_context.extradata or b"") + (bytes(packet) if packet else b"")
+    except (av.error.FFmpegError, StopIteration):
+        return MEDIUM
+    if not (m := _X265_OPTIONS.search(data)):
+        return MEDIUM
+    options = dict((*option.split(b"=", 1), b"")[:2] for option in m.group(1).split())
+    if b"no-cutree" in options:
+        return Cutree(0.0, 0)
+    return Cutree(CUTREE_PER_QCOMP * (1 - float(options.get(b"qcomp", 0.6))),
+                  int(options.get(b"rc-lookahead", MEDIUM.frames)))
+
+
+def cutree_qps(group: Packets, cutree: Cutree = MEDIUM) -> list[float]:
     """Per picture of one group of pictures (keyframe first, decode order), how much finer than its slice QP x265's
     cutree codes it: none unless its blocks may depart from the slice QP and later pictures may copy it; else
-    CUTREE_STRENGTH x log2(1 + what the next CUTREE_FRAMES pictures of the group inherit of it), each inheriting
+    CUTREE's strength x log2(1 + what the pictures of the group within its lookahead inherit of it), each inheriting
     the share COPIED of what the one before it showed.  COPIED follows from the bytes the later pictures bring anew
     against the keyframe's: all of it in a still (its keyframe 9.7 QPs finer with 20 pictures after it), most of
     it in a scroll (each picture brings a few rows: every reference picture nearly as fine), less in motion."""
@@ -243,12 +276,12 @@ def cutree_qps(group: Packets) -> list[float]:
     copied = min(max(1 - COPIED_PER_BYTE * brought, 0.0), 1.0)
     offsets = []
     for i, picture in enumerate(group):
-        inherited = sum(copied ** k for k in range(1, min(CUTREE_FRAMES, len(group) - 1 - i) + 1))
-        offsets.append(CUTREE_STRENGTH * math.log2(1 + inherited) if picture.reference else 0.0)
+        inherited = sum(copied ** k for k in range(1, min(cutree.frames, len(group) - 1 - i) + 1))
+        offsets.append(cutree.strength * math.log2(1 + inherited) if picture.reference else 0.0)
     return offsets
 
 
-def gop_qps(packets: Packets) -> list[float]:
+def gop_qps(packets: Packets, cutree: Cutree = MEDIUM) -> list[float]:
     """Per packet (as ``packet_qps`` gives them), the QP of its group of pictures (from one keyframe to the next):
     its pictures' QPs weighted by the bytes each brings anew (the first all of its own, the others
     ``Packet.new_bytes``).  The guard gives a GOP's frames one strength, so that a still scene does not pulse with the
@@ -257,12 +290,12 @@ def gop_qps(packets: Packets) -> list[float]:
     they copy it and their own where they move.  Where the bits went says which: a still group's later pictures
     bring nothing anew, a moving one's do.  x265 codes the pictures that later ones copy finer below the slice
     header (its cutree lowers the QPs of the blocks they copy): an HEVC picture whose blocks may depart from its
-    slice QP is taken ``cutree_qps`` finer."""
+    slice QP is taken ``cutree_qps`` finer, by CUTREE (``x265_cutree``)."""
     starts = [i for i, packet in enumerate(packets) if packet.key or i == 0] + [len(packets)]
     qps = []
     for a, b in zip(starts, starts[1:]):
         group = packets[a:b]
-        shown = [p.qp - offset for p, offset in zip(group, cutree_qps(group))]
+        shown = [p.qp - offset for p, offset in zip(group, cutree_qps(group, cutree))]
         new_bytes = [group[0].size] + [p.new_bytes for p in group[1:]]
         qps += [float(np.average(shown, weights=new_bytes))] * (b - a)
     return qps
@@ -277,7 +310,7 @@ def frame_qps(source: Path, times_ms: Sequence[float], frames: int) -> list[floa
     if not read or not read[0]:
         return None
     packets, time_base = read
-    gops = gop_qps(packets)
+    gops = gop_qps(packets, x265_cutree(source) if any(p.block_qps for p in packets) else MEDIUM)
     if len(times_ms) != frames or all(packet.pts is None for packet in packets):
         return gops if len(gops) == frames else [statistics.median(gops)] * frames
     ms_per_tick = float(time_base * 1000)

@@ -15,8 +15,8 @@ import vapoursynth as vs
 from conftest import SAMPLES
 from diffqe.plugin import enhance, source
 from diffqe.plugin.script import decode
-from diffqe.plugin.source_qp import (COPY_BYTES, COPY_BYTES_PER_PIXEL, FULL_QP, NO_QP, frame_qps, guard,
-                                     packet_qps)
+from diffqe.plugin.source_qp import (COPY_BYTES, COPY_BYTES_PER_PIXEL, FULL_QP, MEDIUM, NO_QP, Cutree, frame_qps,
+                                     guard, packet_qps, x265_cutree)
 from diffqe.train.codec import read_video_luma
 from diffqe.train.metrics import psnr
 from test_cli import diffqe
@@ -139,11 +139,7 @@ def test_an_x265_keyframe_that_later_pictures_copy_reads_as_finely_as_it_is_code
     x265 = ["-c:v", "libx265", "-crf", "12", "-x265-params", "log-level=0"]
     still = encode(tmp_path / "still.mkv", "-vf", "loop=loop=7:size=1:start=0", "-frames:v", "8", *x265)
     alone = encode(tmp_path / "alone.mkv", "-frames:v", "1", *x265)
-    first = read_video_luma(REFERENCE)[0]
-    intra = [mean_qp_and_psnr(encode(tmp_path / f"intra{q}.mkv", "-frames:v", "1", "-c:v", "libx265", "-x265-params",
-                                     f"log-level=0:qp={q}"), [first]) for q in range(4, 26, 2)]
-    qps, psnrs = zip(*intra)
-    coded_as = float(np.interp(-psnr(read_video_luma(still)[0], first), [-db for db in psnrs], qps))
+    coded_as = intra_qp_coding(tmp_path, psnr(read_video_luma(still)[0], read_video_luma(REFERENCE)[0]))
     assert display_order(still)[0] >= coded_as + 6
     assert read_frame_qps(still) == [pytest.approx(coded_as, abs=2.5)] * 8
     assert source(still).get_frame(0).props["DiffQE_SourceQP"] < FULL_QP - 4
@@ -160,13 +156,23 @@ def test_a_scrolled_picture_reads_as_finely_as_x265_codes_it(tmp_path):
     scrolled = encode(tmp_path / "scroll.mkv", *scroll, "-c:v", "libx265", "-crf", "16", "-x265-params", "log-level=0")
     pictures = packet_qps(scrolled)[0]
     assert pictures[0].reference and not all(p.reference for p in pictures)  # x265's b pictures are not copied
-    intra = [mean_qp_and_psnr(encode(tmp_path / f"intra{q}.mkv", "-frames:v", "1", "-c:v", "libx265", "-x265-params",
-                                     f"log-level=0:qp={q}"), reference[:1]) for q in range(8, 26, 2)]
-    qps, psnrs = zip(*intra)
-    mean_psnr = np.mean([psnr(a, b) for a, b in zip(read_video_luma(scrolled), reference)])
-    coded_as = float(np.interp(-mean_psnr, [-db for db in psnrs], qps))
+    coded_as = intra_qp_coding(tmp_path, np.mean([psnr(a, b) for a, b in zip(read_video_luma(scrolled), reference)]))
     assert coded_as < FULL_QP - 2
     assert read_frame_qps(scrolled) == [pytest.approx(coded_as, abs=1.5)] * 40
+
+
+def test_x265s_own_cutree_settings_are_read_from_its_options(tmp_path):
+    """x265 states its options in the stream: with rc-lookahead=40 its cutree counts 40 pictures ahead and codes a
+    still's keyframe finer than with its default 20; with no-cutree at its slice QP.  The QP read follows both
+    (within 1.5 of the all-intra QP that codes as finely, the still held 48 frames)."""
+    still = ["-vf", "loop=loop=47:size=1:start=0", "-frames:v", "48", "-c:v", "libx265", "-crf", "14"]
+    first = read_video_luma(REFERENCE)[0]
+    for params, cutree in (("rc-lookahead=40", Cutree(MEDIUM.strength, 40)), ("no-cutree=1", Cutree(0.0, 0))):
+        path = encode(tmp_path / f"{params[:2]}.mkv", *still, "-x265-params", f"log-level=0:{params}")
+        assert x265_cutree(path) == cutree
+        coded_as = intra_qp_coding(tmp_path, np.mean([psnr(frame, first) for frame in read_video_luma(path)]))
+        assert read_frame_qps(path) == [pytest.approx(coded_as, abs=1.5)] * 48, params
+    assert x265_cutree(REFERENCE) == MEDIUM  # FFV1: no x265 options, its defaults
 
 
 def test_h264_adaptive_quantisation_is_read_from_the_macroblocks(tmp_path):
@@ -191,6 +197,15 @@ def test_h264_adaptive_quantisation_is_read_from_the_macroblocks(tmp_path):
 def mean_qp_and_psnr(path: Path, reference: list[np.ndarray]) -> tuple[float, float]:
     qps = [packet.qp for packet in packet_qps(path)[0]]
     return float(np.mean(qps)), float(np.mean([psnr(a, b) for a, b in zip(read_video_luma(path), reference)]))
+
+
+def intra_qp_coding(tmp_path: Path, mean_psnr: float) -> float:
+    """The slice QP at which x265 codes REFERENCE's first frame alone (all-intra) to MEAN_PSNR."""
+    first = read_video_luma(REFERENCE)[:1]
+    intra = [mean_qp_and_psnr(encode(tmp_path / f"intra{q}.mkv", "-frames:v", "1", "-c:v", "libx265", "-x265-params",
+                                     f"log-level=0:qp={q}"), first) for q in range(4, 28, 2)]
+    qps, psnrs = zip(*intra)
+    return float(np.interp(-mean_psnr, [-db for db in psnrs], qps))
 
 
 def test_other_codecs_quantisers_read_as_the_hevc_qp_that_codes_as_finely(tmp_path):

@@ -24,7 +24,7 @@ from ..model.inference import restore, scale_correction, to_planes, to_tensor
 from ..model.fusion import RADIUS as FUSION_RADIUS
 from ..model.fusion import FusionNet, fuse_clip
 from ..model.temporal import dilate, stabilise_clip
-from ..plugin.source_qp import gop_qps, guard, packet_qps
+from ..plugin.source_qp import gop_qps, guard, packet_qps, x265_cutree
 from .codec import CODERS, decode_luma, encode_video, read_video_luma
 from .corpus import at_levels, find_images, load_luma
 from .metrics import band_mse, frame_change, psnr, ssim
@@ -77,7 +77,7 @@ def stream_qp(stream: bytes, codec: str = "hevc") -> float | None:
         f.write(stream)
         f.flush()
         read = packet_qps(Path(f.name))
-        return min(gop_qps(read[0])) if read else None
+        return min(gop_qps(read[0], x265_cutree(Path(f.name)))) if read else None
 
 
 def bit_depth(planes: np.ndarray) -> int:
