@@ -153,6 +153,23 @@ def test_evaluate_scroll_holds_an_image_then_scrolls_it(tmp_path, reference_fram
     assert refused.returncode == 2 and "--scroll" in refused.stderr
 
 
+def test_probe_source_qp_sets_what_the_guard_reads_beside_how_finely_x265_codes(tmp_path, reference_frames):
+    """One row per source and CRF: its PSNR, the all-intra QP that codes as finely, the QP the guard reads; a held
+    picture and the same picture scrolled both read within 2 of how finely x265 codes them."""
+    Image.fromarray(reference_frames[5]).save(tmp_path / "still.png")
+    out = tmp_path / "probe.md"
+    result = run_script("probe_source_qp.py", "--images", tmp_path / "still.png", "--scroll", "12/0", "0/24",
+                        "--crf", "14", "--out", out)
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("|")[1:-1] for line in out.read_text().splitlines()[2:]]
+    assert [row[0].strip() for row in rows] == ["still held 12 scrolled 0", "still held 0 scrolled 24"]
+    for row in rows:
+        db, coded_as, read = map(float, row[2:5])
+        assert db > 40 and coded_as < 17 and abs(read - coded_as) < 2, row
+    refused = run_script("probe_source_qp.py", "--crf", "14")
+    assert refused.returncode == 2 and "--images" in refused.stderr
+
+
 def test_evaluate_bands_find_where_a_losing_source_loses(tmp_path, reference_frames):
     """A filter that paints rows 32..47 white loses, and there alone; --bands 16 names that band and no other."""
     Image.fromarray(reference_frames[5]).save(tmp_path / "still.png")
