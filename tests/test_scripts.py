@@ -153,19 +153,21 @@ def test_evaluate_scroll_holds_an_image_then_scrolls_it(tmp_path, reference_fram
     assert refused.returncode == 2 and "--scroll" in refused.stderr
 
 
-def test_probe_source_qp_sets_what_the_guard_reads_beside_how_finely_x265_codes(tmp_path, reference_frames):
-    """One row per source and CRF: its PSNR, the all-intra QP that codes as finely, the QP the guard reads; a held
-    picture and the same picture scrolled both read within 2 of how finely x265 codes them."""
+def test_probe_source_qp_sets_what_the_guard_reads_beside_how_finely_a_codec_codes(tmp_path, reference_frames):
+    """One row per source and CRF: its PSNR, the x265 all-intra QP that codes as finely, the QP the guard reads; a
+    picture scrolled by x265 and the same picture held by x264 both read within 2 of how finely they are coded."""
     Image.fromarray(reference_frames[5]).save(tmp_path / "still.png")
-    out = tmp_path / "probe.md"
-    result = run_script("probe_source_qp.py", "--images", tmp_path / "still.png", "--scroll", "12/0", "0/24",
-                        "--crf", "14", "--out", out)
-    assert result.returncode == 0, result.stderr
-    rows = [line.split("|")[1:-1] for line in out.read_text().splitlines()[2:]]
-    assert [row[0].strip() for row in rows] == ["still held 12 scrolled 0", "still held 0 scrolled 24"]
-    for row in rows:
-        db, coded_as, read = map(float, row[2:5])
-        assert db > 40 and coded_as < 17 and abs(read - coded_as) < 2, row
+    cases = (("hevc", "0/24", "still held 0 scrolled 24"), ("h264", "12/0", "still held 12 scrolled 0"))
+    for codec, scroll, name in cases:
+        out = tmp_path / f"{codec}.md"
+        result = run_script("probe_source_qp.py", "--images", tmp_path / "still.png", "--scroll", scroll,
+                            "--crf", "14", "--codec", codec, "--out", out)
+        assert result.returncode == 0, result.stderr
+        header, _, row = out.read_text().splitlines()
+        assert ("libx265" if codec == "hevc" else "libx264") in header
+        cells = row.split("|")[1:-1]
+        db, coded_as, read = map(float, cells[2:5])
+        assert cells[0].strip() == name and db > 40 and coded_as < 17 and abs(read - coded_as) < 2, cells
     refused = run_script("probe_source_qp.py", "--crf", "14")
     assert refused.returncode == 2 and "--images" in refused.stderr
 
