@@ -3,9 +3,10 @@
 
 Each source is coded by x265 (or ``--codec``) at each CRF (random access, the encoder's own group of pictures);
 "coded as" is the slice QP at which x265 codes the source's first frame alone (all-intra) to the encode's mean
-PSNR, whichever codec coded the encode: the scale the guard's
-ends (plugin.source_qp.FULL_QP, NO_QP) were measured on; "read" is what ``gop_qps`` gives its first group of
-pictures.  Images are turned into video held, scrolled, or held then scrolled (``--scroll HELD/MOVING ...``).
+PSNR, whichever codec coded the encode: the scale the guard's ends (plugin.source_qp.FULL_QP, NO_QP) were measured
+on; "read" is what the guard reads for it, as the evaluation's --qp-guard rows take it (``stream_qp``: the finest
+of its groups of pictures; these encodes are one).  Images are turned into video held, scrolled, or held then
+scrolled (``--scroll HELD/MOVING ...``).
 
   python scripts/probe_source_qp.py --images data/corpus/val/screen_0016.png --clips data/clips/bikes.mkv \\
       --scroll 24/0 0/40 40/40 --crf 10 14 18 22 [--codec h264] [--out table.md]
@@ -15,27 +16,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from _common import run
 
-from diffqe.plugin.source_qp import gop_qps, guard, packet_qps, x265_cutree
+from diffqe.plugin.source_qp import guard
 from diffqe.train.codec import CODERS, decode_luma, encode_video
-from diffqe.train.evaluate import Source, load_sources, scrolled
+from diffqe.train.evaluate import Source, load_sources, scrolled, stream_qp
 from diffqe.train.metrics import psnr
 
 INTRA_QPS = range(2, 46, 2)  # x265 --qp; its intra pictures' slice QPs are 3 finer
-
-
-def read_qp(stream: bytes, codec: str = "hevc") -> float:
-    """What the guard reads for the first group of pictures of a raw CODEC STREAM."""
-    with tempfile.NamedTemporaryFile(suffix="." + CODERS[codec].container) as f:
-        f.write(stream)
-        f.flush()
-        path = Path(f.name)
-        return gop_qps(packet_qps(path)[0], x265_cutree(path))[0]
 
 
 def intra_curve(frame: np.ndarray) -> tuple[list[float], list[float]]:
@@ -43,7 +34,7 @@ def intra_curve(frame: np.ndarray) -> tuple[list[float], list[float]]:
     qps, psnrs = [], []
     for qp in INTRA_QPS:
         stream = encode_video([frame], qp=qp, intra=True)
-        qps.append(read_qp(stream))
+        qps.append(stream_qp(stream))
         psnrs.append(psnr(decode_luma(stream)[0], frame))
     return qps, psnrs
 
@@ -53,7 +44,7 @@ def probe(source: Source, crf: float, curve: tuple[list[float], list[float]], co
     stream = encode_video(source.frames, codec=codec, crf=crf, intra=False)
     mean_psnr = float(np.mean([psnr(d, r) for d, r in zip(decode_luma(stream, codec), source.frames)]))
     qps, psnrs = curve
-    return mean_psnr, float(np.interp(-mean_psnr, [-p for p in psnrs], qps)), read_qp(stream, codec)
+    return mean_psnr, float(np.interp(-mean_psnr, [-p for p in psnrs], qps)), stream_qp(stream, codec)
 
 
 def main() -> int:

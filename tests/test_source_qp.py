@@ -5,7 +5,9 @@ finer than the model was trained on."""
 from __future__ import annotations
 
 import csv
+import functools
 import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -139,7 +141,7 @@ def test_an_x265_keyframe_that_later_pictures_copy_reads_as_finely_as_it_is_code
     x265 = ["-c:v", "libx265", "-crf", "12", "-x265-params", "log-level=0"]
     still = encode(tmp_path / "still.mkv", "-vf", "loop=loop=7:size=1:start=0", "-frames:v", "8", *x265)
     alone = encode(tmp_path / "alone.mkv", "-frames:v", "1", *x265)
-    coded_as = intra_qp_coding(tmp_path, psnr(read_video_luma(still)[0], read_video_luma(REFERENCE)[0]))
+    coded_as = intra_qp_coding(psnr(read_video_luma(still)[0], read_video_luma(REFERENCE)[0]))
     assert display_order(still)[0] >= coded_as + 6
     assert read_frame_qps(still) == [pytest.approx(coded_as, abs=2.5)] * 8
     assert source(still).get_frame(0).props["DiffQE_SourceQP"] < FULL_QP - 4
@@ -156,7 +158,7 @@ def test_a_scrolled_picture_reads_as_finely_as_x265_codes_it(tmp_path):
     scrolled = encode(tmp_path / "scroll.mkv", *scroll, "-c:v", "libx265", "-crf", "16", "-x265-params", "log-level=0")
     pictures = packet_qps(scrolled)[0]
     assert pictures[0].reference and not all(p.reference for p in pictures)  # x265's b pictures are not copied
-    coded_as = intra_qp_coding(tmp_path, np.mean([psnr(a, b) for a, b in zip(read_video_luma(scrolled), reference)]))
+    coded_as = intra_qp_coding(np.mean([psnr(a, b) for a, b in zip(read_video_luma(scrolled), reference)]))
     assert coded_as < FULL_QP - 2
     assert read_frame_qps(scrolled) == [pytest.approx(coded_as, abs=1.5)] * 40
 
@@ -170,7 +172,7 @@ def test_x265s_own_cutree_settings_are_read_from_its_options(tmp_path):
     for params, cutree in (("rc-lookahead=40", Cutree(MEDIUM.strength, 40)), ("no-cutree=1", Cutree(0.0, 0))):
         path = encode(tmp_path / f"{params[:2]}.mkv", *still, "-x265-params", f"log-level=0:{params}")
         assert x265_cutree(path) == cutree
-        coded_as = intra_qp_coding(tmp_path, np.mean([psnr(frame, first) for frame in read_video_luma(path)]))
+        coded_as = intra_qp_coding(np.mean([psnr(frame, first) for frame in read_video_luma(path)]))
         assert read_frame_qps(path) == [pytest.approx(coded_as, abs=1.5)] * 48, params
     assert x265_cutree(REFERENCE) == MEDIUM  # FFV1: no x265 options, its defaults
 
@@ -199,12 +201,20 @@ def mean_qp_and_psnr(path: Path, reference: list[np.ndarray]) -> tuple[float, fl
     return float(np.mean(qps)), float(np.mean([psnr(a, b) for a, b in zip(read_video_luma(path), reference)]))
 
 
-def intra_qp_coding(tmp_path: Path, mean_psnr: float) -> float:
-    """The slice QP at which x265 codes REFERENCE's first frame alone (all-intra) to MEAN_PSNR."""
+@functools.cache
+def intra_curve() -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """REFERENCE's first frame coded alone (all-intra) by x265 at QP 4-26: (slice QPs, PSNRs); once per session."""
     first = read_video_luma(REFERENCE)[:1]
-    intra = [mean_qp_and_psnr(encode(tmp_path / f"intra{q}.mkv", "-frames:v", "1", "-c:v", "libx265", "-x265-params",
-                                     f"log-level=0:qp={q}"), first) for q in range(4, 28, 2)]
+    with tempfile.TemporaryDirectory() as tmp:
+        intra = [mean_qp_and_psnr(encode(Path(tmp) / f"intra{q}.mkv", "-frames:v", "1", "-c:v", "libx265",
+                                         "-x265-params", f"log-level=0:qp={q}"), first) for q in range(4, 28, 2)]
     qps, psnrs = zip(*intra)
+    return qps, psnrs
+
+
+def intra_qp_coding(mean_psnr: float) -> float:
+    """The slice QP at which x265 codes REFERENCE's first frame alone (all-intra) to MEAN_PSNR."""
+    qps, psnrs = intra_curve()
     return float(np.interp(-mean_psnr, [-db for db in psnrs], qps))
 
 
