@@ -20,7 +20,7 @@ import onnx
 import torch
 from torch import nn
 
-from ..model.checkpoint import atomic_write, package_version
+from ..model.files import atomic_write, package_version
 from ..model.diffqe import DiffQE
 
 OPSET = 17

@@ -15,7 +15,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..model.checkpoint import atomic_write
+from ..model.files import atomic_write
 
 
 class TrtUnavailable(RuntimeError):

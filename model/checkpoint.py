@@ -8,40 +8,20 @@ state for resuming lives in the same pair of files under the ``optim/`` prefix (
 from __future__ import annotations
 
 import json
-import os
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import ModelConfig
 from .diffqe import DiffQE
-
-
-def package_version() -> str:
-    """The installed distribution's version ("0+source" in a checkout on PYTHONPATH, not installed)."""
-    try:
-        return metadata.version("diffqe")
-    except metadata.PackageNotFoundError:
-        return "0+source"
-
-SHIPPED = Path(__file__).parent / "weights" / "diffqe"
+from .files import SHIPPED, atomic_write, paths
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing or does not fit this code; the message says which file and why."""
-
-
-def paths(stem: Path) -> tuple[Path, Path]:
-    """(weights, config) of the checkpoint STEM (which may also name either file)."""
-    stem = Path(stem)
-    if stem.suffix in (".json", ".safetensors"):
-        stem = stem.with_suffix("")
-    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
 
 
 def _split_tensors(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -64,22 +44,6 @@ def _join_tensors(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(obj, list):
         return [_join_tensors(v, tensors) for v in obj]
     return obj
-
-
-def atomic_write(path: Path, write) -> None:
-    """write(tmp) under PATH.tmp, then rename: a reader never sees a half-written file."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    tmp.chmod(0o644)
-    os.replace(tmp, path)
-
-
-def atomic_savez(path: Path, **arrays) -> None:
-    """np.savez of ARRAYS to PATH through ``atomic_write``: an interrupted run leaves no truncated archive."""
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:  # a file, not a name: np.savez would add ".npz" to the temporary name
-            np.savez(f, **arrays)
-    atomic_write(path, write)
 
 
 def save(stem: Path, model: DiffQE, meta: dict | None = None, optimizer: dict | None = None, *,

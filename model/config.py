@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 Variant = Literal["full", "noest", "nodiff"]
+MAX_STRENGTH = 2.0  # the largest correction scale the filter offers: twice what the model was trained to apply
 PYRAMID_UNSHUFFLE = 4  # the encoder's and the estimator's condition CNN pixel-unshuffle the frame by this
 
 

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
+from .files import SHIPPED_FUSION
 from .temporal import clip_windows
 
 BLOCK = 8  # the weights' grid: HEVC's smallest coding block
@@ -50,7 +51,6 @@ MOVED = 0.4
 # no synthetic calibration video loses 0.01 dB against the network alone (scripts/calibrate_fusion.py --fine).
 FINE = 4
 FINE_SHARE = 0.25
-SHIPPED = Path(__file__).parent / "weights" / "fusion"
 
 
 class FusionNet(nn.Module):
@@ -165,7 +165,7 @@ def motion_share(frame: torch.Tensor, diff: torch.Tensor, energy: torch.Tensor |
     return (fit.transpose(-2, -1) @ inverse @ fit)[..., 0, 0] / (local(energy) + 1e-6)
 
 
-def load(stem: Path = SHIPPED, device: torch.device | str = "cpu") -> FusionNet:
+def load(stem: Path = SHIPPED_FUSION, device: torch.device | str = "cpu") -> FusionNet:
     """The network saved as STEM.safetensors with its STEM.json (scripts/train_fusion.py), in eval mode on
     DEVICE."""
     weights, meta = stem.with_suffix(".safetensors"), stem.with_suffix(".json")

@@ -9,9 +9,6 @@ from .diffqe import DiffQE
 from .mirror import mirror_average
 
 
-MAX_STRENGTH = 2.0  # the largest correction scale offered: twice what the model was trained to apply
-
-
 def scale_correction(x: torch.Tensor, out: torch.Tensor, strength: float | torch.Tensor) -> torch.Tensor:
     """The input plus STRENGTH times the model's correction OUT - X (1: OUT itself, untouched; 0: X).  A tensor
     STRENGTH (a CUDA graph's input, which each frame may set anew) always scales."""

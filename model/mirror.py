@@ -9,9 +9,10 @@ every copy: it describes the frame's quality, which mirroring does not change.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
+if TYPE_CHECKING:  # imported where a frame is mirrored: the command line reads FLIPS without loading PyTorch
+    import torch
 
 # Axes flipped per copy: none; both (the half turn); left-right and up-down.  Two copies take the half turn,
 # not left-right: on unseen crisp text at QP 22 it is the copy that disagrees where one pass invents detail
@@ -26,8 +27,10 @@ GRID = 8
 def mirrored(decode: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, copies: int) -> Iterator[torch.Tensor]:
     """``decode`` of each of ``copies`` mirrored copies of x [N,1,H,W] (padded to the GRID), mirrored back and
     cropped to x's shape, in float32; one at a time, so that a caller that sums them holds one copy's output."""
+    from torch.nn.functional import pad
+
     h, w = x.shape[-2:]
-    padded = F.pad(x, (0, -w % GRID, 0, -h % GRID), mode="reflect")
+    padded = pad(x, (0, -w % GRID, 0, -h % GRID), mode="reflect")
     for axes in FLIPS[copies]:
         yield decode(padded.flip(axes)).float().flip(axes)[..., :h, :w]
 

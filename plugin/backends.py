@@ -16,9 +16,6 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from ..export.cache import default_engine_dir
-from ..model import checkpoint as checkpoints
-
 if TYPE_CHECKING:
     import torch
 
@@ -164,6 +161,9 @@ def resolve(backend: BackendSpec | str | None) -> BackendSpec:
 def create(backend: BackendSpec | str | None = None, *, checkpoint: Path | None = None,
            engine_dir: Path | None = None) -> Runner:
     """The one place that turns a backend choice into a runner for a checkpoint (default: shipped weights)."""
+    from ..export.cache import default_engine_dir  # here, as the runners: choosing a backend loads no PyTorch
+    from ..model import checkpoint as checkpoints
+
     spec = resolve(backend)
     model, meta = checkpoints.load(checkpoint)
     engine_dir = engine_dir or default_engine_dir()

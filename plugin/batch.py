@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-from ..model.checkpoint import atomic_write
-from ..model.inference import MAX_STRENGTH
+from ..model.files import atomic_write
+from ..model.config import MAX_STRENGTH
 from ..model.mirror import FLIPS
 from .backends import NAMES
 from .encoder import checked as checked_encoder_options, parse as parse_encoder_options

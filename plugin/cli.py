@@ -23,9 +23,8 @@ from pathlib import Path
 import av
 import ffmpeg
 
-from ..model.checkpoint import SHIPPED, package_version, paths as checkpoint_paths
-from ..model.fusion import SHIPPED as FUSION
-from ..model.inference import MAX_STRENGTH
+from ..model.config import MAX_STRENGTH
+from ..model.files import SHIPPED, SHIPPED_FUSION, package_version, paths as checkpoint_paths
 from ..model.mirror import FLIPS
 from . import allocator
 from .backends import NAMES, best_name
@@ -464,7 +463,7 @@ def run_enhance(args: argparse.Namespace) -> int:
         print(json.dumps({"stage": "start", "backend": args.backend, "gpu": os.environ.get("CUDA_VISIBLE_DEVICES")}),
               file=sys.stderr, flush=True)
     options = {key: getattr(args, key) for key in VIDEO_OPTIONS}
-    used = [weights] + ([] if args.no_fusion or not args.temporal else [FUSION.with_suffix(".safetensors")])
+    used = [weights] + ([] if args.no_fusion or not args.temporal else [SHIPPED_FUSION.with_suffix(".safetensors")])
     try:
         segments, resumed = Segments.open(work_dir(dst), job_identity(src, used, options),
                                           segment_length(stream, args.segment_seconds))

@@ -10,7 +10,6 @@ from pathlib import Path
 import vapoursynth as vs
 
 from . import allocator
-from .filter import enhance
 from .source_qp import frame_qps, spared
 
 SCRIPT = "from diffqe.plugin.script import output_from_args\noutput_from_args(globals())\n"
@@ -29,6 +28,8 @@ def _number(args: dict, key: str, kind: type, default: float | None) -> float | 
 
 
 def output_from_args(args: dict) -> None:
+    from .filter import enhance  # here: the command line reads SCRIPT and NO_GUARD without loading PyTorch
+
     allocator.tune()  # before the source filter's decoder threads take arenas of their own
     if "input" not in args:
         raise vs.Error("enhance.vpy: give the input video with -a input=PATH")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import ffmpeg
 
-from ..model.checkpoint import package_version
+from ..model.files import package_version
 
 PATTERN = "seg%06d.mkv"  # Matroska holds any encoder's stream, colour tags included
 MAX_CUTS = 1000  # cut points listed when the frame count is unknown: the rest goes into the last segment

@@ -30,7 +30,8 @@ from pathlib import Path
 from _common import run
 
 from diffqe.model import checkpoint, fusion
-from diffqe.model.inference import MAX_STRENGTH
+from diffqe.model.config import MAX_STRENGTH
+from diffqe.model.files import SHIPPED_FUSION
 from diffqe.model.mirror import FLIPS
 from diffqe.train.codec import CODERS
 from diffqe.train.evaluate import (TRANSFERS, Condition, evaluate, faded, ffmpeg_enhancer, full_range, grainy, hdr,
@@ -95,7 +96,7 @@ def main() -> int:
                     help="correction scales to run each checkpoint at, e.g. 1,0.75 (rows 'NAME' and 'NAME s0.75')")
     ap.add_argument("--temporal", type=ints, default=[0],
                     help="temporal-stabilisation radii to run each checkpoint at, e.g. 0,2 (rows 'NAME' and 'NAME t2')")
-    ap.add_argument("--fusion", type=Path, nargs="?", const=fusion.SHIPPED,
+    ap.add_argument("--fusion", type=Path, nargs="?", const=SHIPPED_FUSION,
                     help="also run each checkpoint with the temporal fusion (these weights; default: the shipped "
                          "ones) on all-intra encodes, at each --temporal radius up to 2 (rows 'NAME t2 f')")
     ap.add_argument("--bits", type=ints, default=[8],

@@ -28,6 +28,7 @@ import numpy as np
 from _common import run
 
 from diffqe.model import checkpoint, fusion
+from diffqe.model.files import atomic_savez
 from diffqe.model.inference import enhance_planes
 from diffqe.model.temporal import dilate
 from diffqe.train.evaluate import Condition, load_sources
@@ -97,7 +98,7 @@ def per_frame(model, ref: np.ndarray, qp: int, cache: Path | None) -> tuple[np.n
     out = np.stack([enhance_planes(model, d) for d in dec])
     if cache:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        checkpoint.atomic_savez(cache, dec=dec, out=out)
+        atomic_savez(cache, dec=dec, out=out)
     return dec, out
 
 

@@ -24,7 +24,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from diffqe.model import checkpoint
-from diffqe.model.checkpoint import atomic_savez, atomic_write
+from diffqe.model.files import atomic_savez, atomic_write
 from diffqe.model.fusion import RADIUS, FusionNet, fuse
 from diffqe.model.inference import enhance_planes
 from diffqe.train.motion import coded_video

@@ -71,6 +71,18 @@ def test_enhance_keeps_audio_metadata_and_frames(tmp_path, clip_with_audio):
     assert not list(tmp_path.glob(".*partial*"))
 
 
+def test_the_command_line_runs_a_job_without_loading_pytorch(tmp_path):
+    """diffqe itself (parsing, probing, checking the encoder, segments, the join) imports no PyTorch, which takes
+    about 2 s a process here and a batch job pays for every file: only the filter's own process (vspipe) loads it."""
+    out = tmp_path / "out.mkv"
+    code = ("import sys\nfrom diffqe.plugin import cli\n"
+            f"rc = cli.main(['enhance', {str(SAMPLES / 'sample.mp4')!r}, {str(out)!r}, '--backend', 'ort-cpu', "
+            "'--lossless', '--quiet'])\nprint(rc, 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert result.stdout.split() == ["0", "False"], result.stdout + result.stderr
+    assert len(read_video_luma(out)) == 8
+
+
 def test_rgb_video_is_refused_with_a_conversion_that_keeps_its_depth_and_alpha(tmp_path):
     """An RGBA overlay (PNG in QuickTime) has no luma: refused with an ffmpeg command, which run as given makes
     a file that is enhanced with its transparency kept."""

@@ -19,7 +19,7 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image
 
-from ..model.checkpoint import atomic_write
+from ..model.files import atomic_write
 from .codec import compress_luma
 
 PAPER_QPS = (27, 32, 37, 42)

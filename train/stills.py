@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..model.checkpoint import atomic_write
+from ..model.files import atomic_write
 from .codec import decode_luma, encode_video
 from .pairs import SeededSampler, corpus_images, encode_all, save_png
 

@@ -19,7 +19,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ..model.checkpoint import atomic_write
+from ..model.files import atomic_write
 from ..model.diffqe import DiffQE
 from .metrics import patch_dpsnr
 from .pairs import Pair, PatchSampler
