@@ -3,7 +3,7 @@
 training images, with the shipped model's per-frame outputs; writes OUT.safetensors and OUT.json.
 
 Each video (its reference, decoded frames and per-frame outputs) is kept in WORK as it is made, so an
-interrupted run resumes where it stopped; the last tenth of the videos is held out and scored at the end.
+interrupted run resumes where it stopped; the last tenth of the videos (at least one) is held out and scored at the end.
 
   python scripts/train_fusion.py --corpus data/corpus --work runs/fusion/v2 --videos 480 --busy-videos 160 \\
       --minutes 20 --out model/weights/fusion
@@ -99,13 +99,13 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    if min(args.videos, args.busy_videos) < 10:
-        raise ValueError(f"--videos and --busy-videos must be at least 10 (a tenth is held out), got "
+    if min(args.videos, args.busy_videos) < 2:
+        raise ValueError(f"--videos and --busy-videos must be at least 2 (a tenth, at least one, is held out), got "
                          f"{args.videos} and {args.busy_videos}")
     series = [make_videos(args.corpus, args.work, n, args.seed, busy) for n, busy in
               ((args.videos, False), (args.busy_videos, True))]
-    train = load([p for paths in series for p in paths[:-(len(paths) // 10)]])
-    val = load([p for paths in series for p in paths[-(len(paths) // 10):]])
+    train = load([p for paths in series for p in paths[:-max(len(paths) // 10, 1)]])
+    val = load([p for paths in series for p in paths[-max(len(paths) // 10, 1):]])
     held = len(val["ref"])
     torch.manual_seed(args.seed)
     net = FusionNet()

@@ -232,11 +232,11 @@ def test_calibrate_fusion_scores_each_still_against_per_frame(corpus):
 def test_train_fusion_makes_videos_once_and_writes_weights_that_load(tmp_path, corpus):
     """scripts/train_fusion.py on a corpus of the sample's frames: it codes and enhances each video of both series
     once, keeps them for a resumed run, and writes weights that fusion.load reads."""
-    args = ["--corpus", corpus, "--work", tmp_path / "videos", "--videos", 10, "--busy-videos", 10,
+    args = ["--corpus", corpus, "--work", tmp_path / "videos", "--videos", 2, "--busy-videos", 2,
             "--minutes", 0.05, "--out", tmp_path / "fusion"]
     first = run_script("train_fusion.py", *args)
     assert first.returncode == 0, first.stderr
-    assert first.stderr.count("videos made: 10/10") == 2 and "held-out videos (2)" in first.stderr, first.stderr
+    assert first.stderr.count("videos made: 2/2") == 2 and "held-out videos (2)" in first.stderr, first.stderr
     again = run_script("train_fusion.py", *args)
     assert again.returncode == 0 and "videos made" not in again.stderr, again.stderr
     assert fusion.load(tmp_path / "fusion").width == json.loads((tmp_path / "fusion.json").read_text())["width"]
