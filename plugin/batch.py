@@ -28,10 +28,10 @@ from pathlib import Path
 
 import torch
 
-from ..model.files import atomic_write
 from ..model.config import MAX_STRENGTH
+from ..model.files import atomic_write
 from ..model.mirror import FLIPS
-from .backends import NAMES
+from .backends import NAMES, best_name
 from .encoder import checked as checked_encoder_options, parse as parse_encoder_options
 from .cli import VIDEO_OPTIONS, UserError, check_encoder, is_partial, parse_enhance, partial_path, probe_video
 from .timing import video_pts
@@ -497,6 +497,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     jobs = discover(args.inputs, args.output, args.name)
+    if args.backend is None and not args.address:  # every file runs here: choose once, not in each file's process
+        args.backend = best_name()
     options = {k: getattr(args, k) for k in ENHANCE_OPTIONS}
     check_options(options)
     args.output.mkdir(parents=True, exist_ok=True)
