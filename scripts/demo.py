@@ -15,6 +15,7 @@ import numpy as np
 from _common import run
 
 from diffqe.model import checkpoint
+from diffqe.model.files import SHIPPED
 from diffqe.plugin.cli import main as diffqe_cli
 from diffqe.train.codec import read_video_luma
 from diffqe.train.metrics import psnr
@@ -33,7 +34,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sample", type=Path, default=SAMPLES / "sample.mp4")
     ap.add_argument("--reference", type=Path, default=SAMPLES / "reference.mkv")
-    ap.add_argument("--checkpoint", type=Path, default=checkpoint.SHIPPED)
+    ap.add_argument("--checkpoint", type=Path, default=SHIPPED)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--backend", help="inference backend (default: best available)")
     args = ap.parse_args()

@@ -31,7 +31,7 @@ from _common import run
 
 from diffqe.model import checkpoint, fusion
 from diffqe.model.config import MAX_STRENGTH
-from diffqe.model.files import SHIPPED_FUSION
+from diffqe.model.files import SHIPPED, SHIPPED_FUSION
 from diffqe.model.mirror import FLIPS
 from diffqe.train.codec import CODERS
 from diffqe.train.evaluate import (TRANSFERS, Condition, evaluate, faded, ffmpeg_enhancer, full_range, grainy, hdr,
@@ -124,7 +124,7 @@ def main() -> int:
         ap.error("--bf16 measures the CPU's bfloat16 path: use it with --device cpu")
     net = fusion.load(args.fusion) if args.fusion else None
     enhancers, guards = {}, (False, True) if args.qp_guard else (False,)
-    for name, stem in args.checkpoint or [("shipped", str(checkpoint.SHIPPED))]:
+    for name, stem in args.checkpoint or [("shipped", str(SHIPPED))]:
         model = checkpoint.load(Path(stem))[0].to(device)
         for k, bits, bf16 in ((k, b, h) for k in args.ensemble for b in args.bits for h in {False, args.bf16}):
             for (s, r, f, g), enhancer in model_enhancers(model, args.seed, k, args.temporal, args.strength, net,

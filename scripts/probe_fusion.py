@@ -28,7 +28,7 @@ import numpy as np
 from _common import run
 
 from diffqe.model import checkpoint, fusion
-from diffqe.model.files import atomic_savez
+from diffqe.model.files import SHIPPED, atomic_savez
 from diffqe.model.inference import enhance_planes
 from diffqe.model.temporal import dilate
 from diffqe.train.evaluate import Condition, load_sources
@@ -108,7 +108,7 @@ def main() -> None:
     ap.add_argument("--max-frames", type=int, default=12)
     ap.add_argument("--qps", default="22,27,32,37,42")
     ap.add_argument("--radius", type=int, default=2)
-    ap.add_argument("--checkpoint", type=Path, default=checkpoint.SHIPPED)
+    ap.add_argument("--checkpoint", type=Path, default=SHIPPED)
     ap.add_argument("--fusion", type=Path, action="append", default=[],
                     help="also score a trained fusion (model.fusion; weights stem), as a row named after it")
     ap.add_argument("--moved", type=float, action="append", default=[],

@@ -14,12 +14,13 @@ import torch
 from _common import run
 
 from diffqe.model import checkpoint
+from diffqe.model.files import SHIPPED
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint", type=Path)
-    ap.add_argument("--out", type=Path, default=checkpoint.SHIPPED)
+    ap.add_argument("--out", type=Path, default=SHIPPED)
     args = ap.parse_args()
     model, meta = checkpoint.load(args.checkpoint)
     meta = {k: v for k, v in meta.items() if k != "sampler"} | {"source": str(args.checkpoint)}

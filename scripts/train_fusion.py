@@ -41,7 +41,7 @@ def make_videos(corpus: Path, work: Path, count: int, seed: int, busy: bool) -> 
         images = [np.asarray(Image.open(p)) for p in sorted((corpus / "train").glob("*.png"))]
         if not images:
             raise FileNotFoundError(f"no images under {corpus}/train; build the corpus with scripts/make_corpus.py")
-        model = checkpoint.load(checkpoint.SHIPPED)[0].eval()
+        model = checkpoint.load()[0].eval()
         work.mkdir(parents=True, exist_ok=True)
         for done, i in enumerate(missing, 1):
             ref, dec, qp = coded_video(images, i, frames=FRAMES, seed=seed, busy=busy)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import SAMPLES
-from diffqe.model import checkpoint
+from diffqe.model.files import SHIPPED
 from diffqe.plugin.batch import verify
 from diffqe.plugin.cli import output_pix_fmt, probe_video
 from diffqe.train.codec import read_video_luma
@@ -452,7 +452,7 @@ def test_relative_paths_and_the_mirror_ensemble(tmp_path):
     (tmp_path / "cam:1.mp4").symlink_to(SAMPLES / "sample.mp4")
     (tmp_path / "w").mkdir()
     for suffix in (".safetensors", ".json"):
-        (tmp_path / "w" / f"diffqe{suffix}").symlink_to(checkpoint.SHIPPED.with_suffix(suffix))
+        (tmp_path / "w" / f"diffqe{suffix}").symlink_to(SHIPPED.with_suffix(suffix))
     for k in (1, 2):
         result = diffqe("enhance", "cam:1.mp4", f"./-out{k}.mkv", "--backend", "ort-cpu", "--lossless", "--quiet",
                         "--checkpoint", "w/diffqe", "--ensemble", k, cwd=tmp_path)
