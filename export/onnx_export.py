@@ -20,8 +20,8 @@ import onnx
 import torch
 from torch import nn
 
-from ..model.files import atomic_write, package_version
 from ..model.diffqe import DiffQE
+from ..model.files import atomic_write, package_version
 
 OPSET = 17
 

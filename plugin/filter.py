@@ -10,11 +10,11 @@ import numpy as np
 import torch
 import vapoursynth as vs
 
+from ..model.config import MAX_STRENGTH
 from ..model.diffqe import default_noise
 from ..model.fusion import RADIUS as FUSION_RADIUS
 from ..model.fusion import FusionNet, fuse_window
 from ..model.fusion import load as load_fusion
-from ..model.config import MAX_STRENGTH
 from ..model.inference import scale_correction
 from ..model.mirror import FLIPS, mirror_average
 from ..model.temporal import stabilise

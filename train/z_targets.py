@@ -19,8 +19,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ..model.files import atomic_write
 from ..model.diffqe import DiffQE
+from ..model.files import atomic_write
 from .metrics import patch_dpsnr
 from .pairs import Pair, PatchSampler
 
