@@ -10,6 +10,8 @@ Each backend is a small frozen dataclass of its settings, as in vs-mlrt::
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -97,6 +99,9 @@ NAMES: dict[str, BackendSpec] = {
     "torch-compile": Backend.TORCH(compile="default"),
     "torch-cpu": Backend.TORCH(device="cpu", fp16=False),
     "torch-cpu-bf16": Backend.TORCH(device="cpu", fp16=False, bf16=True),
+    # 1.3x torch-cpu-bf16's speed once compiled: a minute or two per new frame size on first use, seconds after
+    # (PyTorch caches the kernels), so for long videos (docs/performance.md)
+    "torch-cpu-bf16-compile": Backend.TORCH(device="cpu", fp16=False, bf16=True, compile="default"),
     "ort-cpu": Backend.ORT_CPU(),
 }
 
@@ -176,6 +181,10 @@ def create(backend: BackendSpec | str | None = None, *, checkpoint: Path | None 
         if spec.device == "cpu" and spec.bf16 and not native_bf16():
             raise BackendUnavailable("backend 'torch-cpu-bf16' needs a CPU with native bfloat16 (Intel AMX or "
                                      "AVX512-BF16), which this one lacks; use backend='ort-cpu' or 'torch-cpu'")
+        if spec.device == "cpu" and spec.compile and not shutil.which(os.environ.get("CXX", "g++")):
+            raise BackendUnavailable("torch.compile on the CPU builds its kernels with a C++ compiler, and this "
+                                     "machine has none (apt-get install g++, or name one in $CXX); or use "
+                                     "backend='torch-cpu-bf16'")
         return TorchRunner(model, spec)
     if isinstance(spec, Backend.TRT):
         from .trt_runner import TrtRunner

@@ -3,6 +3,7 @@ CPU fp32, or with its convolutions in bfloat16 (``Backend.TORCH(bf16=True)``); s
 
 from __future__ import annotations
 
+import logging
 import threading
 import warnings
 from collections import OrderedDict
@@ -74,6 +75,8 @@ class TorchRunner:
         self.bf16 = spec.bf16 and self.device.type == "cpu"
         self.model = model.to(self.device, self.dtype).to(memory_format=torch.channels_last).eval()
         if spec.compile:
+            if self.device.type == "cpu":  # its C++ build warns that no CUDA is found, which a CPU job never needs
+                logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
             # dynamic=False: one specialised graph per frame size, which a video keeps for its length.
             self.model.estimator = torch.compile(self.model.estimator, mode=spec.compile, dynamic=False)
             self.model.decoder = torch.compile(self.model.decoder, mode=spec.compile, dynamic=False)

@@ -72,6 +72,17 @@ def test_bf16_on_the_cpu_stays_within_a_code_value_and_a_hundredth_of_a_db(sampl
     assert bf16.get_frame(0).props["DiffQE_Backend"] == "torch-cpu-bf16"
 
 
+@pytest.mark.skipif(not backends.native_bf16() or not shutil.which("g++"), reason="torch-cpu-bf16-compile needs a "
+                    "CPU with native bfloat16 (AMX, AVX512-BF16) and a C++ compiler (g++) for its kernels")
+def test_bf16_compiled_on_the_cpu_gives_the_eager_frames_within_a_code_value(sample):
+    """torch-cpu-bf16-compile (torch.compile's C++ kernels) against torch-cpu-bf16 on the sample's frames: fused
+    kernels round differently at rare pixels, never by more than a code value."""
+    eager, compiled = (enhance(sample, backend=b, temporal=0) for b in ("torch-cpu-bf16", "torch-cpu-bf16-compile"))
+    for n in (0, 7):
+        a, b = (np.array(c.get_frame(n)[0]).astype(int) for c in (eager, compiled))
+        assert np.abs(a - b).max() <= 1 and (a != b).mean() < 0.01
+
+
 def test_filter_equals_the_model_on_8_bit_luma(sample):
     model, _ = checkpoint.load()
     y = np.array(sample.get_frame(0)[0])
