@@ -121,6 +121,12 @@ def native_bf16() -> bool:
                                                                          "_is_avx512_bf16_supported"))
 
 
+def cpp_compiler() -> str | None:
+    """The C++ compiler torch.compile builds its CPU kernels with ($CXX, else g++, as PyTorch's Inductor picks it);
+    None where there is none."""
+    return shutil.which(os.environ.get("CXX", "g++"))
+
+
 def _ort_providers() -> list[str]:
     try:
         import onnxruntime
@@ -181,7 +187,7 @@ def create(backend: BackendSpec | str | None = None, *, checkpoint: Path | None 
         if spec.device == "cpu" and spec.bf16 and not native_bf16():
             raise BackendUnavailable("backend 'torch-cpu-bf16' needs a CPU with native bfloat16 (Intel AMX or "
                                      "AVX512-BF16), which this one lacks; use backend='ort-cpu' or 'torch-cpu'")
-        if spec.device == "cpu" and spec.compile and not shutil.which(os.environ.get("CXX", "g++")):
+        if spec.device == "cpu" and spec.compile and not cpp_compiler():
             raise BackendUnavailable("torch.compile on the CPU builds its kernels with a C++ compiler, and this "
                                      "machine has none (apt-get install g++, or name one in $CXX); or use "
                                      "backend='torch-cpu-bf16'")

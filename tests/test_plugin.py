@@ -72,8 +72,8 @@ def test_bf16_on_the_cpu_stays_within_a_code_value_and_a_hundredth_of_a_db(sampl
     assert bf16.get_frame(0).props["DiffQE_Backend"] == "torch-cpu-bf16"
 
 
-@pytest.mark.skipif(not backends.native_bf16() or not shutil.which("g++"), reason="torch-cpu-bf16-compile needs a "
-                    "CPU with native bfloat16 (AMX, AVX512-BF16) and a C++ compiler (g++) for its kernels")
+@pytest.mark.skipif(not backends.native_bf16() or not backends.cpp_compiler(), reason="torch-cpu-bf16-compile needs "
+                    "a CPU with native bfloat16 (AMX, AVX512-BF16) and a C++ compiler ($CXX or g++) for its kernels")
 def test_bf16_compiled_on_the_cpu_gives_the_eager_frames_within_a_code_value(sample):
     """torch-cpu-bf16-compile (torch.compile's C++ kernels) against torch-cpu-bf16 on the sample's frames: fused
     kernels round differently at rare pixels, never by more than a code value."""
