@@ -19,6 +19,8 @@ import contextlib
 import json
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -66,15 +68,16 @@ class FusionNet(nn.Module):
         )
 
     def forward(self, frame: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-        """Decoded planes [B,1,H,W] in [0,1] (H, W multiples of BLOCK): frame t and neighbour k ->
-        [B,1,H/BLOCK,W/BLOCK] weights of k's output in t's mean."""
+        """Decoded planes in [0,1] (H, W multiples of BLOCK): frames t [B,1,H,W] (or one [1,1,H,W] for all) and
+        neighbours k [B,1,H,W] -> [B,1,H/BLOCK,W/BLOCK] weights of k's output in t's mean."""
         blocks = F.pixel_unshuffle(frame * 255, BLOCK)  # 8-bit code values whatever the bit depth
         diff = F.pixel_unshuffle(other * 255, BLOCK) - blocks
         level = blocks.mean(1, keepdim=True)
         energy = diff.square().mean(1).flatten(1)  # [B, blocks]: each block's mean squared difference
         noise = torch.log(torch.quantile(energy, 0.25, dim=1) + 0.01)  # what coding alone changes, per pair
-        x = torch.cat([diff / 4, (blocks - level) / 32, level / 128 - 1,
-                       noise[:, None, None, None].expand_as(level) / 4], 1)
+        b, _, h, w = diff.shape
+        x = torch.cat([diff / 4, ((blocks - level) / 32).expand(b, -1, -1, -1), (level / 128 - 1).expand(b, -1, -1, -1),
+                       noise[:, None, None, None].expand(b, 1, h, w) / 4], 1)
         return torch.sigmoid(self.body(x))
 
 
@@ -90,29 +93,74 @@ def fuse(net: FusionNet, decoded: torch.Tensor, outputs: torch.Tensor, centre: i
     h, w = decoded.shape[-2:]
     pad = (0, -w % BLOCK, 0, -h % BLOCK)
     dec = F.pad(decoded, pad, mode="replicate")
-    weights = net(dec[centre:centre + 1].expand(len(others), -1, -1, -1), dec[others])
+    frame, neighbours = dec[centre:centre + 1], dec[others]
+    weights = net(frame, neighbours)
     if still is not None:
-        weights = weights * guard(dec[centre:centre + 1], dec[others], still, moved)
+        # Both guards' measures from one pass over the planes: the 8x8 blocks' means are those of their 4x4 blocks.
+        fine_moments = Moments.of(frame * 255, (neighbours - frame) * 255, FINE)
+        weights = weights * _guard(fine_moments.pooled(BLOCK // FINE), still, moved)
     weights = F.interpolate(weights, scale_factor=BLOCK, mode="bilinear", align_corners=False)[..., :h, :w]
     if still is not None and fine > 0:
-        joins = fine_joins(dec[centre:centre + 1], dec[others], fine, moved).float()
+        joins = _fine_joins(fine_moments, _flat(frame * 255), fine, moved).float()
         weights = torch.maximum(weights, F.interpolate(joins, scale_factor=FINE, mode="nearest")[..., :h, :w])
     return (outputs[centre] + (weights * outputs[others]).sum(0, keepdim=True)) / (1 + weights.sum(0, keepdim=True))
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Block means of what ``motion_share`` fits, as channels.  FRAME [1,9,h,w]: of the frame's three terms (its
+    level and horizontal and vertical gradients), then of their products 00, 01, 02, 11, 12, 22.  DIFF [K,5,h,w]: of
+    the difference (neighbours minus the frame), of its products with the terms and of its square.  Means over
+    larger blocks are means of these (``pooled``), so one pass over the planes serves both grids."""
+    frame: torch.Tensor
+    diff: torch.Tensor
+
+    @classmethod
+    def of(cls, frame: torch.Tensor, diff: torch.Tensor, block: int) -> Moments:
+        """From FRAME [1,1,H,W] and DIFF [K,1,H,W] in code values, over BLOCK x BLOCK blocks (H, W multiples)."""
+        gx = F.pad((frame[..., 2:] - frame[..., :-2]) / 2, (1, 1))  # central differences, 0 on the edge
+        gy = F.pad((frame[..., 2:, :] - frame[..., :-2, :]) / 2, (0, 0, 1, 1))
+        terms = torch.cat([frame / 64, gx, gy], 1)  # scaled alike (with the offset's 1): one ridge term suits all
+        mean = partial(F.avg_pool2d, kernel_size=block)  # each product pooled as made: full planes are large
+        return cls(torch.cat([mean(terms), *(mean(terms[:, i:i + 1] * terms[:, i:]) for i in range(3))], 1),
+                   torch.cat([mean(diff), *(mean(terms[:, k:k + 1] * diff) for k in range(3)), mean(diff.square())], 1))
+
+    def pooled(self, factor: int) -> Moments:
+        """The same means over blocks FACTOR times larger."""
+        return Moments(F.avg_pool2d(self.frame, factor), F.avg_pool2d(self.diff, factor))
+
+    @property
+    def energy(self) -> torch.Tensor:
+        """The difference's mean square, [K,1,h,w]."""
+        return self.diff[:, 4:]
+
+
+# The least-squares fit's 4x4 matrix of sums over [1, FRAME's 9 channels] (the offset's row first).
+GRAM = [0, 1, 2, 3,
+        1, 4, 5, 6,
+        2, 5, 7, 8,
+        3, 6, 8, 9]
 
 
 def guard(frame: torch.Tensor, others: torch.Tensor, still: float = STILL, moved: float = MOVED) -> torch.Tensor:
     """Decoded planes [1,1,H,W] and [K,1,H,W] in [0,1] (H, W multiples of BLOCK) -> [K,1,H/BLOCK,W/BLOCK]: 1 where
     each neighbour may join, 0 where not (see STILL and MOVED)."""
-    quiet, share = screen(frame, others, still)
+    return _guard(Moments.of(frame * 255, (others - frame) * 255, BLOCK), still, moved)
+
+
+def _guard(moments: Moments, still: float, moved: float) -> torch.Tensor:
+    quiet, share = _screen(moments, still)
     return (quiet & (share < moved)).float()
 
 
 def screen(frame: torch.Tensor, others: torch.Tensor, still: float = STILL) -> tuple[torch.Tensor, torch.Tensor]:
     """``guard``'s two measures, [K,1,H/BLOCK,W/BLOCK] each: where the blocks pass the STILL check (bool), and the
     share of their difference that motion explains (``motion_share``)."""
-    diff = (others - frame) * 255
-    energy = F.avg_pool2d(diff.square(), BLOCK)
-    return calm(energy < still), motion_share(frame * 255, diff, energy)
+    return _screen(Moments.of(frame * 255, (others - frame) * 255, BLOCK), still)
+
+
+def _screen(moments: Moments, still: float) -> tuple[torch.Tensor, torch.Tensor]:
+    return calm(moments.energy < still), _explained(moments)
 
 
 def fine_joins(frame: torch.Tensor, others: torch.Tensor, share: float = FINE_SHARE,
@@ -123,13 +171,19 @@ def fine_joins(frame: torch.Tensor, others: torch.Tensor, share: float = FINE_SH
     (``motion_share`` on this grid, below MOVED) passes.  Blocks that count differ at all (bit-identical blocks
     carry the same coding error: nothing to cancel) and are not flat in this frame (flat planes, a black frame
     above all, come back exact, and a mean with a neighbour's output could only move them)."""
-    frame, diff = frame * 255, (others - frame) * 255
-    energy = F.avg_pool2d(diff.square(), FINE)
-    flat = F.max_pool2d(frame, FINE) == -F.max_pool2d(-frame, FINE)
+    return _fine_joins(Moments.of(frame * 255, (others - frame) * 255, FINE), _flat(frame * 255), share, moved)
+
+
+def _flat(frame: torch.Tensor) -> torch.Tensor:
+    """FRAME's 4x4 blocks of one value."""
+    return F.max_pool2d(frame, FINE) == -F.max_pool2d(-frame, FINE)
+
+
+def _fine_joins(moments: Moments, flat: torch.Tensor, share: float, moved: float) -> torch.Tensor:
+    energy = moments.energy
     counts = (energy > 0) & ~flat
     typical = torch.nanquantile(energy.masked_fill(~counts, float("nan")).flatten(1), 0.25, dim=1)
-    return counts & (energy < share * typical[:, None, None, None]) & \
-        (motion_share(frame, diff, energy, block=FINE) < moved)
+    return counts & (energy < share * typical[:, None, None, None]) & (_explained(moments) < moved)
 
 
 def calm(quiet: torch.Tensor) -> torch.Tensor:
@@ -137,32 +191,24 @@ def calm(quiet: torch.Tensor) -> torch.Tensor:
     return -F.max_pool2d(-quiet.float(), 3, 1, 1) > 0
 
 
-def motion_share(frame: torch.Tensor, diff: torch.Tensor, energy: torch.Tensor | None = None,
-                 block: int = BLOCK) -> torch.Tensor:
+def motion_share(frame: torch.Tensor, diff: torch.Tensor, block: int = BLOCK) -> torch.Tensor:
     """The share of the energy of DIFF (neighbours minus FRAME, [K,1,H,W], code values) over each block's 3x3
     blocks that a least-squares fit to an offset and FRAME's level and horizontal and vertical gradients explains:
-    the first-order terms of a small shift and of a change of light.  FRAME's terms serve every neighbour, so each
-    costs three products.  ENERGY: DIFF's squares' block means, where the caller has them.
-    [K,1,H/block,W/block] in [0, 1]."""
-    gx, gy = torch.zeros_like(frame), torch.zeros_like(frame)  # central differences, 0 on the edge
-    gx[..., 1:-1] = (frame[..., 2:] - frame[..., :-2]) / 2
-    gy[..., 1:-1, :] = (frame[..., 2:, :] - frame[..., :-2, :]) / 2
-    terms = [frame / 64, gx, gy]  # scaled alike (with the offset's 1) so that one ridge term suits them all
+    the first-order terms of a small shift and of a change of light.  [K,1,H/block,W/block] in [0, 1]."""
+    return _explained(Moments.of(frame, diff, block))
 
+
+def _explained(m: Moments) -> torch.Tensor:
+    """``motion_share`` from block means.  FRAME's terms serve every neighbour, so each costs three products."""
     def local(blocks: torch.Tensor) -> torch.Tensor:  # block means -> their mean over the block and its 8 neighbours
         return F.avg_pool2d(F.pad(blocks, (1, 1, 1, 1), mode="replicate"), 3, 1)
 
-    first = [local(F.avg_pool2d(t, block)) for t in terms]
-    second = {(i, j): local(F.avg_pool2d(terms[i] * terms[j], block)) for i in range(3) for j in range(i, 3)}
-    rows = [[torch.ones_like(first[0]), *first]] + [[first[i], *(second[min(i, j), max(i, j)] for j in range(3))]
-                                                    for i in range(3)]
-    gram = torch.stack([torch.stack(row, -1) for row in rows], -2)  # [1,1,h,w,4,4], the offset's row first
+    frame, diff = local(m.frame), local(m.diff)
+    gram = torch.cat([torch.ones_like(frame[:, :1]), frame], 1)[:, GRAM].permute(0, 2, 3, 1).unflatten(-1, (4, 4))
     ridge = 1e-3 * torch.eye(4, dtype=gram.dtype, device=gram.device)  # flat blocks have no gradient
-    inverse = torch.linalg.inv_ex(gram + ridge).inverse  # _ex: no error check, which would wait for the GPU
-    fit = torch.stack([local(F.avg_pool2d(diff, block)), *(local(F.avg_pool2d(t * diff, block)) for t in terms)],
-                      -1)[..., None]  # [K,1,h,w,4,1]
-    energy = F.avg_pool2d(diff.square(), block) if energy is None else energy
-    return (fit.transpose(-2, -1) @ inverse @ fit)[..., 0, 0] / (local(energy) + 1e-6)
+    inverse = torch.linalg.inv_ex(gram + ridge).inverse  # [1,h,w,4,4]; _ex: no check, which waits for the GPU
+    fit = diff[:, :4].permute(0, 2, 3, 1)[..., None]  # [K,h,w,4,1]
+    return (fit.transpose(-2, -1) @ inverse @ fit)[..., 0, 0][:, None] / (diff[:, 4:] + 1e-6)
 
 
 def load(stem: Path = SHIPPED_FUSION, device: torch.device | str = "cpu") -> FusionNet:
