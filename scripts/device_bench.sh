@@ -4,9 +4,9 @@
 # or runs out is reported and the next one runs): the CUDA tests (tests/test_cuda.py: parity, fp16 cost,
 # frames queued from many threads); the bare torch backend with and without cuDNN's algorithm timing;
 # bench_vspipe.py (the pipeline against the bare backend) at 1080p with `torch` and `torch-compile`, with the
-# frames marked intra (the temporal fusion on the GPU) and at 2160p; the fusion alone (bench_fusion.py);
-# bench.py's compiled variant with frames batched (BATCH, default 4); `torch-compile` through vspipe on 4 and 8
-# of VapourSynth's threads.  Tables and log in $OUT.
+# frames marked intra (the temporal fusion on the GPU) and at 2160p; the fusion alone (bench_fusion.py, with
+# its profile of a window); bench.py's compiled variant with frames batched (BATCH, default 4); `torch-compile`
+# through vspipe on 4 and 8 of VapourSynth's threads.  Tables and log in $OUT.
 #
 #   bash scripts/device_bench.sh
 #   device tool: command "bash scripts/device_bench.sh", carry [".carry/whl", ".carry/vs"], timeout_s 560
@@ -31,7 +31,7 @@ print(f"bare torch 1920x1080, cudnn_benchmark={on}: {fps:.2f} frames/s")'
     step 90 python3 scripts/bench_vspipe.py --backend torch --size 1920x1080 --frames 600 --temporal 2
     step 120 python3 scripts/bench_vspipe.py --backend torch-compile --size 1920x1080 --frames 1200 --temporal 2
     step 90 python3 scripts/bench_vspipe.py --backend torch --size 1920x1080 --frames 300 --intra
-    step 60 python3 scripts/bench_fusion.py --sizes 1920x1080,3840x2160 --threads 16 --frames 96
+    step 60 python3 scripts/bench_fusion.py --sizes 1920x1080,3840x2160 --threads 16 --frames 96 --profile
     step 90 python3 scripts/bench_vspipe.py --backend torch --size 3840x2160 --frames 200 --temporal 2
     step 120 python3 scripts/bench.py --variants 3 --batch "${BATCH:-4}" --sizes 1920x1080,3840x2160 --cpu-size '' \
         --budget-s 90 --out "$out/bench_batch.md"

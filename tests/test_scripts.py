@@ -279,11 +279,12 @@ def test_profile_parts_accounts_for_every_flop_of_the_model(network, tmp_path):
     assert (tmp_path / "parts.md").read_text() == result.stdout.rstrip("\n") + "\n"
 
 
-def test_bench_fusion_times_one_caller_and_several():
-    result = run_script("bench_fusion.py", "--sizes", "256x144", "--threads", "2", "--frames", "4")
+def test_bench_fusion_times_one_caller_and_several_and_profiles_a_window():
+    result = run_script("bench_fusion.py", "--sizes", "256x144", "--threads", "2", "--frames", "4", "--profile")
     assert result.returncode == 0, result.stderr
     row = re.search(r"^\| (cpu|cuda) \| 256x144 \| ([\d.]+) \| ([\d.]+) \|$", result.stdout, re.M)
     assert row and float(row[2]) > 0 and float(row[3]) > 0, result.stdout
+    assert re.search(r"256x144, one window:\n```\n.*aten::.*Self (CPU|CUDA) time total", result.stdout, re.S), result.stdout
 
 
 def test_probe_fusion_reports_every_rule_and_the_trained_fusion_from_its_cache(tmp_path):
