@@ -15,8 +15,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -32,7 +30,8 @@ from .encoder import (checked as checked_encoder_options, has_option, own_rate, 
                       pixel_formats, sets_rate, split)
 from .hdr import dolby_vision, side_data, x265_params
 from .mux import FFMPEG_QUIET, MATROSKA, MOV_FAMILY, embedded_left_behind, is_picture, left_behind, mux_command
-from .script import NO_GUARD, SCRIPT
+from .progress import VspipeLog, progress_line, vspipe_reason
+from .script import SCRIPT
 from .segments import PATTERN, Busy, Segments, job_identity, work_dir
 from .timing import frame_times, join
 
@@ -349,75 +348,6 @@ def check_encoder(stream: dict, args: argparse.Namespace) -> None:
                         f"{said}")
 
 
-def vspipe_reason(log: str) -> str | None:
-    """Why vspipe stopped, in one line: the exception that ends the script's last traceback ("Type: message"),
-    else its last "Error: message" line (vspipe's own errors, which carry no traceback)."""
-    lines = log.splitlines()
-    tracebacks = [i for i, ln in enumerate(lines) if ln.startswith("Traceback (most recent call last)")]
-    if tracebacks:
-        raised = [ln for ln in lines[tracebacks[-1] + 1:] if re.match(r"[A-Za-z_][\w.]*: \S", ln)]
-        if raised:
-            return raised[-1].split(": ", 1)[1].strip()
-    errors = [ln.split("Error: ", 1)[1].strip() for ln in lines if "Error: " in ln]
-    return errors[-1] if errors and errors[-1] else None
-
-
-INDEX_PROGRESS = re.compile(r"VideoSource track #\d+ index progress (\d+)%")
-FRAMES = re.compile(r"enhance\.vpy: (\d+) frames$")  # what the script says it has
-SPARED = re.compile(r"enhance\.vpy: (the source-QP guard spares .*) " + re.escape(NO_GUARD))
-
-
-class VspipeLog(threading.Thread):
-    """vspipe's stderr, read on a thread of its own: its lines kept for the error message, and BestSource's index
-    pass (one decode of the whole input before the first frame, not repeated on a resume: minutes for a long
-    film) shown as it goes, as a line or a JSON line {"stage": "index", "percent", "eta"}; then the clip's frame
-    count as the index has it."""
-
-    def __init__(self, log, name: str, style: str) -> None:
-        super().__init__(daemon=True)
-        self.log, self.name, self.style = log, name, style
-        self.lines: list[str] = []
-        self.launched = self.indexed = time.monotonic()  # indexed: the index's last report, where fps count from
-        self.frames: int | None = None
-
-    def run(self) -> None:
-        for line in self.log:
-            self.lines.append(line)
-            if match := FRAMES.search(line):
-                self.frames = int(match.group(1))
-            elif match := SPARED.search(line):
-                after_bar = "\n" if self.style == "bar" and self.indexed > self.launched else ""
-                print(f"{after_bar}note: {self.name}: {match.group(1)} (--no-qp-guard gives them all of it)",
-                      file=sys.stderr, flush=True)
-            elif match := INDEX_PROGRESS.search(line):
-                self.indexed = time.monotonic()
-                if self.style != "none":
-                    print(self._index_progress(int(match.group(1))), end="", file=sys.stderr, flush=True)
-
-    def _index_progress(self, percent: int) -> str:
-        eta_s = (self.indexed - self.launched) * (100 - percent) / percent if percent else None
-        eta = "?" if eta_s is None else f"{int(eta_s) // 60}:{int(eta_s) % 60:02d}"
-        if self.style == "json":
-            return json.dumps({"stage": "index", "percent": percent, "eta": eta}) + "\n"
-        return f"\rindexing {self.name}: {percent:3d}%  ETA {eta}"
-
-
-def _progress(run: int, done: int, total: int | None, started: float, style: str) -> str:
-    """A progress bar line, or for farms a JSON line: {"stage": "enhance", "frame", "frames", "fps", "eta"}; RUN of
-    the DONE frames were made by this run (the rest by the run it resumes)."""
-    fps = run / max(time.monotonic() - started, 1e-6)
-    eta_s = (total - done) / fps if total and fps > 0 else 0
-    eta = f"{int(eta_s) // 60}:{int(eta_s) % 60:02d}"
-    if style == "json":
-        return json.dumps({"stage": "enhance", "frame": done, "frames": total, "fps": round(fps, 2),
-                           "eta": eta}) + "\n"
-    if not total:
-        return f"\r{done} frames  {fps:5.1f} fps"
-    frac = min(done / total, 1.0)
-    bar = "#" * int(30 * frac) + "." * (30 - int(30 * frac))
-    return f"\r[{bar}] {100 * frac:5.1f}%  {done}/{total} frames  {fps:5.1f} fps  ETA {eta}"
-
-
 def partial_path(dst: Path) -> Path:
     """Where DST is written until it is complete: hidden, beside it, same extension (so ffmpeg's muxer fits)."""
     return dst.with_name(f".{dst.stem}.partial{dst.suffix}")
@@ -538,7 +468,7 @@ def _encode(src: Path, stream: dict, segments: Segments, start: int, total: int 
             if line.startswith("frame="):
                 done = start + int(line.split("=", 1)[1])
                 if args.progress != "none":  # of the frames, the index's exact count where the script gave it
-                    print(_progress(done - start, done, vs_log.frames or total, vs_log.indexed, args.progress),
+                    print(progress_line(done - start, done, vs_log.frames or total, vs_log.indexed, args.progress),
                           end="", file=sys.stderr, flush=True)
         enc_err = enc.stderr.read()
         vs_rc, enc_rc = pipe.wait(), enc.wait()

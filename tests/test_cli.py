@@ -741,7 +741,7 @@ def test_segments_of_another_job_are_not_resumed(tmp_path):
 
 
 def test_vspipe_reason_is_the_exception_that_stopped_the_script():
-    from diffqe.plugin.cli import vspipe_reason
+    from diffqe.plugin.progress import vspipe_reason
 
     log = ("Information: VideoSource track #0 index progress 100%\nError: Failed to retrieve frame 0 with error: \n"
            "Traceback (most recent call last):\n  File \"filter.py\", line 1, in process\n    y = run()\n"
