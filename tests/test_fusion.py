@@ -109,6 +109,19 @@ def test_the_guard_keeps_a_change_of_light_out(reference_frames):
     assert quiet > 0.6 and fusion.guard(centre, others).mean().item() < 0.7 * quiet
 
 
+def test_the_guards_block_means_pooled_from_the_fine_grid_are_those_of_the_coarse_one(reference_frames):
+    """fuse takes the 8x8 guard's block means from the 4x4 grid's (one pass over the planes for both guards): on the
+    sample's photograph standing still with a square crossing it, coded at QP 22, they equal those made on the 8x8
+    grid directly, and so do the guard's decisions."""
+    centre, others = decoded_window(list(still_with_a_moving_square(reference_frames, 5)), 22)
+    frame, diff = centre * 255, (others - centre) * 255
+    pooled, direct = fusion.Moments.of(frame, diff, fusion.FINE).pooled(2), fusion.Moments.of(frame, diff, fusion.BLOCK)
+    for a, b in ((pooled.frame, direct.frame), (pooled.diff, direct.diff)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
+    decided = fusion._guard(pooled, fusion.STILL, fusion.MOVED)
+    assert torch.equal(decided, fusion.guard(centre, others)) and 0 < decided.mean() < 1, decided.mean()
+
+
 def frozen_in_pieces(frames: list[np.ndarray], tau: float = 20) -> np.ndarray:
     """FRAMES as a codec that skips blocks leaves them (Cinepak's conditional replenishment): each 4x4 block keeps
     its last value until it has changed by a mean squared error above TAU, so still pieces lie between moving ones."""
