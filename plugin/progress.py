@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 
-from .script import NO_GUARD
+from .script import LESS, NO_GUARD
 
 
 def clock(seconds: float) -> str:
@@ -33,6 +33,7 @@ def vspipe_reason(log: str) -> str | None:
 INDEX_PROGRESS = re.compile(r"VideoSource track #\d+ index progress (\d+)%")
 FRAMES = re.compile(r"enhance\.vpy: (\d+) frames$")  # what the script says it has
 SPARED = re.compile(r"enhance\.vpy: (the source-QP guard spares .*) " + re.escape(NO_GUARD))
+UNREAD = re.compile(r"enhance\.vpy: (the source-QP guard reads .*) " + re.escape(LESS))
 
 
 class VspipeLog(threading.Thread):
@@ -54,13 +55,17 @@ class VspipeLog(threading.Thread):
             if match := FRAMES.search(line):
                 self.frames = int(match.group(1))
             elif match := SPARED.search(line):
-                after_bar = "\n" if self.style == "bar" and self.indexed > self.launched else ""
-                print(f"{after_bar}note: {self.name}: {match.group(1)} (--no-qp-guard gives them all of it)",
-                      file=sys.stderr, flush=True)
+                self._note(f"{match.group(1)} (--no-qp-guard gives them all of it)")
+            elif match := UNREAD.search(line):
+                self._note(f"{match.group(1)} (--strength 0.25 for such a source, or leave it as it is)")
             elif match := INDEX_PROGRESS.search(line):
                 self.indexed = time.monotonic()
                 if self.style != "none":
                     print(self._index_progress(int(match.group(1))), end="", file=sys.stderr, flush=True)
+
+    def _note(self, text: str) -> None:
+        after_bar = "\n" if self.style == "bar" and self.indexed > self.launched else ""
+        print(f"{after_bar}note: {self.name}: {text}", file=sys.stderr, flush=True)
 
     def _index_progress(self, percent: int) -> str:
         eta = clock((self.indexed - self.launched) * (100 - percent) / percent) if percent else "?"

@@ -10,10 +10,11 @@ from pathlib import Path
 import vapoursynth as vs
 
 from . import allocator
-from .source_qp import frame_qps, spared
+from .source_qp import frame_qps, spared, unread
 
 SCRIPT = "from diffqe.plugin.script import output_from_args\noutput_from_args(globals())\n"
 NO_GUARD = "(-a qp_guard=0 gives them all of it)"  # diffqe enhance says its own flag instead
+LESS = "(-a strength=0.25 for such a source)"  # likewise
 
 
 def _number(args: dict, key: str, kind: type, default: float | None) -> float | None:
@@ -44,6 +45,9 @@ def output_from_args(args: dict) -> None:
     # the exact count, from the index (ffprobe's is an estimate, or none for a raw .hevc): diffqe enhance shows it
     vs.core.log_message(vs.MESSAGE_TYPE_INFORMATION, f"enhance.vpy: {decoded.num_frames} frames")
     qp_guard = _number(args, "qp_guard", int, 1) != 0
+    strength = _number(args, "strength", float, 1.0)
+    if qp_guard and strength == 1 and (note := unread(source)):
+        vs.core.log_message(vs.MESSAGE_TYPE_WARNING, f"enhance.vpy: {note} {LESS}")
     clip = enhance(
         with_source_qp(decoded, source, times) if qp_guard else decoded,
         backend=args.get("backend") or None,
@@ -52,7 +56,7 @@ def output_from_args(args: dict) -> None:
         overlap=_number(args, "overlap", int, 16),
         seed=_number(args, "seed", int, 0),
         ensemble=_number(args, "ensemble", int, 1),
-        strength=_number(args, "strength", float, 1.0),
+        strength=strength,
         temporal=_number(args, "temporal", int, 2),
         fusion=_number(args, "fusion", int, 1) != 0,
         bits=_number(args, "bits", int, None),

@@ -102,6 +102,18 @@ def spared(qps: Sequence[float]) -> str | None:
             f"correction, none from QP {NO_QP} down")
 
 
+def unread(source: Path) -> str | None:
+    """What a job should say of SOURCE where its video is none of CODECS, whose QPs the guard cannot read; None
+    where it is one of them."""
+    stream = _first_video(source)
+    codec = stream.get("codec_name") if stream else None
+    if codec in CODECS:
+        return None
+    return (f"the source-QP guard reads the QPs of H.264, HEVC, AV1, VP9 and MPEG-2 video, not of {codec or 'this'}: "
+            f"every frame gets the model's whole correction, which harms a lossless or near-transparent source "
+            f"(an intermediate such as ProRes or FFV1, an archive, a still picture)")
+
+
 def _first_video(source: Path) -> dict | None:
     streams = ffmpeg.probe(str(source.absolute()), select_streams="V:0")["streams"]
     return streams[0] if streams else None

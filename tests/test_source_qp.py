@@ -276,3 +276,18 @@ def test_diffqe_enhance_leaves_near_transparent_video_as_it_is(tmp_path):
         assert same == (not flags)
         note = "the source-QP guard spares 8 of 8 frames (groups of pictures coded finer than QP 17, down to 9, "
         assert (note in result.stderr and "--no-qp-guard gives them" in result.stderr) == (not flags), result.stderr
+        assert "the source-QP guard reads" not in result.stderr, result.stderr
+
+
+def test_a_source_whose_qps_the_guard_cannot_read_gets_a_note_unless_a_strength_is_given(tmp_path):
+    """FFV1 (lossless; an intermediate): the guard reads no QP there, and the model, which harms such sources, runs
+    whole: diffqe enhance says so, with the flag that lowers it, and says nothing once a strength below 1 is given."""
+    src = encode(tmp_path / "master.mkv", "-frames:v", "3", "-c:v", "ffv1")
+    for flags in ([], ["--strength", "0.25"]):
+        result = diffqe("enhance", src, tmp_path / f"out{len(flags)}.mkv", "--backend", "ort-cpu", "--lossless",
+                        "--temporal", "0", *flags)
+        assert result.returncode == 0, result.stderr
+        note = ("note: master.mkv: the source-QP guard reads the QPs of H.264, HEVC, AV1, VP9 and MPEG-2 video, not of "
+                "ffv1: every frame gets the model's whole correction")
+        assert (note in result.stderr and "(--strength 0.25 for such a source" in result.stderr) == (not flags), \
+            result.stderr
