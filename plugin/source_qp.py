@@ -104,12 +104,15 @@ def spared(qps: Sequence[float]) -> str | None:
 
 def unread(source: Path) -> str | None:
     """What a job should say of SOURCE where its video is none of CODECS, whose QPs the guard cannot read; None
-    where it is one of them."""
-    stream = _first_video(source)
-    codec = stream.get("codec_name") if stream else None
-    if codec in CODECS:
+    where it is one of them, or where ffprobe cannot say."""
+    try:
+        stream = _first_video(source)
+    except ffmpeg.Error:
         return None
-    return (f"the source-QP guard reads the QPs of H.264, HEVC, AV1, VP9 and MPEG-2 video, not of {codec or 'this'}: "
+    codec = stream.get("codec_name") if stream else None
+    if not codec or codec in CODECS:
+        return None
+    return (f"the source-QP guard reads the QPs of H.264, HEVC, AV1, VP9 and MPEG-2 video, not of {codec}: "
             f"every frame gets the model's whole correction, which harms a lossless or near-transparent source "
             f"(an intermediate such as ProRes or FFV1, an archive, a still picture)")
 
