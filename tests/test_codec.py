@@ -3,7 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from diffqe.train.codec import CodecError, compress_luma, decode_luma, encode_video, read_video_luma, transcode_luma
+from diffqe.train.codec import (CODERS, CodecError, compress_luma, decode_luma, encode_video, read_video_luma,
+                                transcode_luma)
 from diffqe.train.metrics import psnr, ssim
 
 
@@ -24,6 +25,21 @@ def test_earlier_video_codecs_round_trip_an_odd_sized_plane(reference_frames, co
     low, high = transcode_luma(y, codec, coarse), transcode_luma(y, codec, fine)
     assert low.shape == high.shape == y.shape and low.dtype == np.uint8
     assert 25 < psnr(low, y) < psnr(high, y) - 3  # the quantiser is the one asked for, on the luma as it was
+
+
+@pytest.mark.parametrize("codec, fine, coarse", [("hevc", 22, 37), ("h264", 22, 37), ("av1", 8, 40), ("vp9", 8, 40),
+                                                  ("mpeg2", 2, 8), ("mpeg4", 2, 8)])
+def test_each_evaluation_codec_codes_two_frames_at_the_quantiser_asked(reference_frames, codec, fine, coarse):
+    """The encoders evaluate.py --codec drives, each at a fixed quantiser on its own scale, all-intra, through its
+    raw bitstream format and back."""
+    assert codec in CODERS
+    frames = reference_frames[:2]
+    scores = []
+    for q in (fine, coarse):
+        decoded = decode_luma(encode_video(frames, codec=codec, qp=q, intra=True), codec)
+        assert len(decoded) == 2 and all(d.shape == f.shape for d, f in zip(decoded, frames))
+        scores.append(np.mean([psnr(d, f) for d, f in zip(decoded, frames)]))
+    assert 30 < scores[1] < scores[0] - 3, scores
 
 
 def test_cinepak_round_trip_is_its_own_blocky_picture(reference_frames):
