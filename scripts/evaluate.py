@@ -71,8 +71,8 @@ def main() -> int:
     ap.add_argument("--crf", type=float, nargs="*", default=[], help="random-access CRF encodes")
     ap.add_argument("--codec", choices=CODERS, default="hevc",
                     help="the encoder of every condition: x265 (hevc, the default), x264 (h264), SVT-AV1 (av1), "
-                         "libvpx (vp9), FFmpeg's MPEG-2 (mpeg2) or MPEG-4 part 2 (mpeg4, as Xvid); QPs on its own "
-                         "scale (AV1, VP9: 0-63; MPEG-2, MPEG-4: qscale 1-31)")
+                         "libvpx (vp9), FFmpeg's MPEG-2 (mpeg2), MPEG-4 part 2 (mpeg4, as Xvid) or Motion JPEG "
+                         "(mjpeg); QPs on its own scale (AV1, VP9: 0-63; MPEG-2, MPEG-4, MJPEG: qscale 1-31)")
     ap.add_argument("--fade", type=float, nargs="+", default=[],
                     help="turn each image into a 12-frame fade to black at these code values per frame")
     ap.add_argument("--scroll", type=int, nargs=2, metavar=("HELD", "MOVING"),
@@ -149,8 +149,8 @@ def main() -> int:
         if min(args.scroll) < 0 or sum(args.scroll) < 1:
             ap.error("--scroll HELD MOVING: frame counts, at least one frame in all")
         sources = [scrolled(s, *args.scroll) if len(s.frames) == 1 else s for s in sources]
-    if args.codec in ("mpeg2", "mpeg4") and args.crf:
-        ap.error("--crf: MPEG-2 and MPEG-4 part 2 have none; give their quantisers as --extra-qps (qscale 1-31)")
+    if args.codec in ("mpeg2", "mpeg4", "mjpeg") and args.crf:
+        ap.error("--crf: MPEG-2, MPEG-4 part 2 and MJPEG have none; give their quantisers as --extra-qps (qscale 1-31)")
     conditions = ([Condition(qp=q, codec=args.codec) for q in args.qps + args.extra_qps]
                   + [Condition(crf=c, codec=args.codec) for c in args.crf])
     if not conditions and not args.static:

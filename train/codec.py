@@ -60,17 +60,24 @@ def _vp9(qp: int | None, crf: float | None, intra: bool, preset: str | None) -> 
 def _mpeg2(qp: int | None, crf: float | None, intra: bool, preset: str | None) -> dict[str, str]:
     """FFmpeg's MPEG-2 and MPEG-4 part 2 encoders alike (the latter what Xvid and DivX wrote)."""
     if qp is None:
-        raise CodecError("MPEG-2 and MPEG-4 part 2 have no CRF: give them a quantiser (qscale 1-31)")
+        raise CodecError("MPEG-2, MPEG-4 part 2 and MJPEG have no CRF: give them a quantiser (qscale 1-31)")
     return {"qmin": str(qp), "qmax": str(qp), "g": "1" if intra else "12", "bf": "0" if intra else "2"}
 
 
-CODERS = {  # QP on each codec's own scale: x265/x264 QP, SVT-AV1 and libvpx q 0-63, MPEG-2 and MPEG-4 qscale
+def _mjpeg(qp: int | None, crf: float | None, intra: bool, preset: str | None) -> dict[str, str]:
+    """Motion JPEG (cameras, capture cards): every picture a JPEG at qscale QP; FFmpeg takes limited-range 4:2:0
+    only as "unofficial"."""
+    return _mpeg2(qp, crf, True, preset) | {"strict": "-1"}
+
+
+CODERS = {  # QP on each codec's own scale: x265/x264 QP, SVT-AV1 and libvpx q 0-63, MPEG-2, MPEG-4, MJPEG qscale
     "hevc": Coder("libx265", "hevc", _x26x("x265-params", "log-level=error", "info=0")),
     "h264": Coder("libx264", "h264", _x26x("x264-params", "log-level=error")),
     "av1": Coder("libsvtav1", "ivf", _svtav1),
     "vp9": Coder("libvpx-vp9", "ivf", _vp9),
     "mpeg2": Coder("mpeg2video", "mpeg2video", _mpeg2),
     "mpeg4": Coder("mpeg4", "m4v", _mpeg2),
+    "mjpeg": Coder("mjpeg", "mjpeg", _mjpeg),
 }
 
 
