@@ -18,7 +18,7 @@ from conftest import SAMPLES
 from diffqe.plugin import enhance, source
 from diffqe.plugin.script import decode
 from diffqe.plugin.source_qp import (COPY_BYTES, COPY_BYTES_PER_PIXEL, FULL_QP, MEDIUM, NO_QP, Cutree, frame_qps,
-                                     guard, packet_qps, x265_cutree)
+                                     guard, packet_qps, unread, x265_cutree)
 from diffqe.train.codec import read_video_luma
 from diffqe.train.metrics import psnr
 from test_cli import diffqe
@@ -281,8 +281,11 @@ def test_diffqe_enhance_leaves_near_transparent_video_as_it_is(tmp_path):
 
 def test_a_source_whose_qps_the_guard_cannot_read_gets_a_note_unless_a_strength_is_given(tmp_path):
     """FFV1 (lossless; an intermediate): the guard reads no QP there, and the model, which harms such sources, runs
-    whole: diffqe enhance says so, with the flag that lowers it, and says nothing once a strength below 1 is given."""
+    whole: diffqe enhance says so, with the flag that lowers it, and says nothing once a strength below 1 is given.
+    Motion JPEG, which the model was measured not to harm at any quantiser, gets no note."""
     src = encode(tmp_path / "master.mkv", "-frames:v", "3", "-c:v", "ffv1")
+    camera = encode(tmp_path / "camera.avi", "-frames:v", "3", "-c:v", "mjpeg", "-q:v", "1", "-strict", "-1")
+    assert unread(camera) is None and unread(src).startswith("the source-QP guard reads the QPs of H.264")
     for flags in ([], ["--strength", "0.25"]):
         result = diffqe("enhance", src, tmp_path / f"out{len(flags)}.mkv", "--backend", "ort-cpu", "--lossless",
                         "--temporal", "0", *flags)
