@@ -71,8 +71,8 @@ def main() -> int:
     ap.add_argument("--crf", type=float, nargs="*", default=[], help="random-access CRF encodes")
     ap.add_argument("--codec", choices=CODERS, default="hevc",
                     help="the encoder of every condition: x265 (hevc, the default), x264 (h264), SVT-AV1 (av1), "
-                         "libvpx (vp9), FFmpeg's MPEG-2 (mpeg2), MPEG-4 part 2 (mpeg4, as Xvid) or Motion JPEG "
-                         "(mjpeg); QPs on its own scale (AV1, VP9: 0-63; MPEG-2, MPEG-4, MJPEG: qscale 1-31)")
+                         "libvpx (vp9, vp8), FFmpeg's MPEG-2 (mpeg2), MPEG-4 part 2 (mpeg4, as Xvid) or Motion JPEG "
+                         "(mjpeg); QPs on its own scale (AV1, VP9, VP8: 0-63; MPEG-2, MPEG-4, MJPEG: qscale 1-31)")
     ap.add_argument("--fade", type=float, nargs="+", default=[],
                     help="turn each image into a 12-frame fade to black at these code values per frame")
     ap.add_argument("--scroll", type=int, nargs=2, metavar=("HELD", "MOVING"),

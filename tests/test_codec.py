@@ -28,7 +28,7 @@ def test_earlier_video_codecs_round_trip_an_odd_sized_plane(reference_frames, co
 
 
 @pytest.mark.parametrize("codec, fine, coarse", [("hevc", 22, 37), ("h264", 22, 37), ("av1", 8, 40), ("vp9", 8, 40),
-                                                  ("mpeg2", 2, 8), ("mpeg4", 2, 8), ("mjpeg", 2, 8)])
+                                                  ("vp8", 8, 40), ("mpeg2", 2, 8), ("mpeg4", 2, 8), ("mjpeg", 2, 8)])
 def test_each_evaluation_codec_codes_two_frames_at_the_quantiser_asked(reference_frames, codec, fine, coarse):
     """The encoders evaluate.py --codec drives, each at a fixed quantiser on its own scale, all-intra, through its
     raw bitstream format and back."""

@@ -70,11 +70,13 @@ def _mjpeg(qp: int | None, crf: float | None, intra: bool, preset: str | None) -
     return _mpeg2(qp, crf, True, preset) | {"strict": "-1"}
 
 
-CODERS = {  # QP on each codec's own scale: x265/x264 QP, SVT-AV1 and libvpx q 0-63, MPEG-2, MPEG-4, MJPEG qscale
+# QP on each codec's own scale: x265 and x264 QP; SVT-AV1 and libvpx (VP9, VP8) q 0-63; MPEG-2, MPEG-4, MJPEG qscale
+CODERS = {
     "hevc": Coder("libx265", "hevc", _x26x("x265-params", "log-level=error", "info=0")),
     "h264": Coder("libx264", "h264", _x26x("x264-params", "log-level=error")),
     "av1": Coder("libsvtav1", "ivf", _svtav1),
     "vp9": Coder("libvpx-vp9", "ivf", _vp9),
+    "vp8": Coder("libvpx", "ivf", _vp9),  # WebM before VP9, WebRTC's calls: libvpx's options are the same
     "mpeg2": Coder("mpeg2video", "mpeg2video", _mpeg2),
     "mpeg4": Coder("mpeg4", "m4v", _mpeg2),
     "mjpeg": Coder("mjpeg", "mjpeg", _mjpeg),
