@@ -1,5 +1,6 @@
 """What `diffqe enhance` shows of a running job on stderr: vspipe's log read as it comes (BestSource's index pass,
-the frames the source-QP guard spares, why vspipe stopped) and the progress line, as a bar or JSON lines."""
+the frames the source-QP guard spares or a source it cannot read, why vspipe stopped) and the progress line, as a
+bar or JSON lines."""
 
 from __future__ import annotations
 
