@@ -34,8 +34,8 @@ from diffqe.model.config import MAX_STRENGTH
 from diffqe.model.files import SHIPPED, SHIPPED_FUSION
 from diffqe.model.mirror import FLIPS
 from diffqe.train.codec import CODERS
-from diffqe.train.evaluate import (TRANSFERS, Condition, evaluate, faded, ffmpeg_enhancer, full_range, grainy, hdr,
-                                   load_sources, markdown, model_enhancers, scrolled, temporal_change)
+from diffqe.train.evaluate import (TRANSFERS, Condition, deepened, evaluate, faded, ffmpeg_enhancer, full_range, grainy,
+                                   hdr, load_sources, markdown, model_enhancers, scrolled, temporal_change)
 from diffqe.train.loop import pick_device
 from diffqe.train.pairs import PAPER_QPS
 
@@ -71,8 +71,9 @@ def main() -> int:
     ap.add_argument("--crf", type=float, nargs="*", default=[], help="random-access CRF encodes")
     ap.add_argument("--codec", choices=CODERS, default="hevc",
                     help="the encoder of every condition: x265 (hevc, the default), x264 (h264), SVT-AV1 (av1), "
-                         "libvpx (vp9, vp8), FFmpeg's MPEG-2 (mpeg2), MPEG-4 part 2 (mpeg4, as Xvid) or Motion JPEG "
-                         "(mjpeg); QPs on its own scale (AV1, VP9, VP8: 0-63; MPEG-2, MPEG-4, MJPEG: qscale 1-31)")
+                         "libvpx (vp9, vp8), FFmpeg's MPEG-2 (mpeg2), MPEG-4 part 2 (mpeg4, as Xvid), Motion JPEG "
+                         "(mjpeg) or ProRes (prores, with --ten-bit); QPs on its own scale (AV1, VP9, VP8: 0-63; "
+                         "MPEG-2, MPEG-4, MJPEG: qscale 1-31; ProRes: the profile, 0-3)")
     ap.add_argument("--fade", type=float, nargs="+", default=[],
                     help="turn each image into a 12-frame fade to black at these code values per frame")
     ap.add_argument("--scroll", type=int, nargs=2, metavar=("HELD", "MOVING"),
@@ -84,6 +85,8 @@ def main() -> int:
     ap.add_argument("--hdr", choices=TRANSFERS,
                     help="every source as 10-bit HDR video of this transfer (pq: HDR10's; hlg), SDR white where "
                          "BT.2408 places it, coded and scored at 10 bits")
+    ap.add_argument("--ten-bit", action="store_true",
+                    help="every source shifted to 10 bits (v -> 4v), coded and scored at 10 bits (ProRes needs it)")
     ap.add_argument("--static", type=int, default=0, help="flicker check on this many of the images as static clips")
     ap.add_argument("--static-crf", type=float, nargs="+", default=[28], help="CRFs the static clips are coded at")
     ap.add_argument("--seed", type=int, default=0)
@@ -138,10 +141,14 @@ def main() -> int:
         sources = [full_range(s) for s in sources]
     if args.grain:
         sources = [grainy(s, args.grain, args.seed) for s in sources]
-    if args.hdr:
-        if args.ffmpeg_filter or args.static or args.fade or args.bits != [8]:
-            ap.error("--hdr takes none of --ffmpeg-filter, --static, --fade, --bits (their paths are 8-bit)")
-        sources = [hdr(s, args.hdr) for s in sources]
+    if args.hdr or args.ten_bit:
+        flag = "--hdr" if args.hdr else "--ten-bit"
+        if args.ffmpeg_filter or args.static or args.fade or args.bits != [8] or (args.hdr and args.ten_bit):
+            ap.error(f"{flag} takes none of --ffmpeg-filter, --static, --fade, --bits (their paths are 8-bit), "
+                     "nor the other of --hdr and --ten-bit")
+        sources = [hdr(s, args.hdr) if args.hdr else deepened(s) for s in sources]
+    elif CODERS[args.codec].pix_fmts[0] is None:
+        ap.error(f"--codec {args.codec} codes 10-bit pictures only: add --ten-bit")
     if args.fade:
         images = [s for s in sources if len(s.frames) == 1]
         sources = [faded(s, 12, step) for step in args.fade for s in images] + [s for s in sources if len(s.frames) > 1]

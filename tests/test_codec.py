@@ -42,6 +42,19 @@ def test_each_evaluation_codec_codes_two_frames_at_the_quantiser_asked(reference
     assert 30 < scores[1] < scores[0] - 3, scores
 
 
+def test_prores_codes_ten_bit_pictures_by_profile_and_refuses_eight_bit_ones(reference_frames):
+    """ProRes (an intermediate) codes 10-bit 4:2:2 only; its 'QP' is the profile, Proxy (0) to HQ (3)."""
+    frames = [f.astype(np.uint16) << 2 for f in reference_frames[:2]]
+    scores = []
+    for profile in (0, 3):
+        decoded = decode_luma(encode_video(frames, codec="prores", qp=profile, bit_depth=10), "prores")
+        assert len(decoded) == 2 and decoded[0].dtype == np.uint16 and decoded[0].shape == frames[0].shape
+        scores.append(np.mean([psnr(d, f, peak=1023) for d, f in zip(decoded, frames)]))
+    assert 30 < scores[0] < scores[1] - 10, scores
+    with pytest.raises(CodecError, match="10-bit pictures only"):
+        encode_video(reference_frames[:1], codec="prores", qp=3)
+
+
 def test_cinepak_round_trip_is_its_own_blocky_picture(reference_frames):
     y = reference_frames[0][:-3, :-5]
     out = transcode_luma(y, "cinepak", {})

@@ -74,6 +74,9 @@ def test_evaluate_codec_codes_every_condition_with_that_encoder(tmp_path):
     assert float(rows["shipped g"]) == 0 != float(rows["shipped"]), table
     refused = run_script("evaluate.py", "--clips", SAMPLES / "reference.mkv", "--codec", "mpeg2", "--crf", "20")
     assert refused.returncode == 2 and "MPEG-2, MPEG-4 part 2 and MJPEG have none" in refused.stderr
+    eight_bit = run_script("evaluate.py", "--clips", SAMPLES / "reference.mkv", "--codec", "prores", "--qps", "",
+                           "--extra-qps", "3")
+    assert eight_bit.returncode == 2 and "codes 10-bit pictures only: add --ten-bit" in eight_bit.stderr
 
 
 def test_evaluate_bits_scores_10_bit_output_against_the_8_bit_reference(tmp_path):

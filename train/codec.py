@@ -36,6 +36,7 @@ class Coder:
     encoder: str
     container: str
     options: Options
+    pix_fmts: tuple[str | None, str] = ("yuv420p", "yuv420p10le")  # what it codes 8- and 10-bit luma in (None: not)
 
 
 def _x26x(option: str, *quiet: str) -> Options:
@@ -70,7 +71,15 @@ def _mjpeg(qp: int | None, crf: float | None, intra: bool, preset: str | None) -
     return _mpeg2(qp, crf, True, preset) | {"strict": "-1"}
 
 
-# QP on each codec's own scale: x265 and x264 QP; SVT-AV1 and libvpx (VP9, VP8) q 0-63; MPEG-2, MPEG-4, MJPEG qscale
+def _prores(qp: int | None, crf: float | None, intra: bool, preset: str | None) -> dict[str, str]:
+    """ProRes (prores_ks), an intermediate: its QP is the profile, 0-3 (Proxy, LT, 422, HQ)."""
+    if qp is None or not 0 <= qp <= 3:
+        raise CodecError("ProRes has no CRF or QP: give its profile, 0-3 (Proxy, LT, 422, HQ), as the QP")
+    return {"profile": str(qp)}
+
+
+# QP on each codec's own scale: x265 and x264 QP; SVT-AV1 and libvpx (VP9, VP8) q 0-63; MPEG-2, MPEG-4, MJPEG qscale;
+# ProRes profile
 CODERS = {
     "hevc": Coder("libx265", "hevc", _x26x("x265-params", "log-level=error", "info=0")),
     "h264": Coder("libx264", "h264", _x26x("x264-params", "log-level=error")),
@@ -80,6 +89,7 @@ CODERS = {
     "mpeg2": Coder("mpeg2video", "mpeg2video", _mpeg2),
     "mpeg4": Coder("mpeg4", "m4v", _mpeg2),
     "mjpeg": Coder("mjpeg", "mjpeg", _mjpeg),
+    "prores": Coder("prores_ks", "mov", _prores, (None, "yuv422p10le")),
 }
 
 
@@ -101,7 +111,9 @@ def encode_video(
     h, w = frames[0].shape
     if h % 2 or w % 2:
         raise CodecError(f"4:2:0 needs even frame sides, got {w}x{h}")
-    pix_fmt = {8: "yuv420p", 10: "yuv420p10le"}[bit_depth]
+    pix_fmt = coder.pix_fmts[{8: 0, 10: 1}[bit_depth]]
+    if pix_fmt is None:
+        raise CodecError(f"{codec} codes 10-bit pictures only: give 10-bit luma (uint16)")
     dtype = np.uint8 if bit_depth == 8 else np.uint16
     buf = io.BytesIO()
     with av.open(buf, "w", format=coder.container) as out:

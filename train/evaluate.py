@@ -144,6 +144,12 @@ def grainy(src: Source, sigma: float, seed: int = 0) -> Source:
     return Source(f"{src.name} grain {sigma:g}", frames)
 
 
+def deepened(src: Source) -> Source:
+    """SRC's 8-bit frames as 10-bit ones of the same picture (v -> 4v): for codecs that code 10 bits only (ProRes),
+    coded and scored at that depth."""
+    return Source(src.name, [f.astype(np.uint16) << 2 for f in src.frames])
+
+
 # SMPTE ST 2084 (PQ) and BT.2100 HLG constants; BT.2408's reference white for SDR content in an HDR signal, and
 # the scene light HLG gives it (75 % of the signal).
 _PQ_M1, _PQ_M2, _PQ_C1, _PQ_C2, _PQ_C3 = 2610 / 16384, 2523 / 32, 3424 / 4096, 2413 / 128, 2392 / 128
