@@ -58,7 +58,7 @@ class VspipeLog(threading.Thread):
             elif match := SPARED.search(line):
                 self._note(f"{match.group(1)} (--no-qp-guard gives them all of it)")
             elif match := UNREAD.search(line):
-                self._note(f"{match.group(1)} (--strength 0.25 for such a source, or leave it as it is)")
+                self._note(f"{match.group(1)} (--strength 0 leaves such a source as it is)")
             elif match := INDEX_PROGRESS.search(line):
                 self.indexed = time.monotonic()
                 if self.style != "none":

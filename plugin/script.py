@@ -14,7 +14,7 @@ from .source_qp import frame_qps, spared, unread
 
 SCRIPT = "from diffqe.plugin.script import output_from_args\noutput_from_args(globals())\n"
 NO_GUARD = "(-a qp_guard=0 gives them all of it)"  # diffqe enhance says its own flag instead
-LESS = "(-a strength=0.25 for such a source)"  # likewise
+LESS = "(-a strength=0 leaves such a source as it is)"  # likewise
 
 
 def _number(args: dict, key: str, kind: type, default: float | None) -> float | None:

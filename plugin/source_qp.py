@@ -32,6 +32,11 @@ CODECS = ("h264", "hevc", "av1", "vp9", "mpeg2video")
 # every qscale from 1 (50 dB) to 12 on the held-out pictures, no source losing more than 0.032 dB (docs/results.md,
 # "Sources of other codecs"); a job says nothing of them.
 UNREAD_UNHARMED = ("mjpeg",)
+# ProRes states no quantiser, but its profile says how finely it codes.  Through the model at 10 bits on the held-out
+# pictures (docs/results.md, "Sources of other codecs"): Proxy (39.8 dB in) +0.31 dB, no source harmed; LT (49.0)
+# +0.02 but a screenshot -2.94 (-0.28 at strength 0.25); 422 (54.1) -1.34; HQ (61.5) -5.04.  So every profile
+# finer than Proxy is spared, read as NO_QP.
+PRORES_WHOLE = ("Proxy",)
 FULL_QP, NO_QP = 17, 9  # the guard's ends: the correction whole at FULL_QP and above, none at NO_QP and below
 # x265's cutree (at a CRF or bitrate, its default) codes a block finer the more later pictures copy it, below the
 # slice QP: by a strength in QPs per doubling of 1 + the share of it that the pictures within its lookahead inherit,
@@ -108,17 +113,26 @@ def spared(qps: Sequence[float]) -> str | None:
 
 def unread(source: Path) -> str | None:
     """What a job should say of SOURCE where its video is none of CODECS, whose QPs the guard cannot read; None
-    where it is one of them or of UNREAD_UNHARMED, or where ffprobe cannot say."""
+    where it is one of them or of UNREAD_UNHARMED, ProRes (read by its profile), or where ffprobe cannot say."""
     try:
         stream = _first_video(source)
     except ffmpeg.Error:
         return None
     codec = stream.get("codec_name") if stream else None
-    if not codec or codec in CODECS or codec in UNREAD_UNHARMED:
+    if not codec or codec in CODECS or codec in UNREAD_UNHARMED or codec == "prores":
         return None
     return (f"the source-QP guard reads the QPs of H.264, HEVC, AV1, VP9 and MPEG-2 video, not of {codec}: "
             f"every frame gets the model's whole correction, which harms a lossless or near-transparent source "
-            f"(an intermediate such as ProRes or FFV1, an archive, a still picture)")
+            f"(an intermediate such as FFV1 or DNxHD, an archive, a still picture)")
+
+
+def prores_spared(source: Path) -> bool:
+    """Whether SOURCE is ProRes of a profile finer than PRORES_WHOLE (LT, 422, HQ, 4444, XQ)."""
+    try:
+        stream = _first_video(source)
+    except ffmpeg.Error:
+        return False
+    return bool(stream) and stream.get("codec_name") == "prores" and stream.get("profile") not in PRORES_WHOLE
 
 
 def _first_video(source: Path) -> dict | None:
@@ -324,7 +338,9 @@ def frame_qps(source: Path, times_ms: Sequence[float], frames: int) -> list[floa
     """For each of the FRAMES frames of SOURCE as a source filter lists them (TIMES_MS: their times in ms, as
     BestSource gives them), the QP of its group of pictures (``gop_qps``), matched by time; None
     where SOURCE holds none (none of CODECS).  A stream without times (raw .264/.hevc) is taken in decode
-    order, which differs from display order only within a GOP."""
+    order, which differs from display order only within a GOP.  ProRes finer than PRORES_WHOLE reads NO_QP."""
+    if prores_spared(source):
+        return [float(NO_QP)] * frames
     read = packet_qps(source)
     if not read or not read[0]:
         return None

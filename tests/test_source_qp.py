@@ -279,9 +279,24 @@ def test_diffqe_enhance_leaves_near_transparent_video_as_it_is(tmp_path):
         assert "the source-QP guard reads" not in result.stderr, result.stderr
 
 
+def test_prores_finer_than_proxy_is_spared_and_proxy_is_enhanced(tmp_path):
+    """ProRes states no quantiser; its profile stands in: HQ (near-transparent, where the model lost 5 dB on the
+    held-out pictures) passes through untouched with the guard's note, Proxy (coarse) is enhanced, and neither
+    gets the note for sources the guard cannot read."""
+    for profile, spared in ((3, True), (0, False)):
+        src = encode(tmp_path / f"p{profile}.mov", "-frames:v", "2", "-c:v", "prores_ks", "-profile:v", str(profile))
+        out = tmp_path / f"out{profile}.mkv"
+        result = diffqe("enhance", src, out, "--backend", "ort-cpu", "--lossless", "--temporal", "0")
+        assert result.returncode == 0, result.stderr
+        same = all(np.array_equal(a, b) for a, b in zip(read_video_luma(out), read_video_luma(src)))
+        assert same == spared and ("the source-QP guard spares 2 of 2 frames" in result.stderr) == spared, result.stderr
+        assert unread(src) is None and "guard reads the QPs" not in result.stderr
+
+
 def test_a_source_whose_qps_the_guard_cannot_read_gets_a_note_unless_a_strength_is_given(tmp_path):
     """FFV1 (lossless; an intermediate): the guard reads no QP there, and the model, which harms such sources, runs
-    whole: diffqe enhance says so, with the flag that lowers it, and says nothing once a strength below 1 is given.
+    whole: diffqe enhance says so, with the flag that leaves it as it is, and says nothing once a strength below 1 is
+    given.
     Motion JPEG, which the model was measured not to harm at any quantiser, gets no note."""
     src = encode(tmp_path / "master.mkv", "-frames:v", "3", "-c:v", "ffv1")
     camera = encode(tmp_path / "camera.avi", "-frames:v", "3", "-c:v", "mjpeg", "-q:v", "1", "-strict", "-1")
@@ -292,5 +307,5 @@ def test_a_source_whose_qps_the_guard_cannot_read_gets_a_note_unless_a_strength_
         assert result.returncode == 0, result.stderr
         note = ("note: master.mkv: the source-QP guard reads the QPs of H.264, HEVC, AV1, VP9 and MPEG-2 video, not of "
                 "ffv1: every frame gets the model's whole correction")
-        assert (note in result.stderr and "(--strength 0.25 for such a source" in result.stderr) == (not flags), \
-            result.stderr
+        said = note in result.stderr and "(--strength 0 leaves such a source as it is)" in result.stderr
+        assert said == (not flags), result.stderr
