@@ -97,11 +97,12 @@ def fuse(net: FusionNet, decoded: torch.Tensor, outputs: torch.Tensor, centre: i
     weights = net(frame, neighbours)
     if still is not None:
         # Both guards' measures from one pass over the planes: the 8x8 blocks' means are those of their 4x4 blocks.
-        fine_moments = Moments.of(frame * 255, (neighbours - frame) * 255, FINE)
+        codes = frame * 255
+        fine_moments = Moments.of(codes, (neighbours - frame) * 255, FINE)
         weights = weights * _guard(fine_moments.pooled(BLOCK // FINE), still, moved)
     weights = F.interpolate(weights, scale_factor=BLOCK, mode="bilinear", align_corners=False)[..., :h, :w]
     if still is not None and fine > 0:
-        joins = _fine_joins(fine_moments, _flat(frame * 255), fine, moved).float()
+        joins = _fine_joins(fine_moments, _flat(codes), fine, moved).float()
         weights = torch.maximum(weights, F.interpolate(joins, scale_factor=FINE, mode="nearest")[..., :h, :w])
     return (outputs[centre] + (weights * outputs[others]).sum(0, keepdim=True)) / (1 + weights.sum(0, keepdim=True))
 
@@ -171,7 +172,8 @@ def fine_joins(frame: torch.Tensor, others: torch.Tensor, share: float = FINE_SH
     (``motion_share`` on this grid, below MOVED) passes.  Blocks that count differ at all (bit-identical blocks
     carry the same coding error: nothing to cancel) and are not flat in this frame (flat planes, a black frame
     above all, come back exact, and a mean with a neighbour's output could only move them)."""
-    return _fine_joins(Moments.of(frame * 255, (others - frame) * 255, FINE), _flat(frame * 255), share, moved)
+    codes = frame * 255
+    return _fine_joins(Moments.of(codes, (others - frame) * 255, FINE), _flat(codes), share, moved)
 
 
 def _flat(frame: torch.Tensor) -> torch.Tensor:
