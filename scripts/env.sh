@@ -53,9 +53,17 @@ ensure_venv() {
     log "installing DiffQE and its dependencies into $VENV (the first time downloads PyTorch) ..."
     # This workplace's pip config names local mirrors that may be absent: drop pip's warnings about them.
     "$VENV/bin/python" -m pip install -q --upgrade pip 2> >(grep -v 'WARNING: Location' >&2)
-    "$VENV/bin/python" -m pip install -q -e "$ROOT[cpu,test,batch]" 2> >(grep -v 'WARNING: Location' >&2)
+    if ! "$VENV/bin/python" -m pip install -q -e "$ROOT[cpu,test,batch]" 2> >(grep -v 'WARNING: Location' >&2); then
+        log "error: installing DiffQE's dependencies into $VENV failed (pip's message above)."
+        # PyTorch's wheels with their CUDA libraries unpack to about 6 GiB: the usual cause is a full disk.
+        log "  free space: $(free_gib "$VENV") GiB under $VENV, $(free_gib "${TMPDIR:-/tmp}") GiB under ${TMPDIR:-/tmp}" \
+            "(pip unpacks there); the install needs about 7 GiB. Free some, or point TMPDIR elsewhere, and run it again."
+        return 1
+    fi
     echo "$want" > "$stamp"
 }
+
+free_gib() { df -Pk "$1" 2>/dev/null | awk 'NR == 2 { printf "%.1f", $4 / 1048576 }'; }
 
 ensure_vspipe() {
     # VapourSynth's wheel needs its runtime configuration written once for this Python before vspipe runs.
