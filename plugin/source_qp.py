@@ -8,8 +8,8 @@ at hand each frame's correction is scaled by ``guard(qp)`` of its group of pictu
 QP 17 up, none at QP 9 and below, linear between, the strengths measured best at each QP.  H.264 and HEVC state
 QPs on one scale (H.264's keyframes are read down to their macroblocks, where adaptive quantisation puts the
 texture; HEVC pictures that later ones copy are taken finer, as x265's cutree codes them); AV1's and VP9's
-quantiser indices and MPEG-2's quantiser scales are read as the HEVC QP of the same step.  Sources without any
-(other codecs, raw images) are enhanced as before."""
+quantiser indices and MPEG-2's quantiser scales are read as the HEVC QP of the same step, ProRes and DNxHR by their
+profile.  Sources without any (other codecs, raw images) are enhanced as before."""
 
 from __future__ import annotations
 
@@ -33,12 +33,14 @@ CODECS = ("h264", "hevc", "av1", "vp9", "mpeg2video")
 # every qscale from 1 (50 dB) to 12 on the held-out pictures, no source losing more than 0.032 dB (docs/results.md,
 # "Sources of other codecs"); a job says nothing of them.
 UNREAD_UNHARMED = ("mjpeg",)
-# ProRes states no quantiser, but its profile says how finely it codes.  Through the model at 10 bits on the held-out
-# pictures (docs/results.md, "Sources of other codecs"): Proxy (39.8 dB in) +0.31 dB, no source harmed; LT (49.0)
-# +0.02 but a screenshot -2.94 (-0.28 at strength 0.25); 422 (54.1) -1.34; HQ (61.5) -5.04.  So every profile
-# finer than Proxy is spared, read as NO_QP.
-PRORES_WHOLE = ("Proxy",)
 FULL_QP, NO_QP = 17, 9  # the guard's ends: the correction whole at FULL_QP and above, none at NO_QP and below
+# Intermediates state no quantiser, but their profile says how finely they code, and reads as the QP whose guard share
+# suits it.  Through the model on the held-out pictures (docs/results.md, "Sources of other codecs"): ProRes at 10
+# bits, Proxy (39.8 dB in) +0.31 dB, no source harmed; LT (49.0) +0.02 but a screenshot -2.94 (-0.28 at strength
+# 0.25); 422 -1.34; HQ -5.04.  DNxHR, Proxy's peer LB (39.6) +0.28, none harmed; SQ (49.3) +0.24 but a screen -0.55,
+# at strength 0.75 +0.22 and -0.12 (so QP 15, the guard's 0.75); HQ (53.0) -0.14, the screen -1.66.  The profiles
+# not listed (finer ones, and DNxHD's fixed rates, unmeasured, nearly all finer than LB) read NO_QP: spared.
+INTERMEDIATE_QPS = {"prores": {"Proxy": FULL_QP}, "dnxhd": {"DNXHR LB": FULL_QP, "DNXHR SQ": 15}}
 # x265's cutree (at a CRF or bitrate, its default) codes a block finer the more later pictures copy it, below the
 # slice QP: by a strength in QPs per doubling of 1 + the share of it that the pictures within its lookahead inherit,
 # each copying COPIED of what the one before it showed.  x265's own strength is 5 (1 - qcomp); CUTREE_PER_QCOMP
@@ -114,26 +116,29 @@ def spared(qps: Sequence[float]) -> str | None:
 
 def unread(source: Path) -> str | None:
     """What a job should say of SOURCE where its video is none of CODECS, whose QPs the guard cannot read; None
-    where it is one of them or of UNREAD_UNHARMED, ProRes (read by its profile), or where ffprobe cannot say."""
+    where it is one of them or of UNREAD_UNHARMED, an intermediate (read by its profile), or where ffprobe cannot
+    say."""
     stream = _first_video(source)
     codec = stream.get("codec_name") if stream else None
-    if not codec or codec in CODECS or codec in UNREAD_UNHARMED or codec == "prores":
+    if not codec or codec in CODECS or codec in UNREAD_UNHARMED or codec in INTERMEDIATE_QPS:
         return None
     return (f"the source-QP guard reads the QPs of H.264, HEVC, AV1, VP9 and MPEG-2 video, not of {codec}: "
             f"every frame gets the model's whole correction, which harms a lossless or near-transparent source "
-            f"(an intermediate such as FFV1 or DNxHD, an archive, a still picture)")
+            f"(an intermediate such as FFV1, an archive, a still picture)")
 
 
-def prores_spared(source: Path) -> bool:
-    """Whether SOURCE is ProRes of a profile finer than PRORES_WHOLE (LT, 422, HQ, 4444, XQ)."""
+def intermediate_qp(source: Path) -> float | None:
+    """The QP the guard reads for SOURCE where it is an intermediate (ProRes, DNxHD/DNxHR), by its profile
+    (INTERMEDIATE_QPS; NO_QP for a profile not listed there); None where it is none."""
     stream = _first_video(source)
-    return bool(stream) and stream.get("codec_name") == "prores" and stream.get("profile") not in PRORES_WHOLE
+    profiles = INTERMEDIATE_QPS.get(stream.get("codec_name")) if stream else None
+    return None if profiles is None else float(profiles.get(stream.get("profile"), NO_QP))
 
 
 def _first_video(source: Path) -> dict | None:
     """SOURCE's first video stream as ffprobe describes it (read-only: it is shared); None where it has none or
     cannot be read.  Probed once per version of the file: a job asks three times (the note for unread codecs,
-    ProRes's profile, the packets), 84 ms each on this project's CPU."""
+    an intermediate's profile, the packets), 84 ms each on this project's CPU."""
     path = source.absolute()
     try:
         stat = path.stat()
@@ -346,9 +351,10 @@ def frame_qps(source: Path, times_ms: Sequence[float], frames: int) -> list[floa
     """For each of the FRAMES frames of SOURCE as a source filter lists them (TIMES_MS: their times in ms, as
     BestSource gives them), the QP of its group of pictures (``gop_qps``), matched by time; None
     where SOURCE holds none (none of CODECS).  A stream without times (raw .264/.hevc) is taken in decode
-    order, which differs from display order only within a GOP.  ProRes finer than PRORES_WHOLE reads NO_QP."""
-    if prores_spared(source):
-        return [float(NO_QP)] * frames
+    order, which differs from display order only within a GOP.  An intermediate reads by its profile
+    (``intermediate_qp``)."""
+    if (qp := intermediate_qp(source)) is not None:
+        return [qp] * frames
     read = packet_qps(source)
     if not read or not read[0]:
         return None

@@ -72,8 +72,8 @@ def main() -> int:
     ap.add_argument("--codec", choices=CODERS, default="hevc",
                     help="the encoder of every condition: x265 (hevc, the default), x264 (h264), SVT-AV1 (av1), "
                          "libvpx (vp9, vp8), FFmpeg's MPEG-2 (mpeg2), MPEG-4 part 2 (mpeg4, as Xvid), Motion JPEG "
-                         "(mjpeg) or ProRes (prores, with --ten-bit); QPs on its own scale (AV1, VP9, VP8: 0-63; "
-                         "MPEG-2, MPEG-4, MJPEG: qscale 1-31; ProRes: the profile, 0-3)")
+                         "(mjpeg), ProRes (prores, with --ten-bit) or DNxHR (dnxhr); QPs on its own scale (AV1, VP9, VP8: "
+                         "0-63; MPEG-2, MPEG-4, MJPEG: qscale 1-31; ProRes: the profile, 0-3; DNxHR: 0-2, LB to HQ)")
     ap.add_argument("--fade", type=float, nargs="+", default=[],
                     help="turn each image into a 12-frame fade to black at these code values per frame")
     ap.add_argument("--scroll", type=int, nargs=2, metavar=("HELD", "MOVING"),
@@ -137,6 +137,7 @@ def main() -> int:
                           + (" f" if f else "") + (" g" if g else "")] = enhancer
     enhancers |= {name: ffmpeg_enhancer(vf) for name, vf in args.ffmpeg_filter}
     sources = load_sources(args.images, args.clips, args.max_frames, args.clip_downscale)
+    coder = CODERS[args.codec]
     if args.full_range:
         sources = [full_range(s) for s in sources]
     if args.grain:
@@ -146,9 +147,16 @@ def main() -> int:
         if args.ffmpeg_filter or args.static or args.fade or args.bits != [8] or (args.hdr and args.ten_bit):
             ap.error(f"{flag} takes none of --ffmpeg-filter, --static, --fade, --bits (their paths are 8-bit), "
                      "nor the other of --hdr and --ten-bit")
+        if coder.pix_fmts[1] is None:
+            ap.error(f"--codec {args.codec} codes 8-bit pictures only: drop {flag}")
         sources = [hdr(s, args.hdr) if args.hdr else deepened(s) for s in sources]
-    elif CODERS[args.codec].pix_fmts[0] is None:
+    elif coder.pix_fmts[0] is None:
         ap.error(f"--codec {args.codec} codes 10-bit pictures only: add --ten-bit")
+    narrow = [s.name for s in sources if s.frames[0].shape[1] < coder.min_width]
+    if narrow:
+        print(f"note: {args.codec} codes frames at least {coder.min_width} pixels wide: left out "
+              + ", ".join(narrow), file=sys.stderr)
+        sources = [s for s in sources if s.name not in narrow]
     if args.fade:
         images = [s for s in sources if len(s.frames) == 1]
         sources = [faded(s, 12, step) for step in args.fade for s in images] + [s for s in sources if len(s.frames) > 1]

@@ -42,17 +42,27 @@ def test_each_evaluation_codec_codes_two_frames_at_the_quantiser_asked(reference
     assert 30 < scores[1] < scores[0] - 3, scores
 
 
-def test_prores_codes_ten_bit_pictures_by_profile_and_refuses_eight_bit_ones(reference_frames):
-    """ProRes (an intermediate) codes 10-bit 4:2:2 only; its 'QP' is the profile, Proxy (0) to HQ (3)."""
-    frames = [f.astype(np.uint16) << 2 for f in reference_frames[:2]]
+@pytest.mark.parametrize("codec, depth, finest", [("prores", 10, 3), ("dnxhr", 8, 2)])
+def test_intermediates_code_by_profile_at_their_one_depth_and_refuse_the_other(reference_frames, codec, depth, finest):
+    """ProRes codes 10-bit 4:2:2 only, DNxHR (LB, SQ, HQ) 8-bit 4:2:2 only; their 'QP' is the profile, coarsest
+    (0: Proxy, LB) to finest."""
+    frames = [f.astype(np.uint16) << 2 for f in reference_frames[:2]] if depth == 10 else reference_frames[:2]
+    peak = (1 << depth) - 1
     scores = []
-    for profile in (0, 3):
-        decoded = decode_luma(encode_video(frames, codec="prores", qp=profile, bit_depth=10), "prores")
-        assert len(decoded) == 2 and decoded[0].dtype == np.uint16 and decoded[0].shape == frames[0].shape
-        scores.append(np.mean([psnr(d, f, peak=1023) for d, f in zip(decoded, frames)]))
+    for profile in (0, finest):
+        decoded = decode_luma(encode_video(frames, codec=codec, qp=profile, bit_depth=depth), codec)
+        assert len(decoded) == 2 and decoded[0].dtype == frames[0].dtype and decoded[0].shape == frames[0].shape
+        scores.append(np.mean([psnr(d, f, peak=peak) for d, f in zip(decoded, frames)]))
     assert 30 < scores[0] < scores[1] - 10, scores
-    with pytest.raises(CodecError, match="10-bit pictures only"):
-        encode_video(reference_frames[:1], codec="prores", qp=3)
+    other = 8 if depth == 10 else 10
+    with pytest.raises(CodecError, match=f"{depth}-bit pictures only"):
+        encode_video([reference_frames[0].astype(np.uint8 if other == 8 else np.uint16)], codec=codec, qp=0,
+                     bit_depth=other)
+
+
+def test_dnxhr_refuses_frames_narrower_than_it_codes(reference_frames):
+    with pytest.raises(CodecError, match="at least 256 pixels wide, got 200x192"):
+        encode_video([reference_frames[0][:, :200]], codec="dnxhr", qp=0)
 
 
 def test_cinepak_round_trip_is_its_own_blocky_picture(reference_frames):

@@ -61,7 +61,8 @@ def test_evaluate_qp_guard_rows_read_each_encodes_qp(tmp_path):
 
 def test_evaluate_codec_codes_every_condition_with_that_encoder(tmp_path):
     """--codec av1: SVT-AV1 at its own quantisers (labelled so), the finer the better, and the guard reading its
-    quantiser index: at SVT-AV1's qp 4 (index 1) it leaves the frames as decoded.  MPEG-2 has no CRF: refused."""
+    quantiser index: at SVT-AV1's qp 4 (index 1) it leaves the frames as decoded.  MPEG-2 has no CRF, ProRes no
+    8-bit pictures and DNxHR no 10-bit ones: refused."""
     out = tmp_path / "table.md"
     result = run_script("evaluate.py", "--clips", SAMPLES / "reference.mkv", "--max-frames", "2", "--qps", "",
                         "--extra-qps", "4,40", "--codec", "av1", "--qp-guard", "--out", out)
@@ -77,6 +78,9 @@ def test_evaluate_codec_codes_every_condition_with_that_encoder(tmp_path):
     eight_bit = run_script("evaluate.py", "--clips", SAMPLES / "reference.mkv", "--codec", "prores", "--qps", "",
                            "--extra-qps", "3")
     assert eight_bit.returncode == 2 and "codes 10-bit pictures only: add --ten-bit" in eight_bit.stderr
+    ten_bit = run_script("evaluate.py", "--clips", SAMPLES / "reference.mkv", "--codec", "dnxhr", "--ten-bit",
+                         "--qps", "", "--extra-qps", "2")
+    assert ten_bit.returncode == 2 and "codes 8-bit pictures only: drop --ten-bit" in ten_bit.stderr
 
 
 def test_evaluate_bits_scores_10_bit_output_against_the_8_bit_reference(tmp_path):

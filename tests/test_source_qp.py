@@ -279,18 +279,23 @@ def test_diffqe_enhance_leaves_near_transparent_video_as_it_is(tmp_path):
         assert "the source-QP guard reads" not in result.stderr, result.stderr
 
 
-def test_prores_finer_than_proxy_is_spared_and_proxy_is_enhanced(tmp_path):
-    """ProRes states no quantiser; its profile stands in: HQ (near-transparent, where the model lost 5 dB on the
-    held-out pictures) passes through untouched with the guard's note, Proxy (coarse) is enhanced, and neither
-    gets the note for sources the guard cannot read."""
-    for profile, spared in ((3, True), (0, False)):
-        src = encode(tmp_path / f"p{profile}.mov", "-frames:v", "2", "-c:v", "prores_ks", "-profile:v", str(profile))
-        out = tmp_path / f"out{profile}.mkv"
+@pytest.mark.parametrize("codec, coarse, finest", [("prores_ks", "0", "3"), ("dnxhd", "dnxhr_lb", "dnxhr_hq")])
+def test_intermediates_are_read_by_profile_the_finest_spared_the_coarsest_enhanced(tmp_path, codec, coarse, finest):
+    """ProRes and DNxHR state no quantiser; their profile stands in: HQ (near-transparent, where the model lost 5 dB
+    and 1.7 dB on the held-out pictures) passes through untouched with the guard's note, Proxy and LB (coarse) are
+    enhanced, and neither gets the note for sources the guard cannot read.  DNxHR SQ reads as QP 15."""
+    for profile, spared in ((finest, True), (coarse, False)):
+        src = encode(tmp_path / f"{profile}.mov", "-frames:v", "2", "-c:v", codec, "-profile:v", profile,
+                     *["-pix_fmt", "yuv422p"] * (codec == "dnxhd"))
+        out = tmp_path / f"out_{profile}.mkv"
         result = diffqe("enhance", src, out, "--backend", "ort-cpu", "--lossless", "--temporal", "0")
         assert result.returncode == 0, result.stderr
         same = all(np.array_equal(a, b) for a, b in zip(read_video_luma(out), read_video_luma(src)))
         assert same == spared and ("the source-QP guard spares 2 of 2 frames" in result.stderr) == spared, result.stderr
         assert unread(src) is None and "guard reads the QPs" not in result.stderr
+    if codec == "dnxhd":
+        sq = encode(tmp_path / "sq.mov", "-frames:v", "2", "-c:v", codec, "-profile:v", "dnxhr_sq", "-pix_fmt", "yuv422p")
+        assert read_frame_qps(sq) == [15.0, 15.0]
 
 
 def test_a_source_whose_qps_the_guard_cannot_read_gets_a_note_unless_a_strength_is_given(tmp_path):

@@ -36,7 +36,8 @@ class Coder:
     encoder: str
     container: str
     options: Options
-    pix_fmts: tuple[str | None, str] = ("yuv420p", "yuv420p10le")  # what it codes 8- and 10-bit luma in (None: not)
+    pix_fmts: tuple[str | None, str | None] = ("yuv420p", "yuv420p10le")  # what it codes 8-, 10-bit luma in (None: not)
+    min_width: int = 2
 
 
 def _x26x(option: str, *quiet: str) -> Options:
@@ -78,8 +79,15 @@ def _prores(qp: int | None, crf: float | None, intra: bool, preset: str | None) 
     return {"profile": str(qp)}
 
 
+def _dnxhr(qp: int | None, crf: float | None, intra: bool, preset: str | None) -> dict[str, str]:
+    """DNxHR (FFmpeg's dnxhd), Avid's intermediate: its QP is the 8-bit profile, 0-2 (LB, SQ, HQ)."""
+    if qp is None or not 0 <= qp <= 2:
+        raise CodecError("DNxHR has no CRF or QP: give its 8-bit profile, 0-2 (LB, SQ, HQ), as the QP")
+    return {"profile": ("dnxhr_lb", "dnxhr_sq", "dnxhr_hq")[qp]}
+
+
 # QP on each codec's own scale: x265 and x264 QP; SVT-AV1 and libvpx (VP9, VP8) q 0-63; MPEG-2, MPEG-4, MJPEG qscale;
-# ProRes profile
+# ProRes and DNxHR profile
 CODERS = {
     "hevc": Coder("libx265", "hevc", _x26x("x265-params", "log-level=error", "info=0")),
     "h264": Coder("libx264", "h264", _x26x("x264-params", "log-level=error")),
@@ -90,6 +98,7 @@ CODERS = {
     "mpeg4": Coder("mpeg4", "m4v", _mpeg2),
     "mjpeg": Coder("mjpeg", "mjpeg", _mjpeg),
     "prores": Coder("prores_ks", "mov", _prores, (None, "yuv422p10le")),
+    "dnxhr": Coder("dnxhd", "mov", _dnxhr, ("yuv422p", None), min_width=256),
 }
 
 
@@ -111,9 +120,12 @@ def encode_video(
     h, w = frames[0].shape
     if h % 2 or w % 2:
         raise CodecError(f"4:2:0 needs even frame sides, got {w}x{h}")
+    if w < coder.min_width:
+        raise CodecError(f"{codec} codes frames at least {coder.min_width} pixels wide, got {w}x{h}")
     pix_fmt = coder.pix_fmts[{8: 0, 10: 1}[bit_depth]]
     if pix_fmt is None:
-        raise CodecError(f"{codec} codes 10-bit pictures only: give 10-bit luma (uint16)")
+        depth = 10 if bit_depth == 8 else 8
+        raise CodecError(f"{codec} codes {depth}-bit pictures only: give {depth}-bit luma")
     dtype = np.uint8 if bit_depth == 8 else np.uint16
     buf = io.BytesIO()
     with av.open(buf, "w", format=coder.container) as out:
