@@ -38,9 +38,9 @@ FULL_QP, NO_QP = 17, 9  # the guard's ends: the correction whole at FULL_QP and 
 # suits it.  Through the model on the held-out pictures (docs/results.md, "Sources of other codecs"): ProRes at 10
 # bits, Proxy (39.8 dB in) +0.31 dB, no source harmed; LT (49.0) +0.02 but a screenshot -2.94 (-0.28 at strength
 # 0.25); 422 -1.34; HQ -5.04.  DNxHR, Proxy's peer LB (39.6) +0.28, none harmed; SQ (49.3) +0.24 but a screen -0.55,
-# at strength 0.75 +0.22 and -0.12 (so QP 15, the guard's 0.75); HQ (53.0) -0.14, the screen -1.66.  The profiles
+# at strength 0.5 +0.10 and -0.06, the guard's bar (so QP 13, its 0.5); HQ (53.0) -0.14, the screen -1.66.  The profiles
 # not listed (finer ones, and DNxHD's fixed rates, unmeasured, nearly all finer than LB) read NO_QP: spared.
-INTERMEDIATE_QPS = {"prores": {"Proxy": FULL_QP}, "dnxhd": {"DNXHR LB": FULL_QP, "DNXHR SQ": 15}}
+INTERMEDIATE_QPS = {"prores": {"Proxy": FULL_QP}, "dnxhd": {"DNXHR LB": FULL_QP, "DNXHR SQ": 13}}
 # x265's cutree (at a CRF or bitrate, its default) codes a block finer the more later pictures copy it, below the
 # slice QP: by a strength in QPs per doubling of 1 + the share of it that the pictures within its lookahead inherit,
 # each copying COPIED of what the one before it showed.  x265's own strength is 5 (1 - qcomp); CUTREE_PER_QCOMP

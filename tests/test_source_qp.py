@@ -283,7 +283,7 @@ def test_diffqe_enhance_leaves_near_transparent_video_as_it_is(tmp_path):
 def test_intermediates_are_read_by_profile_the_finest_spared_the_coarsest_enhanced(tmp_path, codec, coarse, finest):
     """ProRes and DNxHR state no quantiser; their profile stands in: HQ (near-transparent, where the model lost 5 dB
     and 1.7 dB on the held-out pictures) passes through untouched with the guard's note, Proxy and LB (coarse) are
-    enhanced, and neither gets the note for sources the guard cannot read.  DNxHR SQ reads as QP 15."""
+    enhanced, and neither gets the note for sources the guard cannot read.  DNxHR SQ reads as QP 13."""
     for profile, spared in ((finest, True), (coarse, False)):
         src = encode(tmp_path / f"{profile}.mov", "-frames:v", "2", "-c:v", codec, "-profile:v", profile,
                      *["-pix_fmt", "yuv422p"] * (codec == "dnxhd"))
@@ -295,7 +295,7 @@ def test_intermediates_are_read_by_profile_the_finest_spared_the_coarsest_enhanc
         assert unread(src) is None and "guard reads the QPs" not in result.stderr
     if codec == "dnxhd":
         sq = encode(tmp_path / "sq.mov", "-frames:v", "2", "-c:v", codec, "-profile:v", "dnxhr_sq", "-pix_fmt", "yuv422p")
-        assert read_frame_qps(sq) == [15.0, 15.0]
+        assert read_frame_qps(sq) == [13.0, 13.0]
 
 
 def test_a_source_whose_qps_the_guard_cannot_read_gets_a_note_unless_a_strength_is_given(tmp_path):
