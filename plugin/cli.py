@@ -221,6 +221,16 @@ def output_pix_fmt(stream: dict, bits: int | None) -> str:
     return deeper
 
 
+def dnxhr_profile(pix_fmt: str) -> str:
+    """The DNxHR profile --codec dnxhd writes where the user names none: DNxHD's own take only broadcast frame sizes
+    at fixed rates, DNxHR's any size; HQ (as prores_ks's default) at 8 bits, HQX above, 444 for 4:4:4 (ffmpeg
+    takes PIX_FMT up to the 4:2:2 or 4:4:4 format of the depth that dnxhd codes)."""
+    luma, *chroma = av.VideoFormat(pix_fmt, 16, 16).components
+    if chroma and chroma[0].width == 16:
+        return "dnxhr_444"
+    return "dnxhr_hqx" if luma.bits > 8 else "dnxhr_hq"
+
+
 def encoder_options(stream: dict, args: argparse.Namespace) -> dict:
     """ffmpeg's output options for the enhanced video: the encoder, and the input's pixel format, colour tags
     and field order (frame_tags marks the frames; this keeps ffmpeg from restating the order as "tb"); then the
@@ -242,6 +252,8 @@ def encoder_options(stream: dict, args: argparse.Namespace) -> dict:
     # the default CRF where the encoder has one, unless the user's bitrate or quantiser replaces it
     if args.crf is not None or (not sets_rate(extra) and has_option(args.codec, "crf")):
         options["crf"] = DEFAULT_CRF if args.crf is None else args.crf
+    if args.codec == "dnxhd" and not any(key.partition(":")[0] == "profile" for key in extra):
+        options["profile"] = dnxhr_profile(options["pix_fmt"])
     if interlaced and args.codec == "libx264":  # x264 codes the fields as fields (x265 and others: frames, tagged)
         options["flags"] = "+ildct+ilme"
     if args.codec == "libx265":  # the user's x265 parameters after DiffQE's (quiet log, HDR10 metadata)
@@ -294,12 +306,19 @@ def _written_codec(path: Path) -> str | None:
         return None
 
 
+def black_frame(stream: dict, more: str = "") -> ffmpeg.nodes.FilterableStream:
+    """A black picture of STREAM's size (encoders refuse sizes: DNxHR's below 256x120, 4:2:0 odd ones), as an input
+    to check the encoder and the container on; MORE: further options of lavfi's color source."""
+    return ffmpeg.input(f"color=c=black:s={stream.get('width') or 256}x{stream.get('height') or 256}{more}",
+                        format="lavfi")
+
+
 def check_container(src: Path, dst: Path, stream: dict, args: argparse.Namespace, folder: Path) -> None:
     """Write one encoded black frame with SRC's other streams into a file of DST's kind, so that what DST's
     container cannot hold (PCM audio in MP4, ...) fails now, not after the whole video has been enhanced."""
-    black = ffmpeg.input("color=c=black:s=64x64:d=0.04", format="lavfi")
+    black = black_frame(stream, ":d=0.04")
     probe = folder / f"check{dst.suffix}"
-    options = split(encoder_options(stream, args))[0] | muxer_options(args, dst) | {"t": 0.04}
+    options = split(encoder_options(stream, args))[0] | muxer_options(args, dst, stream) | {"t": 0.04}
     cmd = mux_command(black, src, stream, probe, options, folder)
     done = subprocess.run(cmd, capture_output=True, text=True)
     failed = ffmpeg_failed(done.returncode, done.stderr)
@@ -329,7 +348,7 @@ def check_encoder(stream: dict, args: argparse.Namespace) -> None:
     """Open the encoder as the job will, on one black frame, so that a wrong --codec, --crf, --preset or
     --encoder-options fails at once with the encoder's own words, not after the model has run (or for every file
     of a batch); so does an option that the encoder would pass over with a warning."""
-    frame = ffmpeg.input("color=c=black:s=256x256", format="lavfi")
+    frame = black_frame(stream)
     options = split(encoder_options(stream, args))[0]
     cmd = ffmpeg.output(frame, "-", format="null", vframes=1, **options).compile()
     done = subprocess.run(cmd[:1] + ["-hide_banner", "-nostdin", "-v", "warning"] + cmd[1:], capture_output=True,
@@ -412,7 +431,7 @@ def run_enhance(args: argparse.Namespace) -> int:
         if not segments.encoded and (total is None or start < total):
             _encode(src, stream, segments, start, total, args)
         segments.mark_encoded()
-        done = _join(src, dst, stream, partial, segments, muxer_options(args, dst))
+        done = _join(src, dst, stream, partial, segments, muxer_options(args, dst, stream))
     except BaseException:
         partial.unlink(missing_ok=True)  # nothing half-written survives a failure or an interrupt ...
         segments.tidy()  # ... but every complete segment does: the same command resumes from them
@@ -497,15 +516,20 @@ def coded_as(args: argparse.Namespace) -> str | None:
         return None
 
 
-def muxer_options(args: argparse.Namespace, dst: Path) -> dict:
-    """Options for DST's muxer: those of --encoder-options (-movflags +faststart), and for HEVC in MP4 or QuickTime
+def muxer_options(args: argparse.Namespace, dst: Path, stream: dict) -> dict:
+    """Options for DST's muxer: those of --encoder-options (-movflags +faststart), for HEVC in MP4 or QuickTime
     the 'hvc1' sample entry, which Apple's players need (ffmpeg writes 'hev1', which they do not play; the
-    encoder's parameter sets are in the sample entry, as 'hvc1' asks)."""
+    encoder's parameter sets are in the sample entry, as 'hvc1' asks), and for MXF the video's time base at
+    STREAM's frame rate: MXF states its rate as that, which a stream copy would take from the joined video (1/1000
+    s, or QuickTime's timescale), a rate MXF refuses."""
     options = {}
     for key, value in split(user_options(args))[1].items():
         options["tag:v:0" if key.startswith("tag") else key] = value  # the enhanced video's, not a cover picture's
     if dst.suffix.lower() in MOV_FAMILY and coded_as(args) == "hevc":
         options.setdefault("tag:v:0", "hvc1")
+    if dst.suffix.lower() == ".mxf" and frame_rate(stream):
+        num, _, den = str(stream["avg_frame_rate"]).partition("/")
+        options["time_base:v:0"] = f"{den or 1}/{num}"
     return options
 
 
@@ -515,7 +539,7 @@ def _join(src: Path, dst: Path, stream: dict, partial: Path, segments: Segments,
     start = Fraction(stream.get("format_start") or 0)
     times = frame_times(src, start, sum(map(segments.count, segments.done())))
     video = segments.folder / "video.mkv"
-    frames, first = join(segments.done(), times, video)
+    video, frames, first = join(segments.done(), times, video)
     # ffmpeg moves each input's first timestamp to zero: the offset puts the video back at its first frame's time.
     source = ffmpeg.input(str(video), itsoffset=f"{float(first):.6f}")
     options = {"c:v": "copy"} | muxer

@@ -10,6 +10,7 @@ decoded and which the source filter drops), the times of the frames the decoder 
 
 from __future__ import annotations
 
+import io
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -62,9 +63,10 @@ def _decode_ranks(segment: Path) -> list[int]:
     return ranks
 
 
-def join(segments: list[Path], times: Times | None, out: Path) -> tuple[int, Fraction]:
-    """SEGMENTS' packets, in order, into OUT (Matroska) with frame i at TIMES[i] (one per frame; where TIMES is
-    None, at the encoded constant rate from 0); returns the number of frames and the first one's time.
+def join(segments: list[Path], times: Times | None, out: Path) -> tuple[Path, int, Fraction]:
+    """SEGMENTS' packets, in order, into OUT (Matroska; with its suffix .mov, QuickTime, for a codec that PyAV's
+    Matroska muxer does not take, DNxHD) with frame i at TIMES[i] (one per frame; where TIMES is None, at the
+    encoded constant rate from 0); returns the file written, the number of frames and the first one's time.
     A packet's decode time is the time of the frame ``delay`` places before it in decode order: it never passes
     its own presentation time and always grows."""
     ranks = [_decode_ranks(s) for s in segments]
@@ -79,7 +81,10 @@ def join(segments: list[Path], times: Times | None, out: Path) -> tuple[int, Fra
     def at(i: int) -> Fraction:  # before the first frame: continue its spacing backwards
         return times[i] if i >= 0 else times[0] + i * step
 
-    with av.open(str(out), "w", format="matroska") as muxer:
+    with av.open(str(segments[0])) as container:
+        if not _holds(container.streams.video[0], "matroska"):
+            out = out.with_suffix(".mov")
+    with av.open(str(out), "w", format="mov" if out.suffix == ".mov" else "matroska") as muxer:
         stream = None
         first = 0
         for segment, rs in zip(segments, ranks):
@@ -88,11 +93,24 @@ def join(segments: list[Path], times: Times | None, out: Path) -> tuple[int, Fra
                 if stream is None:
                     stream = muxer.add_stream_from_template(source, opaque=True)
                     stream.time_base = Fraction(1, 1000)  # Matroska's millisecond
+                    muxer.start_encoding()  # the header settles the time base (QuickTime's is its own timescale)
+                    base = stream.time_base
                 packets = (p for p in container.demux(source) if p.size)
                 for k, (packet, rank) in enumerate(zip(packets, rs)):
-                    packet.pts = round(at(first + rank) / stream.time_base)
-                    packet.dts = round(at(first + k - delay) / stream.time_base)
-                    packet.stream = stream
+                    packet.duration = round(packet.duration * packet.time_base / base)
+                    packet.pts = round(at(first + rank) / base)
+                    packet.dts = round(at(first + k - delay) / base)
+                    packet.stream, packet.time_base = stream, base
                     muxer.mux(packet)
             first += len(rs)
-    return frames, times[0]
+    return out, frames, times[0]
+
+
+def _holds(stream: av.video.stream.VideoStream, container: str) -> bool:
+    """Whether PyAV's muxer of CONTAINER takes STREAM's codec (it checks as the stream is added)."""
+    with av.open(io.BytesIO(), "w", format=container) as muxer:
+        try:
+            muxer.add_stream_from_template(stream, opaque=True)
+        except ValueError:
+            return False
+    return True

@@ -836,6 +836,24 @@ def test_each_encoder_gets_its_own_defaults_and_only_the_options_it_has(tmp_path
     assert prores.returncode == 2 and "prores_ks has no -crf option" in prores.stderr
 
 
+def test_dnxhd_writes_dnxhr_at_any_size_into_quicktime_and_mxf(tmp_path):
+    """--codec dnxhd: DNxHD's own profiles take only broadcast sizes (the sample is 320x192), so DNxHR HQ is
+    written (HQX at --bits 10) unless the user names a profile; the segments are joined through QuickTime
+    (PyAV's Matroska muxer does not take DNxHD) and MXF gets the source's frame rate (not the join's time base)."""
+    source = read_video_luma(SAMPLES / "sample.mp4")
+    rate = probe_video(SAMPLES / "sample.mp4")["avg_frame_rate"]
+    for name, flags, profile, pix_fmt in (("hq.mov", [], "DNXHR HQ", "yuv422p"),
+                                          ("hqx.mxf", ["--bits", "10"], "DNXHR HQX", "yuv422p10le"),
+                                          ("sq.mxf", ["--encoder-options", "-profile:v dnxhr_sq"], "DNXHR SQ", "yuv422p")):
+        done = diffqe("enhance", SAMPLES / "sample.mp4", tmp_path / name, "--backend", "ort-cpu", "--quiet",
+                      "--codec", "dnxhd", *flags)
+        assert done.returncode == 0, done.stderr
+        video = probe_video(tmp_path / name)
+        assert (video["profile"], video["pix_fmt"], video["avg_frame_rate"]) == (profile, pix_fmt, rate), video
+        written = read_video_luma(tmp_path / name)
+        assert len(written) == len(source) and written[0].shape == source[0].shape
+
+
 def test_version_names_the_installed_distribution():
     from importlib.metadata import version
 
