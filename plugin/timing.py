@@ -63,10 +63,17 @@ def _decode_ranks(segment: Path) -> list[int]:
     return ranks
 
 
+# The containers the segments are joined in, in the order tried: PyAV's Matroska muxer refuses DNxHD, CineForm,
+# v210, HAP, PNG (QuickTime takes them), UT Video, HuffYUV and Sorenson's FLV1 (NUT takes them), which the system
+# ffmpeg writes into the Matroska segments.
+JOINED_IN = (("matroska", ".mkv"), ("mov", ".mov"), ("nut", ".nut"))
+
+
 def join(segments: list[Path], times: Times | None, out: Path) -> tuple[Path, int, Fraction]:
-    """SEGMENTS' packets, in order, into OUT (Matroska; with its suffix .mov, QuickTime, for a codec that PyAV's
-    Matroska muxer does not take, DNxHD) with frame i at TIMES[i] (one per frame; where TIMES is None, at the
-    encoded constant rate from 0); returns the file written, the number of frames and the first one's time.
+    """SEGMENTS' packets, in order, into OUT (Matroska; for a codec that PyAV's Matroska muxer does not take, the
+    first of JOINED_IN's containers that does, under its suffix) with frame i at TIMES[i] (one per frame; where
+    TIMES is None, at the encoded constant rate from 0); returns the file written, the number of frames and the
+    first one's time.
     A packet's decode time is the time of the frame ``delay`` places before it in decode order: it never passes
     its own presentation time and always grows."""
     ranks = [_decode_ranks(s) for s in segments]
@@ -82,9 +89,10 @@ def join(segments: list[Path], times: Times | None, out: Path) -> tuple[Path, in
         return times[i] if i >= 0 else times[0] + i * step
 
     with av.open(str(segments[0])) as container:
-        if not _holds(container.streams.video[0], "matroska"):
-            out = out.with_suffix(".mov")
-    with av.open(str(out), "w", format="mov" if out.suffix == ".mov" else "matroska") as muxer:
+        joined_in, suffix = next(((name, suffix) for name, suffix in JOINED_IN
+                                  if _holds(container.streams.video[0], name)), JOINED_IN[0])
+    out = out.with_suffix(suffix)
+    with av.open(str(out), "w", format=joined_in) as muxer:
         stream = None
         first = 0
         for segment, rs in zip(segments, ranks):
@@ -92,6 +100,8 @@ def join(segments: list[Path], times: Times | None, out: Path) -> tuple[Path, in
                 source = container.streams.video[0]
                 if stream is None:
                     stream = muxer.add_stream_from_template(source, opaque=True)
+                    if joined_in == "nut":  # a FourCC that says more than the codec (UT Video's layout)
+                        stream.codec_tag = source.codec_tag
                     stream.time_base = Fraction(1, 1000)  # Matroska's millisecond
                     muxer.start_encoding()  # the header settles the time base (QuickTime's is its own timescale)
                     base = stream.time_base
