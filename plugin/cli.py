@@ -522,15 +522,18 @@ FRAME_TIMED = (".mxf", ".avi")  # containers whose video time base is its frame'
 def muxer_options(args: argparse.Namespace, dst: Path, stream: dict) -> dict:
     """Options for DST's muxer: those of --encoder-options (-movflags +faststart), for HEVC in MP4 or QuickTime
     the 'hvc1' sample entry, which Apple's players need (ffmpeg writes 'hev1', which they do not play; the
-    encoder's parameter sets are in the sample entry, as 'hvc1' asks), and for MXF and AVI the video's time base at
-    STREAM's frame rate: they state their rate as that, which a stream copy would take from the joined video
-    (1/1000 s, QuickTime's timescale, or half the frame's time), a rate MXF refuses and AVI fills with empty
-    frames."""
+    encoder's parameter sets are in the sample entry, as 'hvc1' asks), H.264 in AVI as start codes, and for MXF
+    and AVI the video's time base at STREAM's frame rate: they state their rate as that, which a stream copy would
+    take from the joined video (1/1000 s, QuickTime's timescale, or half the frame's time), a rate MXF refuses and
+    AVI fills with empty frames."""
     options = {}
     for key, value in split(user_options(args))[1].items():
         options["tag:v:0" if key.startswith("tag") else key] = value  # the enhanced video's, not a cover picture's
     if dst.suffix.lower() in MOV_FAMILY and coded_as(args) == "hevc":
         options.setdefault("tag:v:0", "hvc1")
+    if dst.suffix.lower() == ".avi" and coded_as(args) == "h264":
+        # AVI holds start codes; the joined Matroska video has length prefixes (ffmpeg converts them itself for MPEG-TS)
+        options["bsf:v:0"] = "h264_mp4toannexb"
     if dst.suffix.lower() in FRAME_TIMED and frame_rate(stream):
         num, _, den = str(stream["avg_frame_rate"]).partition("/")
         options["time_base:v:0"] = f"{den or 1}/{num}"

@@ -858,14 +858,16 @@ def test_lossless_capture_codecs_that_pyavs_matroska_refuses_are_joined_through_
     """UT Video and HuffYUV (lossless capture codecs): the segments are joined through NUT, keeping UT Video's
     FourCC (its plane layout: without it the stream decodes as RGBA and fails), and the output holds FFV1's
     frames bit for bit; AVI gets the source's frame rate as its time base (not half a frame's time, which it
-    would fill with empty frames)."""
+    would fill with empty frames).  H.264 into AVI too (start codes, which AVI holds)."""
     rate = probe_video(SAMPLES / "sample.mp4")["avg_frame_rate"]
-    outputs = {name: tmp_path / name for name in ("ffv1.mkv", "utvideo.mkv", "huffyuv.avi")}
+    outputs = {name: tmp_path / name for name in ("ffv1.mkv", "utvideo.mkv", "huffyuv.avi", "libx264.avi")}
     for name, out in outputs.items():
         codec = ["--lossless"] if name == "ffv1.mkv" else ["--codec", out.stem]
         done = diffqe("enhance", SAMPLES / "sample.mp4", out, "--backend", "ort-cpu", "--quiet", *codec)
         assert done.returncode == 0, done.stderr
     lossless = read_video_luma(outputs.pop("ffv1.mkv"))
+    x264 = read_video_luma(outputs.pop("libx264.avi"))  # its start codes converted from the join's length prefixes
+    assert len(x264) == len(lossless) and min(psnr(a, b) for a, b in zip(x264, lossless)) > 35
     for out in outputs.values():
         assert all(np.array_equal(a, b) for a, b in zip(read_video_luma(out), lossless, strict=True)), out
         assert probe_video(out)["avg_frame_rate"] == probe_video(out)["r_frame_rate"] == rate
