@@ -1,6 +1,6 @@
 """The source-QP guard: each frame's slice QP read from real H.264 and HEVC bitstreams (and AV1's, VP9's and
-MPEG-2's quantisers as the HEVC QP of the same step), and the filter and diffqe enhance sparing the frames coded
-finer than the model was trained on."""
+MPEG-2's quantisers as the HEVC QP of the same step, ProRes's and DNxHR's profiles), and the filter and diffqe
+enhance sparing the frames coded finer than the model was trained on."""
 
 from __future__ import annotations
 
@@ -294,8 +294,20 @@ def test_intermediates_are_read_by_profile_the_finest_spared_the_coarsest_enhanc
         assert same == spared and ("the source-QP guard spares 2 of 2 frames" in result.stderr) == spared, result.stderr
         assert unread(src) is None and "guard reads the QPs" not in result.stderr
     if codec == "dnxhd":
-        sq = encode(tmp_path / "sq.mov", "-frames:v", "2", "-c:v", codec, "-profile:v", "dnxhr_sq", "-pix_fmt", "yuv422p")
+        sq = encode(tmp_path / "sq.mov", "-frames:v", "2", "-c:v", codec, "-profile:v", "dnxhr_sq",
+                    "-pix_fmt", "yuv422p")
         assert read_frame_qps(sq) == [13.0, 13.0]
+
+
+def test_the_evaluation_reads_an_intermediate_by_its_profile_as_the_filter_does(reference_frames):
+    """evaluate.py --qp-guard scores what the filter does: ProRes and DNxHR read by profile (INTERMEDIATE_QPS)."""
+    from diffqe.train.codec import encode_video
+    from diffqe.train.evaluate import stream_qp
+
+    ten_bit = [f.astype(np.uint16) << 2 for f in reference_frames[:1]]
+    assert [stream_qp(encode_video(ten_bit, codec="prores", qp=p, bit_depth=10), "prores") for p in (0, 3)] == [17, 9]
+    eight_bit = reference_frames[:1]
+    assert [stream_qp(encode_video(eight_bit, codec="dnxhr", qp=p), "dnxhr") for p in (0, 1, 2)] == [17, 13, 9]
 
 
 def test_a_source_whose_qps_the_guard_cannot_read_gets_a_note_unless_a_strength_is_given(tmp_path):

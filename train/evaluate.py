@@ -24,7 +24,7 @@ from ..model.inference import restore, scale_correction, to_planes, to_tensor
 from ..model.fusion import RADIUS as FUSION_RADIUS
 from ..model.fusion import FusionNet, fuse_clip
 from ..model.temporal import dilate, stabilise_clip
-from ..plugin.source_qp import gop_qps, guard, packet_qps, x265_cutree
+from ..plugin.source_qp import gop_qps, guard, intermediate_qp, packet_qps, x265_cutree
 from .codec import CODERS, decode_luma, encode_video, read_video_luma
 from .corpus import at_levels, find_images, load_luma
 from .metrics import band_mse, frame_change, psnr, ssim
@@ -72,10 +72,13 @@ class Coding:
 def stream_qp(stream: bytes, codec: str = "hevc") -> float | None:
     """The QP the filter's source-QP guard reads for the frames of a raw CODEC STREAM: the finest of its GOPs' QPs
     (``gop_qps``; the evaluation's clips are shorter than x265's keyframe interval, so all-intra ones excepted
-    they are one GOP, whose frames all get this); None where the guard reads none."""
+    they are one GOP, whose frames all get this), or an intermediate's by its profile; None where the guard reads
+    none."""
     with tempfile.NamedTemporaryFile(suffix="." + CODERS[codec].container) as f:
         f.write(stream)
         f.flush()
+        if (qp := intermediate_qp(Path(f.name))) is not None:
+            return qp
         read = packet_qps(Path(f.name))
         return min(gop_qps(read[0], x265_cutree(Path(f.name)))) if read else None
 
