@@ -585,8 +585,8 @@ def parse_enhance(argv: list[str]) -> argparse.Namespace:
                    help="do not fuse neighbouring intra-coded frames (the fusion works on all-intra streams only)")
     p.add_argument("--no-qp-guard", action="store_true",
                    help="give frames coded finer than QP 17 all of the correction (by default it fades out down to "
-                   "QP 9, read from H.264, HEVC, AV1, VP9 or MPEG-2 headers, where the model would harm near-transparent "
-                   "video)")
+                   "QP 9, read from H.264, HEVC, AV1, VP9, VP8 or MPEG-2 headers, where the model would harm "
+                   "near-transparent video)")
     p.add_argument("--bits", type=int, metavar="DEPTH",
                    help="write the video at this bit depth (default: the input's); 10 keeps the model's finer "
                    "corrections of 8-bit sources (x265 Main10)")

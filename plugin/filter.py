@@ -156,8 +156,8 @@ def enhance(
                        depth").  For re-encoding at 10 bits (x265's Main10).
     :param qp_guard:   on frames with a ``DiffQE_SourceQP`` property (the QP the frame's group of pictures was
                        coded at, its pictures' QPs weighted by the bytes each brings anew, which enhance.vpy
-                       reads from H.264, HEVC, AV1, VP9 and MPEG-2 bitstreams, the last three as the HEVC QP of
-                       the same step, ProRes and DNxHR by profile: Proxy and LB whole, SQ as QP 13, finer
+                       reads from H.264, HEVC, AV1, VP9, VP8 and MPEG-2 bitstreams, the last four as the HEVC
+                       QP of the same step, ProRes and DNxHR by profile: Proxy and LB whole, SQ as QP 13, finer
                        ones as QP 9), scale ``strength`` by ``source_qp.guard``: whole from QP 17 up, fading to
                        none at QP 9, where the model, trained on coarser pictures, harms near-transparent ones
                        (docs/results.md, "The source-QP guard").

@@ -7,7 +7,7 @@ blind to the QP, corrects finer ones just as hard: held-out photos and screens l
 at hand each frame's correction is scaled by ``guard(qp)`` of its group of pictures' QP (``gop_qps``): whole from
 QP 17 up, none at QP 9 and below, linear between, the strengths measured best at each QP.  H.264 and HEVC state
 QPs on one scale (H.264's keyframes are read down to their macroblocks, where adaptive quantisation puts the
-texture; HEVC pictures that later ones copy are taken finer, as x265's cutree codes them); AV1's and VP9's
+texture; HEVC pictures that later ones copy are taken finer, as x265's cutree codes them); AV1's, VP9's and VP8's
 quantiser indices and MPEG-2's quantiser scales are read as the HEVC QP of the same step, ProRes and DNxHR by their
 profile.  Sources without any (other codecs, raw images) are enhanced as before."""
 
@@ -28,7 +28,9 @@ import av
 import ffmpeg
 import numpy as np
 
-CODECS = ("h264", "hevc", "av1", "vp9", "mpeg2video")
+from . import vp8
+
+CODECS = ("h264", "hevc", "av1", "vp9", "vp8", "mpeg2video")
 # Codecs the guard does not read whose sources the model was measured not to harm when fine: Motion JPEG gained at
 # every qscale from 1 (50 dB) to 12 on the held-out pictures, no source losing more than 0.032 dB (docs/results.md,
 # "Sources of other codecs"); a job says nothing of them.
@@ -122,7 +124,7 @@ def unread(source: Path) -> str | None:
     codec = stream.get("codec_name") if stream else None
     if not codec or codec in CODECS or codec in UNREAD_UNHARMED or codec in INTERMEDIATE_QPS:
         return None
-    return (f"the source-QP guard reads the QPs of H.264, HEVC, AV1, VP9 and MPEG-2 video, not of {codec}: "
+    return (f"the source-QP guard reads the QPs of H.264, HEVC, AV1, VP9, VP8 and MPEG-2 video, not of {codec}: "
             f"every frame gets the model's whole correction, which harms a lossless or near-transparent source "
             f"(an intermediate such as FFV1, an archive, a still picture)")
 
@@ -161,6 +163,13 @@ def qindex_qp(index: int) -> float:
     lies, their AC step is index + 7 in eighths of an orthonormal transform's unit (AV1 and VP9 share the 8-bit
     table; at 10 bits both the table and the samples are 4 times larger); HEVC's step is 2^((QP - 4) / 6)."""
     return 4 + 6 * math.log2((index + 7) / 8)
+
+
+def vp8_qp(index: int) -> float:
+    """A VP8 luma AC quantiser index as the HEVC QP of the same step.  Up to index 54, where every guarded frame
+    lies, its step is index + 4 (RFC 6386's table) in halves of an orthonormal transform's unit (VP8's 4x4
+    transform doubles it)."""
+    return 4 + 6 * math.log2((index + 4) / 2)
 
 
 def mpeg2_qp(code: int, nonlinear: bool) -> float:
@@ -218,6 +227,20 @@ def packet_qps(source: Path) -> tuple[Packets, Fraction] | None:
     stream = _first_video(source)
     if not stream or stream.get("codec_name") not in CODECS:
         return None
+    packets = _vp8_packets(source) if stream["codec_name"] == "vp8" else _traced_packets(source)
+    if packets is None:
+        return None
+    copy = COPY_BYTES + COPY_BYTES_PER_PIXEL * int(stream.get("width") or 0) * int(stream.get("height") or 0)
+    read = [Packet(pts, key, sum(qps) / len(qps), size, max(size - copy, 0.0), blocks, reference)
+            for pts, key, qps, size, blocks, reference in packets if qps]
+    if stream["codec_name"] == "h264" and any(packet.qp < FULL_QP for packet in read):
+        read = _with_macroblock_qps(source, read)
+    return read, Fraction(stream["time_base"])
+
+
+def _traced_packets(source: Path) -> list[list] | None:
+    """SOURCE's first video stream's packets as trace_headers logs them: [pts, key, QPs of its slices or frames,
+    bytes, whether its blocks may depart from them, whether later pictures may copy it]; None where ffmpeg fails."""
     cmd = ["ffmpeg", "-hide_banner", "-nostats", "-copyts", "-i", str(source.absolute()), "-map", "0:V:0",
            "-c", "copy", "-bsf:v", "trace_headers", "-f", "null", "-"]
     quantisers, packets = _Quantisers(), []
@@ -233,14 +256,24 @@ def packet_qps(source: Path) -> tuple[Packets, Fraction] | None:
                     packets[-1][2].append(qp)
                     packets[-1][4] |= quantisers.hidden_block_qps
                     packets[-1][5] |= quantisers.reference
-    if p.returncode:
+    return None if p.returncode else packets
+
+
+def _vp8_packets(source: Path) -> list[list] | None:
+    """SOURCE's first video stream's packets as ``_traced_packets`` gives them, for VP8 (``vp8.Quantisers``);
+    None where PyAV cannot read SOURCE."""
+    quantisers, packets = vp8.Quantisers(), []
+    try:
+        with av.open(str(source.absolute())) as container:
+            stream = next(s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic)
+            for packet in container.demux(stream):
+                if packet.size:
+                    index = quantisers.read(bytes(packet))
+                    qps = [] if index is None else [vp8_qp(index)]
+                    packets.append([packet.pts, packet.is_keyframe, qps, packet.size, False, True])
+    except (av.error.FFmpegError, StopIteration):
         return None
-    copy = COPY_BYTES + COPY_BYTES_PER_PIXEL * int(stream.get("width") or 0) * int(stream.get("height") or 0)
-    read = [Packet(pts, key, sum(qps) / len(qps), size, max(size - copy, 0.0), blocks, reference)
-            for pts, key, qps, size, blocks, reference in packets if qps]
-    if stream["codec_name"] == "h264" and any(packet.qp < FULL_QP for packet in read):
-        read = _with_macroblock_qps(source, read)
-    return read, Fraction(stream["time_base"])
+    return packets
 
 
 def keyframe_texture_qps(source: Path) -> list[float]:

@@ -18,8 +18,8 @@ from conftest import SAMPLES
 from diffqe.plugin import enhance, source
 from diffqe.plugin.script import decode
 from diffqe.plugin.source_qp import (COPY_BYTES, COPY_BYTES_PER_PIXEL, FULL_QP, MEDIUM, NO_QP, Cutree, frame_qps,
-                                     guard, packet_qps, unread, x265_cutree)
-from diffqe.train.codec import read_video_luma
+                                     guard, packet_qps, unread, vp8_qp, x265_cutree)
+from diffqe.train.codec import encode_video, read_video_luma
 from diffqe.train.metrics import psnr
 from test_cli import diffqe
 
@@ -219,9 +219,9 @@ def intra_qp_coding(mean_psnr: float) -> float:
 
 
 def test_other_codecs_quantisers_read_as_the_hevc_qp_that_codes_as_finely(tmp_path):
-    """AV1 (SVT-AV1), VP9 (libvpx) and MPEG-2 coded all-intra at the fine quantisers where the guard acts: the QP
+    """AV1 (SVT-AV1), VP9 and VP8 (libvpx) and MPEG-2 coded all-intra at the fine quantisers where the guard acts: the QP
     read for them is the one at which x265 codes the same picture to the same PSNR, within 1.2 dB (H.264, whose
-    QP is HEVC's by definition, lands within 1 dB)."""
+    QP is HEVC's by definition, lands within 1 dB; VP8 within 1.3)."""
     reference = read_video_luma(REFERENCE)
     hevc = [mean_qp_and_psnr(encode(tmp_path / f"hevc{q}.mkv", "-c:v", "libx265", "-x265-params",
                                     f"log-level=0:qp={q}:keyint=1"), reference) for q in range(8, 33, 3)]
@@ -230,15 +230,32 @@ def test_other_codecs_quantisers_read_as_the_hevc_qp_that_codes_as_finely(tmp_pa
              "av1 qp 24": ["-c:v", "libsvtav1", "-qp", "24"],
              **{f"vp9 q {q}": ["-c:v", "libvpx-vp9", "-crf", str(q), "-qmin", str(q), "-qmax", str(q), "-b:v", "0"]
                 for q in (1, 3, 6, 10)},
+             **{f"vp8 q {q}": ["-c:v", "libvpx", "-crf", str(q), "-qmin", str(q), "-qmax", str(q), "-b:v", "0"]
+                for q in (0, 1, 2, 4, 8)},
              **{f"mpeg2 q {q}": ["-c:v", "mpeg2video", "-qmin", str(q), "-qmax", str(q)] for q in (1, 2)}}
     for name, options in coded.items():
         qp, db = mean_qp_and_psnr(encode(tmp_path / f"{name.replace(' ', '')}.mkv", *options, "-g", "1"), reference)
-        assert qp < FULL_QP + 8 and abs(db - np.interp(qp, qps, psnrs)) < 1.2, (name, qp, db, hevc)
+        # VP8 read at its step codes up to 1.21 dB below HEVC there (its q 1): spared a little more, not less
+        tolerance = 1.3 if name.startswith("vp8") else 1.2
+        assert qp < FULL_QP + 8 and abs(db - np.interp(qp, qps, psnrs)) < tolerance, (name, qp, db, hevc)
     # the filter spares them as it spares HEVC: an AV1 picture coded at SVT-AV1's finest quantiser passes untouched
     finest = source(encode(tmp_path / "av1.mkv", "-c:v", "libsvtav1", "-qp", "2", "-g", "1"))
     out = enhance(finest, backend="ort-cpu", temporal=0).get_frame(0)
     assert out.props["DiffQE_Strength"] == 0
     assert np.array_equal(np.asarray(out[0]), np.asarray(finest.get_frame(0)[0]))
+
+
+@pytest.mark.parametrize("intra", [True, False])
+def test_vp8_frame_headers_give_the_quantiser_index_libvpx_codes_at(reference_frames, intra):
+    """VP8's bool-coded frame headers read (plugin/vp8.py) key and inter frames alike: libvpx's q 0-63 is its
+    index 0-127 by libvpx's own table (q 6 -> 7, 8 -> 9, 12 -> 15, 63 -> 127)."""
+    for q, index in ((0, 0), (4, 4), (6, 7), (8, 9), (12, 15), (63, 127)):
+        with tempfile.NamedTemporaryFile(suffix=".ivf") as f:
+            f.write(encode_video(reference_frames[:3], codec="vp8", qp=q, intra=intra))
+            f.flush()
+            packets, _ = packet_qps(Path(f.name))
+        assert [p.qp for p in packets] == [vp8_qp(index)] * 3
+        assert [p.key for p in packets] == [True, intra, intra]
 
 
 def test_the_guard_fades_the_correction_out_below_qp_17(sample):
@@ -301,7 +318,6 @@ def test_intermediates_are_read_by_profile_the_finest_spared_the_coarsest_enhanc
 
 def test_the_evaluation_reads_an_intermediate_by_its_profile_as_the_filter_does(reference_frames):
     """evaluate.py --qp-guard scores what the filter does: ProRes and DNxHR read by profile (INTERMEDIATE_QPS)."""
-    from diffqe.train.codec import encode_video
     from diffqe.train.evaluate import stream_qp
 
     ten_bit = [f.astype(np.uint16) << 2 for f in reference_frames[:1]]
@@ -322,7 +338,7 @@ def test_a_source_whose_qps_the_guard_cannot_read_gets_a_note_unless_a_strength_
         result = diffqe("enhance", src, tmp_path / f"out{len(flags)}.mkv", "--backend", "ort-cpu", "--lossless",
                         "--temporal", "0", *flags)
         assert result.returncode == 0, result.stderr
-        note = ("note: master.mkv: the source-QP guard reads the QPs of H.264, HEVC, AV1, VP9 and MPEG-2 video, not of "
-                "ffv1: every frame gets the model's whole correction")
+        note = ("note: master.mkv: the source-QP guard reads the QPs of H.264, HEVC, AV1, VP9, VP8 and MPEG-2 video, "
+                "not of ffv1: every frame gets the model's whole correction")
         said = note in result.stderr and "(--strength 0 leaves such a source as it is)" in result.stderr
         assert said == (not flags), result.stderr
