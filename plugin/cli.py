@@ -314,16 +314,25 @@ def black_frame(stream: dict, more: str = "") -> ffmpeg.nodes.FilterableStream:
 
 
 def check_container(src: Path, dst: Path, stream: dict, args: argparse.Namespace, folder: Path) -> None:
-    """Write one encoded black frame with SRC's other streams into a file of DST's kind, so that what DST's
-    container cannot hold (PCM audio in MP4, ...) fails now, not after the whole video has been enhanced."""
-    black = black_frame(stream, ":d=0.04")
-    probe = folder / f"check{dst.suffix}"
-    options = split(encoder_options(stream, args))[0] | muxer_options(args, dst, stream) | {"t": 0.04}
-    cmd = mux_command(black, src, stream, probe, options, folder)
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    """Write one encoded black frame as the job writes its video (a Matroska segment, joined, then copied beside
+    SRC's other streams) into a file of DST's kind, so that what DST's container cannot hold (PCM audio in MP4,
+    ...) or the join cannot pass fails now, not after the whole video has been enhanced."""
+    segment, joined, probe = folder / "check.mkv", folder / "check_joined.mkv", folder / f"check{dst.suffix}"
+    encode = ffmpeg.output(black_frame(stream, ":d=0.04"), str(segment), **split(encoder_options(stream, args))[0])
+    cmd = encode.compile()
+    done = subprocess.run(cmd[:1] + FFMPEG_QUIET + ["-y"] + cmd[1:], capture_output=True, text=True)
+    if not ffmpeg_failed(done.returncode, done.stderr):
+        try:
+            joined = join([segment], None, joined)[0]
+        except (ValueError, av.error.FFmpegError) as e:  # a codec that none of the join's containers take
+            raise UserError(f"writing {dst} failed: {e}; choose another --codec") from None
+        options = {"c:v": "copy"} | muxer_options(args, dst, stream)
+        done = subprocess.run(mux_command(ffmpeg.input(str(joined)), src, stream, probe, options, folder),
+                              capture_output=True, text=True)
     failed = ffmpeg_failed(done.returncode, done.stderr)
     written = None if failed else _written_codec(probe)
-    probe.unlink(missing_ok=True)
+    for path in (segment, joined, probe):
+        path.unlink(missing_ok=True)
     if failed:
         raise UserError(f"writing {dst} failed: {first_lines(done.stderr)}{_hint(done.stderr)}")
     # Some muxers take a stream they cannot hold and write something else: HEVC into .avi (no codec tag) or
