@@ -137,6 +137,11 @@ def intermediate_qp(source: Path) -> float | None:
     return None if profiles is None else float(profiles.get(stream.get("profile"), NO_QP))
 
 
+def _video(container: av.container.InputContainer) -> av.video.stream.VideoStream:
+    """CONTAINER's first video stream that is not a cover picture (StopIteration where it has none)."""
+    return next(s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic)
+
+
 def _first_video(source: Path) -> dict | None:
     """SOURCE's first video stream as ffprobe describes it (read-only: it is shared); None where it has none or
     cannot be read.  Probed once per version of the file: a job asks three times (the note for unread codecs,
@@ -265,7 +270,7 @@ def _vp8_packets(source: Path) -> list[list] | None:
     quantisers, packets = vp8.Quantisers(), []
     try:
         with av.open(str(source.absolute())) as container:
-            stream = next(s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic)
+            stream = _video(container)
             for packet in container.demux(stream):
                 if packet.size:
                     index = quantisers.read(bytes(packet))
@@ -283,7 +288,7 @@ def keyframe_texture_qps(source: Path) -> list[float]:
     recording's slice QP can read 8 where its text is coded at 27 (docs/results.md).  Only keyframes are decoded
     (the decoder skips the rest): a few seconds for a film."""
     with av.open(str(source.absolute())) as container:
-        stream = next(s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic)
+        stream = _video(container)
         stream.codec_context.options = {"export_side_data": "venc_params"}
         stream.codec_context.skip_frame = "NONKEY"
         stream.thread_type = "SLICE"  # with frame threads the exported QPs are at times read before they are set
@@ -328,7 +333,7 @@ def x265_cutree(source: Path) -> Cutree:
     info=0, another encoder: taken finer than it may code, which spares more, not less)."""
     try:
         with av.open(str(source.absolute())) as container:
-            stream = next(s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic)
+            stream = _video(container)
             packet = next((p for p in container.demux(stream) if p.size), None)
             data = (stream.codec_context.extradata or b"") + (bytes(packet) if packet else b"")
     except (av.error.FFmpegError, StopIteration):

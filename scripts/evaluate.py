@@ -72,8 +72,9 @@ def main() -> int:
     ap.add_argument("--codec", choices=CODERS, default="hevc",
                     help="the encoder of every condition: x265 (hevc, the default), x264 (h264), SVT-AV1 (av1), "
                          "libvpx (vp9, vp8), FFmpeg's MPEG-2 (mpeg2), MPEG-4 part 2 (mpeg4, as Xvid), Motion JPEG "
-                         "(mjpeg), ProRes (prores, with --ten-bit) or DNxHR (dnxhr); QPs on its own scale (AV1, VP9, VP8: "
-                         "0-63; MPEG-2, MPEG-4, MJPEG: qscale 1-31; ProRes: the profile, 0-3; DNxHR: 0-2, LB to HQ)")
+                         "(mjpeg), ProRes (prores, with --ten-bit) or DNxHR (dnxhr); QPs on its own scale (AV1, VP9, "
+                         "VP8: 0-63; MPEG-2, MPEG-4, MJPEG: qscale 1-31; ProRes: the profile, 0-3; DNxHR: 0-2, LB to "
+                         "HQ)")
     ap.add_argument("--fade", type=float, nargs="+", default=[],
                     help="turn each image into a 12-frame fade to black at these code values per frame")
     ap.add_argument("--scroll", type=int, nargs=2, metavar=("HELD", "MOVING"),
