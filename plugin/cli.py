@@ -191,6 +191,16 @@ def frame_tags(video: ffmpeg.nodes.FilterableStream, stream: dict) -> ffmpeg.nod
     return video
 
 
+def sampling(pix_fmt: str) -> tuple[int, str | None]:
+    """PIX_FMT's bits per luma sample and its chroma subsampling ("444", "422", "420"; None for grey), as PyAV
+    states them (ValueError for a format it does not know)."""
+    luma, *chroma = av.VideoFormat(pix_fmt, 16, 16).components
+    if not chroma:
+        return luma.bits, None
+    # PyAV states the chroma planes' size for a 16x16 frame: 16 wide is 4:4:4, 8 wide and 8 high 4:2:0.
+    return luma.bits, "444" if chroma[0].width == 16 else "420" if chroma[0].height == 8 else "422"
+
+
 def output_pix_fmt(stream: dict, bits: int | None) -> str:
     """The enhanced video's pixel format: the input's (without its alpha plane unless STREAM's "keep_alpha"), or
     its layout (gray, 4:2:0, 4:2:2, 4:4:4, with alpha) at BITS per sample (--bits)."""
@@ -202,17 +212,15 @@ def output_pix_fmt(stream: dict, bits: int | None) -> str:
     if bits is None:
         return name
     try:
-        luma, *chroma = av.VideoFormat(name, 16, 16).components
+        depth, subsampling = sampling(name)
     except ValueError:
         raise UserError(f"--bits {bits}: the input's pixel format {name} is unknown to PyAV; leave --bits "
                         "out") from None
-    if bits < luma.bits:
-        raise UserError(f"--bits {bits}: the input is {luma.bits}-bit ({name}); the output keeps at least its depth")
-    if bits == luma.bits:
+    if bits < depth:
+        raise UserError(f"--bits {bits}: the input is {depth}-bit ({name}); the output keeps at least its depth")
+    if bits == depth:
         return name
-    # PyAV states the chroma planes' size for a 16x16 frame: 16 wide is 4:4:4, 8 wide and 8 high 4:2:0.
-    subsampling = "444" if chroma and chroma[0].width == 16 else "420" if chroma and chroma[0].height == 8 else "422"
-    layout = f"yuv{'a' if alpha else ''}{subsampling}p" if chroma else "gray"
+    layout = f"yuv{'a' if alpha else ''}{subsampling}p" if subsampling else "gray"
     deeper = f"{layout}{bits}le"
     try:
         av.VideoFormat(deeper)
@@ -225,10 +233,10 @@ def dnxhr_profile(pix_fmt: str) -> str:
     """The DNxHR profile --codec dnxhd writes where the user names none: DNxHD's own take only broadcast frame sizes
     at fixed rates, DNxHR's any size; HQ (as prores_ks's default) at 8 bits, HQX above, 444 for 4:4:4 (ffmpeg
     takes PIX_FMT up to the 4:2:2 or 4:4:4 format of the depth that dnxhd codes)."""
-    luma, *chroma = av.VideoFormat(pix_fmt, 16, 16).components
-    if chroma and chroma[0].width == 16:
+    depth, subsampling = sampling(pix_fmt)
+    if subsampling == "444":
         return "dnxhr_444"
-    return "dnxhr_hqx" if luma.bits > 8 else "dnxhr_hq"
+    return "dnxhr_hqx" if depth > 8 else "dnxhr_hq"
 
 
 def encoder_options(stream: dict, args: argparse.Namespace) -> dict:
@@ -544,8 +552,7 @@ def muxer_options(args: argparse.Namespace, dst: Path, stream: dict) -> dict:
         # AVI holds start codes; the joined Matroska video has length prefixes (ffmpeg converts them itself for MPEG-TS)
         options["bsf:v:0"] = "h264_mp4toannexb"
     if dst.suffix.lower() in FRAME_TIMED and frame_rate(stream):
-        num, _, den = str(stream["avg_frame_rate"]).partition("/")
-        options["time_base:v:0"] = f"{den or 1}/{num}"
+        options["time_base:v:0"] = str(1 / Fraction(stream["avg_frame_rate"]))
     return options
 
 
